@@ -1,0 +1,70 @@
+//! The admin listener: `/metrics` (Prometheus), `/healthz`, and `/policy` (what is loaded, for operators).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use prometheus::{Encoder, TextEncoder};
+
+use crate::reload::PolicyHandle;
+
+pub struct AdminApp {
+    pub policy: Arc<PolicyHandle>,
+}
+
+fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("content-length", body.len())
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        match session.req_header().uri.path() {
+            "/metrics" => {
+                self.policy.maintain();
+                let mut out = Vec::new();
+                match TextEncoder::new().encode(&prometheus::gather(), &mut out) {
+                    Ok(()) => respond(200, "text/plain; version=0.0.4", out),
+                    Err(e) => respond(500, "text/plain", e.to_string().into_bytes()),
+                }
+            }
+            "/healthz" => {
+                let policy = self.policy.current();
+                let body = serde_json::json!({ "status": "ok", "routes": policy.routes.len() });
+                respond(200, "application/json", body.to_string().into_bytes())
+            }
+            "/policy" => {
+                let policy = self.policy.current();
+                let routes: Vec<_> = policy
+                    .routes
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "name": r.name,
+                            "kind": r.kind.as_str(),
+                            "method": r.method.as_str(),
+                            "source": r.source.display().to_string(),
+                            "defenses": r.slots.iter().map(|s| serde_json::json!({
+                                "type": s.defense.name(),
+                                "mode": s.mode.as_str(),
+                                "action": match s.action { crate::defense::Action::Tag => "tag".to_string(),
+                                    crate::defense::Action::Block { status } => format!("block {status}") },
+                                "tracked_keys": s.defense.tracked_keys(),
+                            })).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                let body = serde_json::json!({ "files": policy.files, "routes": routes });
+                respond(200, "application/json", body.to_string().into_bytes())
+            }
+            _ => respond(404, "text/plain", b"not found: try /metrics, /healthz or /policy\n".to_vec()),
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The TOML file formats, exactly as an operator writes them. Unknown keys are errors; meaning is given in
+//! `compile.rs`, which turns these into the types the hot path uses.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// `gateway.toml`: where to listen, where the upstream is, which policies to load.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    #[serde(default = "default_admin")]
+    pub admin: String,
+    pub upstream: UpstreamFile,
+    pub policies: Vec<String>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// Worker threads of the proxy service; default: one per core.
+    pub threads: Option<usize>,
+    /// Upper bound on keys each keyed store tracks (per defense).
+    pub max_tracked_keys: Option<usize>,
+    /// Seconds between file-change checks for hot reload; 0 disables polling (SIGHUP still reloads).
+    pub watch_interval_secs: Option<u64>,
+    #[serde(default)]
+    pub log: LogFile,
+    #[serde(default)]
+    pub privacy: PrivacyFile,
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["127.0.0.1:8080".to_string()]
+}
+
+fn default_admin() -> String {
+    "127.0.0.1:9901".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    pub address: String,
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default)]
+    pub sni: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    /// "json" (default) or "text".
+    pub format: Option<String>,
+    /// A tracing filter such as "info" or "stuffgate=debug".
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyFile {
+    /// Secret that keys the hash under which accounts are tracked and logged. Name an environment variable with
+    /// `hash_key_env`; without one a random key is drawn at start (hashes then change across restarts).
+    pub hash_key_env: Option<String>,
+}
+
+/// A policy file: defaults and an ordered list of protected routes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    #[serde(default)]
+    pub defaults: DefaultsFile,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Spanned<RouteFile>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsFile {
+    /// "enforce" or "observe"; defenses without their own `mode` take this one.
+    pub mode: Option<String>,
+    /// IPv6 clients are keyed by this prefix length (one subscriber usually holds a whole /64).
+    pub ipv6_prefix: Option<u8>,
+    /// What to do with a protected request whose body cannot be read: "reject" (400) or "forward".
+    pub on_bad_body: Option<String>,
+    /// Largest body read on a protected route; larger ones get 413. At most 65536 (pingora's replay buffer).
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub name: String,
+    /// login | reset | signup | generic
+    pub kind: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Exact path, e.g. "/api/login".
+    pub path: Option<String>,
+    /// Path prefix, e.g. "/api/v1/auth/".
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub body: BodyFile,
+    #[serde(default)]
+    pub outcome: OutcomeFile,
+    pub on_bad_body: Option<String>,
+    #[serde(default, rename = "defense")]
+    pub defenses: Vec<Spanned<DefenseFile>>,
+}
+
+fn default_method() -> String {
+    "POST".to_string()
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BodyFile {
+    /// Dotted JSON path ("user.email") or form field name holding the account identifier.
+    pub account: Option<String>,
+    /// Same, for the password.
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeFile {
+    /// Upstream statuses that mean "the login succeeded"; default [200].
+    pub success: Option<Vec<u16>>,
+    /// Upstream statuses that mean "wrong credentials"; default [401, 403].
+    pub failure: Option<Vec<u16>>,
+}
+
+/// One defense of a route. All parameters of all kinds live in one flat table; `compile.rs` checks that each kind
+/// gets the parameters it needs and none it would ignore.
+#[derive(Debug, Deserialize, Default, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DefenseFile {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub mode: Option<String>,
+    /// block | tag
+    pub action: Option<String>,
+    pub status: Option<u16>,
+    // rate limits
+    pub limit: Option<u32>,
+    pub per: Option<String>,
+    pub burst: Option<u32>,
+    // failure counting and distinct accounts
+    pub key: Option<String>,
+    pub threshold: Option<u32>,
+    pub window: Option<String>,
+    pub penalty: Option<String>,
+    pub max_penalty: Option<String>,
+    pub count: Option<String>,
+    pub exempt_known_sources: Option<bool>,
+    // address lists
+    pub allow: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
+}
+
+impl DefenseFile {
+    /// Names of the parameters this table sets, to refuse the ones its kind would silently ignore.
+    pub fn set_parameters(&self) -> Vec<&'static str> {
+        let mut set = Vec::new();
+        let mut note = |present: bool, name: &'static str| {
+            if present {
+                set.push(name)
+            }
+        };
+        note(self.limit.is_some(), "limit");
+        note(self.per.is_some(), "per");
+        note(self.burst.is_some(), "burst");
+        note(self.key.is_some(), "key");
+        note(self.threshold.is_some(), "threshold");
+        note(self.window.is_some(), "window");
+        note(self.penalty.is_some(), "penalty");
+        note(self.max_penalty.is_some(), "max_penalty");
+        note(self.count.is_some(), "count");
+        note(self.exempt_known_sources.is_some(), "exempt_known_sources");
+        note(self.allow.is_some(), "allow");
+        note(self.deny.is_some(), "deny");
+        set
+    }
+}

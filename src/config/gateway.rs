@@ -1,0 +1,156 @@
+//! `gateway.toml` compiled: listeners, upstream, trusted proxies, policy files.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::file::GatewayFile;
+use super::{line_of, parse_toml, ConfigError};
+use crate::defense::ip_list::IpRanges;
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub address: String,
+    pub tls: bool,
+    pub sni: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub path: PathBuf,
+    pub listen: Vec<String>,
+    pub admin: String,
+    pub upstream: Upstream,
+    pub policy_files: Vec<PathBuf>,
+    pub trusted_proxies: IpRanges,
+    pub threads: usize,
+    pub max_tracked_keys: usize,
+    pub watch_interval: Option<Duration>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    /// Secret keying account hashes, read from the environment variable the file names.
+    pub hash_secret: Option<Vec<u8>>,
+}
+
+pub fn load_gateway(path: &Path) -> Result<GatewayConfig, ConfigError> {
+    let source = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, e))?;
+    gateway_from_str(path, &source)
+}
+
+pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, ConfigError> {
+    let file: GatewayFile = parse_toml(path, source)?;
+    let err = |key: &str, message: String| ConfigError::new(path, None, Some(key.to_string()), message);
+    let base = path.parent().unwrap_or(Path::new("."));
+
+    if file.listen.is_empty() {
+        return Err(err("listen", "needs at least one address, e.g. [\"0.0.0.0:8080\"]".into()));
+    }
+    for address in file.listen.iter().chain(std::iter::once(&file.admin)) {
+        if address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(err("listen", format!("`{address}` is not an IP:port address")));
+        }
+    }
+    if file.upstream.address.trim().is_empty() || !file.upstream.address.contains(':') {
+        return Err(err("upstream.address", "must be host:port, e.g. \"127.0.0.1:8081\"".into()));
+    }
+    if file.policies.is_empty() {
+        return Err(err("policies", "names no policy file; add e.g. [\"policies/default.toml\"]".into()));
+    }
+    let mut nets: Vec<IpNet> = Vec::new();
+    for entry in &file.trusted_proxies {
+        let text = entry.get_ref();
+        let net = text
+            .parse::<IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                ConfigError::new(
+                    path,
+                    Some(line_of(source, entry.span().start)),
+                    Some("trusted_proxies".into()),
+                    format!("`{text}` is neither an address nor a CIDR block such as \"10.0.0.0/8\""),
+                )
+            })?;
+        nets.push(net);
+    }
+    let threads = match file.threads {
+        Some(0) => return Err(err("threads", "must be greater than zero".into())),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    let max_tracked_keys = match file.max_tracked_keys {
+        Some(n) if n < 1024 => return Err(err("max_tracked_keys", "must be at least 1024".into())),
+        Some(n) => n,
+        None => 1_000_000,
+    };
+    let log_format = match file.log.format.as_deref() {
+        None | Some("json") => LogFormat::Json,
+        Some("text") => LogFormat::Text,
+        Some(other) => return Err(err("log.format", format!("`{other}` is not \"json\" or \"text\""))),
+    };
+    let hash_secret = match &file.privacy.hash_key_env {
+        None => None,
+        Some(var) => match std::env::var(var) {
+            Ok(value) if value.len() >= 16 => Some(value.into_bytes()),
+            Ok(_) => return Err(err("privacy.hash_key_env", format!("${var} must hold at least 16 characters"))),
+            Err(_) => return Err(err("privacy.hash_key_env", format!("${var} is not set"))),
+        },
+    };
+    Ok(GatewayConfig {
+        path: path.to_path_buf(),
+        listen: file.listen,
+        admin: file.admin,
+        upstream: Upstream {
+            address: file.upstream.address,
+            tls: file.upstream.tls,
+            sni: file.upstream.sni,
+        },
+        policy_files: file.policies.iter().map(|p| base.join(p)).collect(),
+        trusted_proxies: IpRanges::new(&nets),
+        threads,
+        max_tracked_keys,
+        watch_interval: match file.watch_interval_secs {
+            Some(0) => None,
+            Some(n) => Some(Duration::from_secs(n)),
+            None => Some(Duration::from_secs(2)),
+        },
+        log_format,
+        log_level: file.log.level.unwrap_or_else(|| "info".to_string()),
+        hash_secret,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_trusted_proxy_names_its_line() {
+        let source = "upstream = { address = \"127.0.0.1:8081\" }\npolicies = [\"p.toml\"]\ntrusted_proxies = [\n  \"10.0.0.0/8\",\n  \"banana\",\n]\n";
+        let error = gateway_from_str(Path::new("gw.toml"), source).unwrap_err();
+        assert_eq!(error.line, Some(5));
+        assert!(error.to_string().contains("banana"), "{error}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let source = "upstream = { address = \"127.0.0.1:8081\" }\npolicies = [\"p.toml\"]\nthreadz = 4\n";
+        let error = gateway_from_str(Path::new("gw.toml"), source).unwrap_err();
+        assert_eq!(error.line, Some(3));
+        assert!(error.message.contains("threadz"), "{error}");
+    }
+
+    #[test]
+    fn policy_paths_resolve_next_to_the_gateway_file() {
+        let source = "upstream = { address = \"127.0.0.1:8081\" }\npolicies = [\"p.toml\"]\n";
+        let config = gateway_from_str(Path::new("/etc/stuffgate/gw.toml"), source).unwrap();
+        assert_eq!(config.policy_files, vec![PathBuf::from("/etc/stuffgate/p.toml")]);
+        assert_eq!(config.admin, "127.0.0.1:9901");
+    }
+}

@@ -1,0 +1,254 @@
+//! Distinct accounts per address in a window: the signature of stuffing and spraying (one source, many accounts).
+//!
+//! A carrier-NAT address carries hundreds of real users, so counting every account tried would block them. The
+//! default counts only accounts whose *latest* outcome from the address is a failure: a user who mistypes and then
+//! gets in is resolved and stops counting, while a stuffing list (mostly failures) accumulates fast. `attempted`
+//! counting exists for routes without a usable outcome.
+
+use std::time::Duration;
+
+use super::{Credentials, Defense, Finding, Outcome, Subject};
+use crate::store::{BoundedMap, Expiring, Penalty};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DistinctCount {
+    /// Accounts whose latest outcome from this address failed.
+    Failed,
+    /// Every account tried, whatever the outcome.
+    Attempted,
+}
+
+#[derive(Clone, Copy)]
+struct Seen {
+    account_print: u32,
+    at: u64,
+    failed: bool,
+}
+
+struct AddressAccounts {
+    seen: Vec<Seen>,
+    penalty: Penalty,
+    last_seen: u64,
+    keep_for: u64,
+}
+
+impl Expiring for AddressAccounts {
+    fn is_expired(&self, now: u64) -> bool {
+        now >= self.last_seen + self.keep_for && !self.penalty.is_blocked(now)
+    }
+}
+
+pub struct DistinctAccounts {
+    count: DistinctCount,
+    threshold: u32,
+    window: u64,
+    penalty: u64,
+    max_penalty: u64,
+    memory: u64,
+    per_address_cap: usize,
+    map: BoundedMap<u128, AddressAccounts>,
+}
+
+pub struct DistinctAccountsSettings {
+    pub count: DistinctCount,
+    pub threshold: u32,
+    pub window: Duration,
+    pub penalty: Duration,
+    pub max_penalty: Duration,
+    pub max_keys: usize,
+}
+
+impl DistinctAccounts {
+    pub fn new(settings: DistinctAccountsSettings) -> DistinctAccounts {
+        let nanos = |d: Duration| d.as_nanos() as u64;
+        DistinctAccounts {
+            count: settings.count,
+            threshold: settings.threshold,
+            window: nanos(settings.window),
+            penalty: nanos(settings.penalty),
+            max_penalty: nanos(settings.max_penalty),
+            memory: nanos(settings.max_penalty.max(Duration::from_secs(86_400))),
+            per_address_cap: (settings.threshold as usize * 2).clamp(16, 1024),
+            map: BoundedMap::new(settings.max_keys),
+        }
+    }
+}
+
+impl Defense for DistinctAccounts {
+    fn name(&self) -> &'static str {
+        "distinct_accounts"
+    }
+
+    /// The block itself needs only the address; accounts are learned in `observe`.
+    fn needs_credentials(&self) -> bool {
+        false
+    }
+
+    fn check(&self, subject: &Subject, _credentials: &Credentials<'_>, now: u64) -> Finding {
+        let remaining = self
+            .map
+            .read(&subject.ip_key.0, now, |state| state.penalty.remaining(now))
+            .unwrap_or(0);
+        if remaining == 0 {
+            return Finding::Clear;
+        }
+        Finding::Hit {
+            reason: "many_accounts_from_source",
+            retry_after: Some(Duration::from_nanos(remaining).max(Duration::from_secs(1))),
+        }
+    }
+
+    fn observe(&self, subject: &Subject, outcome: Outcome, now: u64) {
+        let Some(account) = subject.account else {
+            return;
+        };
+        let counts = match (self.count, outcome) {
+            (DistinctCount::Attempted, _) => true,
+            (DistinctCount::Failed, Outcome::Failure | Outcome::Success) => true,
+            (DistinctCount::Failed, Outcome::Other) => false,
+        };
+        if !counts {
+            return;
+        }
+        let account_print = ((account.0 >> 32) as u32) ^ (account.0 as u32);
+        let failed = outcome == Outcome::Failure || self.count == DistinctCount::Attempted;
+        let (window, cap, threshold) = (self.window, self.per_address_cap, self.threshold);
+        let (penalty, max_penalty, memory) = (self.penalty, self.max_penalty, self.memory);
+        self.map.update(
+            subject.ip_key.0,
+            now,
+            || AddressAccounts {
+                seen: Vec::new(),
+                penalty: Penalty::default(),
+                last_seen: now,
+                keep_for: window.max(memory),
+            },
+            |state| {
+                state.last_seen = now;
+                if state.penalty.is_blocked(now) {
+                    return;
+                }
+                let horizon = now.saturating_sub(window);
+                match state.seen.iter_mut().find(|s| s.account_print == account_print) {
+                    Some(seen) => {
+                        seen.at = now;
+                        seen.failed = failed;
+                    }
+                    None => {
+                        if state.seen.len() >= cap {
+                            state.seen.retain(|s| s.at >= horizon);
+                        }
+                        if state.seen.len() >= cap {
+                            if let Some(oldest) = (0..state.seen.len()).min_by_key(|&i| state.seen[i].at) {
+                                state.seen.swap_remove(oldest);
+                            }
+                        }
+                        state.seen.push(Seen {
+                            account_print,
+                            at: now,
+                            failed,
+                        });
+                    }
+                }
+                let counted = state.seen.iter().filter(|s| s.failed && s.at >= horizon).count();
+                if counted as u32 >= threshold {
+                    state.penalty.strike(now, penalty, max_penalty, memory);
+                    state.seen.clear();
+                    state.seen.shrink_to_fit();
+                }
+            },
+        );
+    }
+
+    fn prune(&self, now: u64) {
+        self.map.prune(now);
+    }
+
+    fn tracked_keys(&self) -> usize {
+        self.map.len()
+    }
+
+    fn default_status(&self) -> u16 {
+        429
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::defense::AccountKey;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn defense(count: DistinctCount) -> DistinctAccounts {
+        DistinctAccounts::new(DistinctAccountsSettings {
+            count,
+            threshold: 10,
+            window: Duration::from_secs(600),
+            penalty: Duration::from_secs(300),
+            max_penalty: Duration::from_secs(3600),
+            max_keys: 10_000,
+        })
+    }
+
+    fn from(ip: u8, account: u64) -> Subject {
+        let mut s = Subject::new(IpAddr::V4(Ipv4Addr::new(100, 64, 0, ip)), 64);
+        s.account = Some(AccountKey(account.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+        s
+    }
+
+    #[test]
+    fn many_failing_accounts_from_one_address_block_it() {
+        let clock = Clock::manual();
+        let d = defense(DistinctCount::Failed);
+        for account in 0..9 {
+            d.observe(&from(1, account), Outcome::Failure, clock.now_nanos());
+        }
+        assert_eq!(d.check(&from(1, 100), &Credentials::default(), clock.now_nanos()), Finding::Clear);
+        d.observe(&from(1, 9), Outcome::Failure, clock.now_nanos());
+        assert!(matches!(
+            d.check(&from(1, 100), &Credentials::default(), clock.now_nanos()),
+            Finding::Hit { .. }
+        ));
+        assert_eq!(d.check(&from(2, 100), &Credentials::default(), clock.now_nanos()), Finding::Clear);
+    }
+
+    #[test]
+    fn a_carrier_nat_full_of_real_users_who_mostly_succeed_is_not_blocked() {
+        let clock = Clock::manual();
+        let d = defense(DistinctCount::Failed);
+        // 2,000 users over an hour behind one address; every tenth mistypes once and then gets in.
+        for user in 0..2000u64 {
+            if user % 10 == 0 {
+                d.observe(&from(1, user), Outcome::Failure, clock.now_nanos());
+                clock.advance(Duration::from_secs(1));
+            }
+            d.observe(&from(1, user), Outcome::Success, clock.now_nanos());
+            assert_eq!(d.check(&from(1, user), &Credentials::default(), clock.now_nanos()), Finding::Clear);
+            clock.advance(Duration::from_millis(1800));
+        }
+    }
+
+    #[test]
+    fn the_same_account_failing_repeatedly_counts_once() {
+        let clock = Clock::manual();
+        let d = defense(DistinctCount::Failed);
+        for _ in 0..50 {
+            d.observe(&from(1, 1), Outcome::Failure, clock.now_nanos());
+        }
+        assert_eq!(d.check(&from(1, 1), &Credentials::default(), clock.now_nanos()), Finding::Clear);
+    }
+
+    #[test]
+    fn attempted_counting_blocks_without_outcomes() {
+        let clock = Clock::manual();
+        let d = defense(DistinctCount::Attempted);
+        for account in 0..10 {
+            d.observe(&from(3, account), Outcome::Other, clock.now_nanos());
+        }
+        assert!(matches!(
+            d.check(&from(3, 0), &Credentials::default(), clock.now_nanos()),
+            Finding::Hit { .. }
+        ));
+    }
+}

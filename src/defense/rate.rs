@@ -1,0 +1,176 @@
+//! Request-rate limits per address, per account, or per account and address (GCRA, via governor).
+//!
+//! governor's keyed limiter forgets nothing by itself: `prune` runs `retain_recent` on a timer. Its memory is
+//! naturally bounded by (request rate × emission interval): a key is dropped as soon as its bucket is full again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::Clock as _;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
+
+use super::known_sources::KnownSources;
+use super::{Credentials, Defense, Finding, Subject};
+use crate::clock::Clock;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateKey {
+    Ip,
+    Account,
+    AccountIp,
+}
+
+pub struct RateLimit {
+    name: &'static str,
+    key: RateKey,
+    limiter: RateLimiter<u128, DashMapStateStore<u128>, Clock, NoOpMiddleware<Nanos>>,
+    clock: Clock,
+    /// Account-keyed limits spare sources that logged in to the account before (see `known_sources`).
+    known_sources: Option<Arc<KnownSources>>,
+}
+
+impl RateLimit {
+    /// `limit` requests per `per`, with bursts of up to `burst`.
+    pub fn new(
+        key: RateKey,
+        limit: u32,
+        per: Duration,
+        burst: u32,
+        clock: Clock,
+        known_sources: Option<Arc<KnownSources>>,
+    ) -> Option<RateLimit> {
+        let period = per.checked_div(limit)?;
+        let quota = Quota::with_period(period)?.allow_burst(std::num::NonZeroU32::new(burst)?);
+        let name = match key {
+            RateKey::Ip => "ip_rate",
+            RateKey::Account => "account_rate",
+            RateKey::AccountIp => "account_ip_rate",
+        };
+        Some(RateLimit {
+            name,
+            key,
+            limiter: RateLimiter::new(quota, DashMapStateStore::default(), clock.clone()),
+            clock,
+            known_sources,
+        })
+    }
+
+    fn key_of(&self, subject: &Subject) -> Option<u128> {
+        match self.key {
+            RateKey::Ip => Some(subject.ip_key.0),
+            RateKey::Account => subject.account.map(|a| a.0 as u128),
+            RateKey::AccountIp => subject
+                .account
+                .map(|a| ((a.0 as u128) << 64) ^ subject.ip_key.0.rotate_left(17)),
+        }
+    }
+}
+
+impl Defense for RateLimit {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn needs_credentials(&self) -> bool {
+        self.key != RateKey::Ip
+    }
+
+    fn check(&self, subject: &Subject, _credentials: &Credentials<'_>, now: u64) -> Finding {
+        let Some(key) = self.key_of(subject) else {
+            return Finding::Clear;
+        };
+        match self.limiter.check_key(&key) {
+            Ok(()) => Finding::Clear,
+            Err(not_until) => {
+                if let (Some(known), Some(account)) = (&self.known_sources, subject.account) {
+                    if known.is_known(account, subject.ip_key, now) {
+                        return Finding::Clear;
+                    }
+                }
+                let wait = not_until.wait_time_from(self.clock.now());
+                Finding::Hit {
+                    reason: "rate_exceeded",
+                    retry_after: Some(wait.max(Duration::from_secs(1))),
+                }
+            }
+        }
+    }
+
+    fn prune(&self, _now: u64) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    fn tracked_keys(&self) -> usize {
+        self.limiter.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::defense::{AccountKey, IpKey};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn subject(last_octet: u8) -> Subject {
+        Subject::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, last_octet)), 64)
+    }
+
+    #[test]
+    fn ip_limit_blocks_after_burst_and_recovers_with_time() {
+        let clock = Clock::manual();
+        let limit = RateLimit::new(RateKey::Ip, 5, Duration::from_secs(60), 5, clock.clone(), None).unwrap();
+        let creds = Credentials::default();
+        for _ in 0..5 {
+            assert_eq!(limit.check(&subject(1), &creds, clock.now_nanos()), Finding::Clear);
+        }
+        let Finding::Hit { retry_after, .. } = limit.check(&subject(1), &creds, clock.now_nanos()) else {
+            panic!("sixth request in a minute must be over the limit");
+        };
+        assert_eq!(retry_after, Some(Duration::from_secs(12)));
+        // Another address is unaffected.
+        assert_eq!(limit.check(&subject(2), &creds, clock.now_nanos()), Finding::Clear);
+        clock.advance(Duration::from_secs(12));
+        assert_eq!(limit.check(&subject(1), &creds, clock.now_nanos()), Finding::Clear);
+    }
+
+    #[test]
+    fn pruning_forgets_recovered_keys() {
+        let clock = Clock::manual();
+        let limit = RateLimit::new(RateKey::Ip, 10, Duration::from_secs(10), 10, clock.clone(), None).unwrap();
+        for i in 0..200u8 {
+            limit.check(&subject(i), &Credentials::default(), clock.now_nanos());
+        }
+        assert_eq!(limit.tracked_keys(), 200);
+        clock.advance(Duration::from_secs(2));
+        limit.prune(clock.now_nanos());
+        assert_eq!(limit.tracked_keys(), 0);
+    }
+
+    #[test]
+    fn account_limit_spares_a_source_that_logged_in_before() {
+        let clock = Clock::manual();
+        let known = Arc::new(KnownSources::new(100, Duration::from_secs(86_400)));
+        let limit = RateLimit::new(
+            RateKey::Account,
+            1,
+            Duration::from_secs(60),
+            1,
+            clock.clone(),
+            Some(known.clone()),
+        )
+        .unwrap();
+        let mut owner = subject(1);
+        owner.account = Some(AccountKey(42));
+        let mut attacker = subject(9);
+        attacker.account = Some(AccountKey(42));
+        known.record_success(AccountKey(42), IpKey::new(owner.ip, 64), clock.now_nanos());
+        let creds = Credentials::default();
+        assert_eq!(limit.check(&attacker, &creds, clock.now_nanos()), Finding::Clear);
+        assert!(matches!(limit.check(&attacker, &creds, clock.now_nanos()), Finding::Hit { .. }));
+        assert_eq!(limit.check(&owner, &creds, clock.now_nanos()), Finding::Clear);
+    }
+}

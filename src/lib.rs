@@ -1,0 +1,25 @@
+//! stuffgate: a credential-stuffing defense gateway on pingora.
+//!
+//! The request's way through the gateway (see `proxy`):
+//!
+//! ```text
+//! client ─▶ listener ─▶ Gateway (ProxyHttp) ─────────────────────────────▶ upstream login API
+//!             early_request_filter    client IP (trusted proxies only), route match
+//!             request_filter          body-free defenses; bounded body read → Credentials;
+//!                                     the remaining defenses; non-Allow verdict → answer here
+//!             upstream_request_filter strip spoofed X-Stuffgate-*; add client IP and tags
+//!             upstream_response_filter the upstream's status → success/failure → observe()
+//!             logging                 one decision event + Prometheus counters
+//! ```
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod admin;
+pub mod clock;
+pub mod config;
+pub mod defense;
+pub mod demo_api;
+pub mod proxy;
+pub mod reload;
+pub mod server;
+pub mod store;
+pub mod telemetry;

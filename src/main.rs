@@ -1,0 +1,214 @@
+//! The `stuffgate` command: a thin layer over the library.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use stuffgate::clock::Clock;
+use stuffgate::config::{self, CompileEnv, FileKind, GatewayConfig, LogFormat, Upstream};
+use stuffgate::defense::ip_list::IpRanges;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The policy `demo` uses when no file is given and policies/default.toml is not beside the working directory.
+const EMBEDDED_DEFAULT_POLICY: &str = include_str!("../policies/default.toml");
+
+#[derive(Parser)]
+#[command(name = "stuffgate", version, about = "Credential-stuffing defense gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+    },
+    /// Validate gateway and policy files (like `nginx -t`); exit status 1 if any is invalid.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run the bundled demo login API with the gateway in front of it.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        api: SocketAddr,
+        /// Policy file; default policies/default.toml, or the copy built into the binary.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Generated demo users (user00000@example.com …) besides the named ones.
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        #[arg(long, default_value = "text")]
+        log_format: String,
+    },
+    /// Run only the demo login API (an upstream for tests and benchmarks).
+    DemoApi {
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Check { files } => check(&files),
+        Command::Demo {
+            listen,
+            admin,
+            api,
+            policy,
+            users,
+            log_format,
+        } => demo(listen, admin, api, policy, users, &log_format),
+        Command::DemoApi { listen, users } => demo_api(listen, users),
+    }
+}
+
+fn run(path: &Path) -> ExitCode {
+    let config = match config::load_gateway(path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("stuffgate: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    start(config)
+}
+
+fn start(config: GatewayConfig) -> ExitCode {
+    let _log_guard = stuffgate::telemetry::init(config.log_format, &config.log_level);
+    if config.hash_secret.is_none() {
+        tracing::warn!("no privacy.hash_key_env set: account hashes in logs change at every restart");
+    }
+    let state = match stuffgate::server::build_state(&config, Clock::monotonic()) {
+        Ok(state) => state,
+        Err(error) => {
+            eprintln!("stuffgate: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    stuffgate::server::run(config, state)
+}
+
+fn check(files: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for file in files {
+        match check_one(file) {
+            Ok(summary) => println!("ok: {}: {summary}", file.display()),
+            Err(error) => {
+                failed = true;
+                eprintln!("error: {error}");
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn check_one(file: &Path) -> Result<String, config::ConfigError> {
+    let source = std::fs::read_to_string(file)
+        .map_err(|e| config::ConfigError::new(file, None, None, format!("cannot read the file: {e}")))?;
+    let env = CompileEnv::new(Clock::monotonic(), 1024);
+    match config::sniff_kind(&source) {
+        FileKind::Gateway => {
+            let gateway = config::load_gateway(file)?;
+            let policy = config::compile_policies(&gateway.policy_files, &env, None)?;
+            Ok(format!("gateway file; its {} policy file(s) give {} route(s)", gateway.policy_files.len(), policy.routes.len()))
+        }
+        FileKind::Policy => {
+            let policy = config::compile_policies(&[file.to_path_buf()], &env, None)?;
+            let defenses: usize = policy.routes.iter().map(|r| r.slots.len()).sum();
+            Ok(format!("policy with {} route(s), {} defense(s)", policy.routes.len(), defenses))
+        }
+    }
+}
+
+fn demo(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    api: SocketAddr,
+    policy: Option<PathBuf>,
+    users: usize,
+    log_format: &str,
+) -> ExitCode {
+    let policy_file = match policy {
+        Some(path) => path,
+        None if Path::new("policies/default.toml").exists() => PathBuf::from("policies/default.toml"),
+        None => {
+            let path = std::env::temp_dir().join(format!("stuffgate-demo-policy-{}.toml", std::process::id()));
+            if let Err(error) = std::fs::write(&path, EMBEDDED_DEFAULT_POLICY) {
+                eprintln!("stuffgate: cannot write the built-in policy to {}: {error}", path.display());
+                return ExitCode::FAILURE;
+            }
+            path
+        }
+    };
+    let api_server = match stuffgate::demo_api::DemoApi::spawn(api, stuffgate::demo_api::DemoState::seeded(users)) {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("stuffgate: the demo API cannot listen on {api}: {error} (choose another with --api)");
+            return ExitCode::FAILURE;
+        }
+    };
+    let loopback: ipnet::IpNet = ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1]));
+    let config = GatewayConfig {
+        path: PathBuf::from("(demo)"),
+        listen: vec![listen.to_string()],
+        admin: admin.to_string(),
+        upstream: Upstream {
+            address: api_server.addr().to_string(),
+            tls: false,
+            sni: String::new(),
+        },
+        policy_files: vec![policy_file.clone()],
+        // The bundled attack replays send client addresses in X-Forwarded-For from loopback.
+        trusted_proxies: IpRanges::new(&[loopback]),
+        threads: 2,
+        max_tracked_keys: 1_000_000,
+        watch_interval: Some(std::time::Duration::from_secs(2)),
+        log_format: if log_format == "json" { LogFormat::Json } else { LogFormat::Text },
+        log_level: "info".to_string(),
+        hash_secret: None,
+    };
+    let (name, password) = stuffgate::demo_api::NAMED_USERS[0];
+    println!(
+        "stuffgate demo\n  gateway   http://{listen}   (policy {})\n  demo API  http://{}   (direct, unprotected)\n  admin     http://{admin}/metrics  /healthz  /policy\n\nTry it:\n  curl -i http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"{name}\",\"password\":\"{password}\"}}'\n  for i in $(seq 1 40); do curl -s -o /dev/null -w '%{{http_code}} ' http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"user'$i'@example.com\",\"password\":\"guess\"}}'; done; echo\n  open http://{listen}/ in a browser for the login page\n",
+        policy_file.display(),
+        api_server.addr(),
+    );
+    // The API thread must outlive the gateway, which never returns.
+    std::mem::forget(api_server);
+    start(config)
+}
+
+fn demo_api(listen: SocketAddr, users: usize) -> ExitCode {
+    match stuffgate::demo_api::DemoApi::spawn(listen, stuffgate::demo_api::DemoState::seeded(users)) {
+        Ok(server) => {
+            println!("demo API on http://{}", server.addr());
+            loop {
+                std::thread::park();
+            }
+        }
+        Err(error) => {
+            eprintln!("stuffgate: the demo API cannot listen on {listen}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The gateway's own answers: JSON bodies for API clients, Retry-After where waiting helps.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+pub struct Answer {
+    pub status: u16,
+    pub error: &'static str,
+    pub message: &'static str,
+    pub retry_after: Option<Duration>,
+}
+
+impl Answer {
+    pub fn block(status: u16, retry_after: Option<Duration>) -> Answer {
+        let (error, message) = match status {
+            429 => ("too_many_attempts", "Too many attempts. Please wait before trying again."),
+            403 => ("forbidden", "This request is not allowed."),
+            _ => ("blocked", "This request was blocked."),
+        };
+        Answer {
+            status,
+            error,
+            message,
+            retry_after,
+        }
+    }
+
+    pub fn bad_request(message: &'static str) -> Answer {
+        Answer {
+            status: 400,
+            error: "bad_request",
+            message,
+            retry_after: None,
+        }
+    }
+
+    pub fn too_large() -> Answer {
+        Answer {
+            status: 413,
+            error: "payload_too_large",
+            message: "The request body is larger than this endpoint accepts.",
+            retry_after: None,
+        }
+    }
+}
+
+/// Write the answer. `body_consumed` false means the request body was never read: the connection must then close,
+/// or its unread bytes would be taken for the next request.
+pub async fn send(session: &mut Session, answer: &Answer, body_consumed: bool) -> Result<()> {
+    let retry_secs = answer.retry_after.map(|d| d.as_secs().max(1) + u64::from(d.subsec_nanos() > 0));
+    let body = match retry_secs {
+        Some(secs) => format!(
+            r#"{{"error":"{}","message":"{}","retry_after":{secs}}}"#,
+            answer.error, answer.message
+        ),
+        None => format!(r#"{{"error":"{}","message":"{}"}}"#, answer.error, answer.message),
+    };
+    let mut header = ResponseHeader::build(answer.status, Some(6))?;
+    header.insert_header("content-type", "application/json")?;
+    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header("cache-control", "no-store")?;
+    header.insert_header("x-stuffgate-decision", if answer.status == 400 || answer.status == 413 { "invalid" } else { "block" })?;
+    if let Some(secs) = retry_secs {
+        header.insert_header("retry-after", secs.to_string())?;
+    }
+    if !body_consumed {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(header), false).await?;
+    session.write_response_body(Some(Bytes::from(body)), true).await?;
+    Ok(())
+}

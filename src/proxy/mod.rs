@@ -1,0 +1,272 @@
+//! The pingora side: `Gateway` implements `ProxyHttp`, and each phase hands off to one helper.
+//! Unprotected traffic passes with a route lookup and the spoofed-header strip; nothing else.
+
+pub mod answer;
+pub mod body;
+pub mod client_ip;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::Result;
+
+use crate::config::{BadBody, Policy, Route, RouteKind};
+use crate::defense::ip_list::IpRanges;
+use crate::defense::pipeline::{self, Phase};
+use crate::defense::{normalise_account, AccountHasher, Credentials, Decision, Outcome, Subject, Verdict};
+use crate::reload::PolicyHandle;
+use crate::telemetry::metrics;
+use answer::Answer;
+
+/// Everything the phases share, built once at start.
+pub struct GatewayState {
+    pub policy: Arc<PolicyHandle>,
+    pub trusted_proxies: IpRanges,
+    pub hasher: AccountHasher,
+    pub upstream: HttpPeer,
+}
+
+pub struct Gateway {
+    pub state: Arc<GatewayState>,
+}
+
+/// Per-request state. Empty (and allocation-free) for unprotected requests.
+#[derive(Default)]
+pub struct RequestCtx {
+    client_ip: Option<IpAddr>,
+    /// The policy the request was matched against, kept alive across a concurrent reload.
+    policy: Option<Arc<Policy>>,
+    route: usize,
+    subject: Option<Subject>,
+    decision: Decision,
+    /// Set when the gateway answered instead of the upstream because the request itself was unusable.
+    invalid: Option<&'static str>,
+    outcome: Option<Outcome>,
+    decision_started: Option<Instant>,
+    decision_micros: u64,
+}
+
+impl RequestCtx {
+    fn route(&self) -> Option<&Route> {
+        self.policy.as_ref().map(|p| &p.routes[self.route])
+    }
+}
+
+const HEADER_PREFIX: &str = "x-stuffgate-";
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let header = session.req_header();
+        let policy = self.state.policy.peek();
+        if let Some(index) = policy.match_route(&header.method, header.uri.path()) {
+            ctx.policy = Some(arc_swap::Guard::into_inner(policy));
+            ctx.route = index;
+            ctx.decision_started = Some(Instant::now());
+        }
+        ctx.client_ip = Some(self.client_ip(session));
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let Some(policy) = ctx.policy.clone() else {
+            return Ok(false);
+        };
+        let answered = self.guard(session, ctx, &policy.routes[ctx.route]).await?;
+        if let Some(started) = ctx.decision_started {
+            ctx.decision_micros = started.elapsed().as_micros() as u64;
+        }
+        Ok(answered)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(self.state.upstream.clone()))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        strip_spoofed_headers(request);
+        if let Some(ip) = ctx.client_ip {
+            request.insert_header("x-stuffgate-client-ip", ip.to_string())?;
+        }
+        let mut tags = ctx.decision.tags().peekable();
+        if tags.peek().is_some() {
+            let list: Vec<&str> = tags.collect();
+            request.insert_header("x-stuffgate-signals", list.join(","))?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(policy), Some(subject)) = (ctx.policy.clone(), ctx.subject) else {
+            return Ok(());
+        };
+        let route = &policy.routes[ctx.route];
+        let outcome = route.outcome_of(response.status.as_u16());
+        ctx.outcome = Some(outcome);
+        let now = self.state.policy.env().clock.now_nanos();
+        for slot in &route.slots {
+            slot.defense.observe(&subject, outcome, now);
+        }
+        if let (Outcome::Success, RouteKind::Login, Some(account)) = (outcome, route.kind, subject.account) {
+            self.state.policy.env().known_sources.record_success(account, subject.ip_key, now);
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, _error: Option<&pingora::Error>, ctx: &mut RequestCtx) {
+        let Some(route) = ctx.route() else {
+            return;
+        };
+        let verdict = match (ctx.invalid, ctx.decision.verdict()) {
+            (Some(invalid), _) => invalid,
+            (None, v) => v.as_str(),
+        };
+        metrics::REQUESTS.with_label_values(&[route.name.as_str(), verdict]).inc();
+        if let Some(outcome) = ctx.outcome {
+            metrics::OUTCOMES.with_label_values(&[route.name.as_str(), outcome.as_str()]).inc();
+        }
+        for reason in &ctx.decision.reasons {
+            metrics::FINDINGS
+                .with_label_values(&[route.name.as_str(), reason.defense, reason.action, reason.mode.as_str()])
+                .inc();
+        }
+        metrics::DECISION_SECONDS
+            .with_label_values(&[route.name.as_str()])
+            .observe(ctx.decision_micros as f64 / 1e6);
+        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        crate::telemetry::decision_event(route, ctx.client_ip, ctx.subject, &ctx.decision, verdict, ctx.outcome, status, ctx.decision_micros);
+    }
+}
+
+impl Gateway {
+    fn client_ip(&self, session: &Session) -> IpAddr {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let forwarded = session.req_header().headers.get("x-forwarded-for").map(|v| v.as_bytes());
+        client_ip::resolve(peer, forwarded, &self.state.trusted_proxies)
+    }
+
+    /// Run the route's defenses; true when the gateway answered and the request must not be forwarded.
+    async fn guard(&self, session: &mut Session, ctx: &mut RequestCtx, route: &Route) -> Result<bool> {
+        let ip = ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let mut subject = Subject::new(ip, route.ipv6_prefix);
+        let env = self.state.policy.env();
+        let now = env.clock.now_nanos();
+        ctx.subject = Some(subject);
+
+        if pipeline::run(&route.slots, Phase::BeforeBody, &subject, &Credentials::default(), now, &mut ctx.decision) {
+            return self.answer_block(session, ctx, false).await;
+        }
+        if !route.reads_body() || ctx.decision.trusted {
+            return Ok(false);
+        }
+        let body = match read_bounded_body(session, route.max_body_bytes).await? {
+            Ok(body) => body,
+            Err(invalid) => {
+                ctx.invalid = Some("too_large");
+                answer::send(session, &invalid, false).await?;
+                return Ok(true);
+            }
+        };
+        let content_type = session.req_header().headers.get("content-type").map(|v| v.as_bytes());
+        let extracted = body::body_type(content_type, &body).and_then(|kind| {
+            body::extract(kind, &body, route.account_field.as_ref(), route.password_field.as_ref())
+        });
+        let extracted = match extracted {
+            Ok(fields) if fields.account.is_some() || route.account_field.is_none() => Ok(fields),
+            Ok(_) => Err("The request has no account field."),
+            Err(body::BodyError::UnsupportedType) => Err("The body must be JSON or a URL-encoded form."),
+            Err(body::BodyError::Malformed(_)) => Err("The body could not be parsed."),
+            Err(body::BodyError::Ambiguous(_)) => Err("A credential field must be a single string."),
+        };
+        let fields = match (extracted, route.on_bad_body) {
+            (Ok(fields), _) => fields,
+            (Err(message), BadBody::Reject) => {
+                ctx.invalid = Some("bad_request");
+                answer::send(session, &Answer::bad_request(message), true).await?;
+                return Ok(true);
+            }
+            (Err(_), BadBody::Forward) => return Ok(false),
+        };
+        let account = fields.account.as_deref().map(normalise_account);
+        subject.account = account.as_deref().map(|a| self.state.hasher.key(a));
+        ctx.subject = Some(subject);
+        let credentials = Credentials {
+            account: account.as_deref(),
+            password: fields.password.as_deref().map(str::as_bytes),
+        };
+        if pipeline::run(&route.slots, Phase::AfterBody, &subject, &credentials, now, &mut ctx.decision) {
+            return self.answer_block(session, ctx, true).await;
+        }
+        Ok(false)
+    }
+
+    async fn answer_block(&self, session: &mut Session, ctx: &RequestCtx, body_consumed: bool) -> Result<bool> {
+        if let Verdict::Block { status, retry_after } = ctx.decision.verdict() {
+            answer::send(session, &Answer::block(status, retry_after), body_consumed).await?;
+        }
+        Ok(true)
+    }
+}
+
+/// Read the whole body into pingora's replay buffer (it is sent upstream from there), refusing more than `limit`.
+async fn read_bounded_body(session: &mut Session, limit: usize) -> Result<std::result::Result<bytes::Bytes, Answer>> {
+    let declared = session
+        .req_header()
+        .headers
+        .get("content-length")
+        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Ok(Err(Answer::too_large()));
+    }
+    session.enable_retry_buffering();
+    let mut total = 0usize;
+    while let Some(chunk) = session.read_request_body().await? {
+        total += chunk.len();
+        if total > limit {
+            return Ok(Err(Answer::too_large()));
+        }
+    }
+    if session.retry_buffer_truncated() {
+        return Ok(Err(Answer::too_large()));
+    }
+    Ok(Ok(session.get_retry_buffer().unwrap_or_default()))
+}
+
+/// Clients must not be able to forge the headers the app trusts from us.
+fn strip_spoofed_headers(request: &mut RequestHeader) {
+    let spoofed: Vec<http::HeaderName> = request
+        .headers
+        .keys()
+        .filter(|name| name.as_str().starts_with(HEADER_PREFIX))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        request.remove_header(&name);
+    }
+}

@@ -1,0 +1,109 @@
+//! Hot reload: parse → validate → compile → atomic swap. A policy that fails any step is logged with file, line and
+//! key, counted, and the running policy keeps serving. Defenses whose parameters did not change keep their state.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use crate::config::{compile_policies, CompileEnv, ConfigError, Policy};
+use crate::telemetry::metrics;
+
+pub struct PolicyHandle {
+    current: ArcSwap<Policy>,
+    files: Vec<PathBuf>,
+    env: CompileEnv,
+    /// (modified time, length) of each file when last loaded, to notice edits by polling.
+    stamps: Mutex<Vec<Option<(SystemTime, u64)>>>,
+    /// Serialises reloads (SIGHUP and the poller may fire together).
+    reloading: Mutex<()>,
+}
+
+fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+impl PolicyHandle {
+    /// Load the first policy; any error here stops start-up.
+    pub fn load(files: Vec<PathBuf>, env: CompileEnv) -> Result<PolicyHandle, ConfigError> {
+        let stamps = files.iter().map(stamp).collect();
+        let policy = compile_policies(&files, &env, None)?;
+        Ok(PolicyHandle {
+            current: ArcSwap::from_pointee(policy),
+            files,
+            env,
+            stamps: Mutex::new(stamps),
+            reloading: Mutex::new(()),
+        })
+    }
+
+    pub fn current(&self) -> Arc<Policy> {
+        self.current.load_full()
+    }
+
+    /// Borrow the current policy without touching its reference count (the per-request fast path).
+    pub fn peek(&self) -> arc_swap::Guard<Arc<Policy>> {
+        self.current.load()
+    }
+
+    pub fn env(&self) -> &CompileEnv {
+        &self.env
+    }
+
+    /// Recompile from the files and swap. On error the old policy stays.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let _one_at_a_time = self.reloading.lock();
+        let stamps: Vec<_> = self.files.iter().map(stamp).collect();
+        let previous = self.current.load_full();
+        let result = compile_policies(&self.files, &self.env, Some(&previous));
+        *self.stamps.lock() = stamps;
+        match result {
+            Ok(policy) => {
+                let routes = policy.routes.len();
+                self.current.store(Arc::new(policy));
+                metrics::RELOADS.with_label_values(&["ok"]).inc();
+                tracing::info!(routes, "policy reloaded");
+                Ok(())
+            }
+            Err(error) => {
+                metrics::RELOADS.with_label_values(&["error"]).inc();
+                tracing::error!(
+                    file = %error.file.display(),
+                    line = error.line,
+                    key = error.key.as_deref().unwrap_or(""),
+                    error = %error,
+                    "policy reload refused; the previous policy keeps serving"
+                );
+                Err(error)
+            }
+        }
+    }
+
+    /// Reload when any policy file's modification time or length changed since the last load.
+    pub fn reload_if_changed(&self) -> Option<Result<(), ConfigError>> {
+        let now: Vec<_> = self.files.iter().map(stamp).collect();
+        if *self.stamps.lock() == now {
+            return None;
+        }
+        Some(self.reload())
+    }
+
+    /// Prune every defense's state and publish the tracked-key gauges.
+    pub fn maintain(&self) {
+        let now = self.env.clock.now_nanos();
+        let policy = self.current.load();
+        for (route, slot) in policy.slots() {
+            slot.defense.prune(now);
+            metrics::TRACKED_KEYS
+                .with_label_values(&[route.name.as_str(), slot.defense.name()])
+                .set(slot.defense.tracked_keys() as i64);
+        }
+        self.env.known_sources.prune(now);
+        metrics::TRACKED_KEYS
+            .with_label_values(&["*", "known_sources"])
+            .set(self.env.known_sources.len() as i64);
+    }
+}

@@ -1,0 +1,68 @@
+//! Prometheus metrics in the default registry (served on the admin listener).
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, HistogramVec, IntCounterVec,
+    IntGaugeVec,
+};
+
+/// Registration only fails on a duplicate name, which is a programming error caught by any test.
+fn registered<T>(result: prometheus::Result<T>) -> T {
+    #[allow(clippy::expect_used)]
+    result.expect("metric names are unique")
+}
+
+/// Protected requests by route and final verdict.
+pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(register_int_counter_vec!(
+        "stuffgate_requests_total",
+        "Protected requests by route and final verdict (allow, block, bad_request, too_large).",
+        &["route", "verdict"]
+    ))
+});
+
+/// What each defense found, by the action it led to and mode: observe-mode hits show here without blocking.
+pub static FINDINGS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(register_int_counter_vec!(
+        "stuffgate_defense_findings_total",
+        "Defense findings by route, defense, action (block, tag, trusted) and mode (enforce, observe).",
+        &["route", "defense", "action", "mode"]
+    ))
+});
+
+/// Upstream outcomes of protected requests, as read from the answer.
+pub static OUTCOMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(register_int_counter_vec!(
+        "stuffgate_upstream_outcomes_total",
+        "Outcomes of forwarded protected requests (success, failure, other).",
+        &["route", "outcome"]
+    ))
+});
+
+/// Keys each defense tracks: the gauge that shows memory staying bounded under a flood of distinct keys.
+pub static TRACKED_KEYS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    registered(register_int_gauge_vec!(
+        "stuffgate_tracked_keys",
+        "Keys currently held by each defense's state.",
+        &["route", "defense"]
+    ))
+});
+
+pub static RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(register_int_counter_vec!(
+        "stuffgate_policy_reloads_total",
+        "Policy reload attempts by result (ok, error).",
+        &["result"]
+    ))
+});
+
+/// Time spent deciding (defenses and body read), not upstream time.
+pub static DECISION_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    registered(register_histogram_vec!(
+        "stuffgate_decision_seconds",
+        "Time the gateway spent deciding on a protected request, body read included.",
+        &["route"],
+        vec![0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1]
+    ))
+});

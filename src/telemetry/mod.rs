@@ -1,0 +1,69 @@
+//! Logging and metrics. One decision event per protected request (target `stuffgate::decision`), Prometheus
+//! counters with low-cardinality labels only: route, defense, verdict, mode — never an address or an account.
+
+pub mod metrics;
+
+use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::config::LogFormat;
+
+/// Install the global subscriber. Log lines go through a bounded, lossy channel to a writer thread, so a slow
+/// stdout never stalls a request; the returned guard flushes on drop.
+pub fn init(format: LogFormat, level: &str) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(64 * 1024)
+        .finish(std::io::stdout());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = fmt().with_env_filter(filter).with_ansi(ansi).with_writer(writer);
+    let result = match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    if let Err(error) = result {
+        eprintln!("stuffgate: logging was already set up: {error}");
+    }
+    guard
+}
+
+/// The one event per protected request. Never a password; the account only as its keyed hash.
+#[allow(clippy::too_many_arguments)]
+pub fn decision_event(
+    route: &crate::config::Route,
+    client_ip: Option<std::net::IpAddr>,
+    subject: Option<crate::defense::Subject>,
+    decision: &crate::defense::Decision,
+    verdict: &str,
+    outcome: Option<crate::defense::Outcome>,
+    status: u16,
+    decision_micros: u64,
+) {
+    use std::fmt::Write;
+    let mut reasons = String::new();
+    for (i, r) in decision.reasons.iter().enumerate() {
+        let _ = write!(
+            reasons,
+            "{}{}:{}:{}:{}",
+            if i > 0 { "," } else { "" },
+            r.defense,
+            r.reason,
+            r.action,
+            r.mode.as_str()
+        );
+    }
+    let account = subject.and_then(|s| s.account).map(|a| a.log_form());
+    tracing::info!(
+        target: "stuffgate::decision",
+        route = route.name.as_str(),
+        kind = route.kind.as_str(),
+        verdict,
+        decided_by = decision.decided_by.unwrap_or(""),
+        reasons = reasons.as_str(),
+        client_ip = client_ip.map(tracing::field::display),
+        account = account.as_deref(),
+        outcome = outcome.map(|o| o.as_str()),
+        status,
+        decision_us = decision_micros,
+    );
+}
