@@ -18,6 +18,8 @@ pub mod clock;
 pub mod config;
 pub mod defense;
 pub mod demo_api;
+pub mod engine;
+pub mod geoip;
 pub mod proxy;
 pub mod reload;
 pub mod server;

@@ -52,6 +52,11 @@ enum Command {
         #[arg(long, default_value = "text")]
         log_format: String,
     },
+    /// Look up addresses in a GeoIP database.
+    Geoip {
+        #[command(subcommand)]
+        command: GeoipCommand,
+    },
     /// Run only the demo login API (an upstream for tests and benchmarks).
     DemoApi {
         #[arg(long, default_value = "127.0.0.1:8081")]
@@ -59,6 +64,12 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         users: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum GeoipCommand {
+    /// Print country (and ASN where known) for each address, and which database answered.
+    Lookup(stuffgate::geoip::cli::LookupArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +86,15 @@ fn main() -> ExitCode {
             log_format,
         } => demo(listen, admin, api, policy, users, &log_format),
         Command::DemoApi { listen, users } => demo_api(listen, users),
+        Command::Geoip {
+            command: GeoipCommand::Lookup(args),
+        } => match stuffgate::geoip::cli::run_lookup(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("stuffgate: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -15,10 +15,10 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::Result;
 
-use crate::config::{BadBody, Policy, Route, RouteKind};
+use crate::config::{BadBody, Policy, Route};
 use crate::defense::ip_list::IpRanges;
-use crate::defense::pipeline::{self, Phase};
-use crate::defense::{normalise_account, AccountHasher, Credentials, Decision, Outcome, Subject, Verdict};
+use crate::defense::{AccountHasher, Decision, Outcome, Subject, Verdict};
+use crate::engine;
 use crate::reload::PolicyHandle;
 use crate::telemetry::metrics;
 use answer::Answer;
@@ -122,15 +122,9 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         let route = &policy.routes[ctx.route];
-        let outcome = route.outcome_of(response.status.as_u16());
+        let env = self.state.policy.env();
+        let outcome = engine::observe(route, env, &subject, response.status.as_u16(), env.clock.now_nanos());
         ctx.outcome = Some(outcome);
-        let now = self.state.policy.env().clock.now_nanos();
-        for slot in &route.slots {
-            slot.defense.observe(&subject, outcome, now);
-        }
-        if let (Outcome::Success, RouteKind::Login, Some(account)) = (outcome, route.kind, subject.account) {
-            self.state.policy.env().known_sources.record_success(account, subject.ip_key, now);
-        }
         Ok(())
     }
 
@@ -173,12 +167,11 @@ impl Gateway {
     /// Run the route's defenses; true when the gateway answered and the request must not be forwarded.
     async fn guard(&self, session: &mut Session, ctx: &mut RequestCtx, route: &Route) -> Result<bool> {
         let ip = ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let mut subject = Subject::new(ip, route.ipv6_prefix);
-        let env = self.state.policy.env();
-        let now = env.clock.now_nanos();
+        let now = self.state.policy.env().clock.now_nanos();
+        let (mut subject, decision) = engine::check_address(route, ip, now);
         ctx.subject = Some(subject);
-
-        if pipeline::run(&route.slots, Phase::BeforeBody, &subject, &Credentials::default(), now, &mut ctx.decision) {
+        ctx.decision = decision;
+        if ctx.decision.verdict.is_some() {
             return self.answer_block(session, ctx, false).await;
         }
         if !route.reads_body() || ctx.decision.trusted {
@@ -212,14 +205,17 @@ impl Gateway {
             }
             (Err(_), BadBody::Forward) => return Ok(false),
         };
-        let account = fields.account.as_deref().map(normalise_account);
-        subject.account = account.as_deref().map(|a| self.state.hasher.key(a));
+        engine::check_credentials(
+            route,
+            &self.state.hasher,
+            &mut subject,
+            fields.account.as_deref(),
+            fields.password.as_deref().map(str::as_bytes),
+            now,
+            &mut ctx.decision,
+        );
         ctx.subject = Some(subject);
-        let credentials = Credentials {
-            account: account.as_deref(),
-            password: fields.password.as_deref().map(str::as_bytes),
-        };
-        if pipeline::run(&route.slots, Phase::AfterBody, &subject, &credentials, now, &mut ctx.decision) {
+        if ctx.decision.verdict.is_some() {
             return self.answer_block(session, ctx, true).await;
         }
         Ok(false)
