@@ -1,0 +1,164 @@
+//! A real gateway process in front of a real demo login API, on fresh loopback ports.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use stuffgate::demo_api::{DemoApi, DemoState};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+pub fn demo_api() -> DemoApi {
+    DemoApi::spawn("127.0.0.1:0".parse().unwrap(), DemoState::seeded(200)).expect("demo API starts")
+}
+
+pub struct Gateway {
+    child: Child,
+    pub url: String,
+    pub admin: String,
+    pub policy_path: PathBuf,
+    _dir: tempfile::TempDir,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+pub struct Options<'a> {
+    pub trusted_proxies: &'a [&'a str],
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            trusted_proxies: &["127.0.0.1"],
+        }
+    }
+}
+
+impl Gateway {
+    pub fn start(policy: &str, upstream: SocketAddr) -> Gateway {
+        Gateway::start_with(policy, upstream, Options::default())
+    }
+
+    pub fn start_with(policy: &str, upstream: SocketAddr, options: Options<'_>) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let policy_path = dir.path().join("policy.toml");
+        std::fs::write(&policy_path, policy).expect("write policy");
+        let (port, admin_port) = (free_port(), free_port());
+        let trusted: Vec<String> = options.trusted_proxies.iter().map(|t| format!("\"{t}\"")).collect();
+        let config = format!(
+            "listen = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin_port}\"\nupstream = {{ address = \"{upstream}\" }}\n\
+             policies = [\"policy.toml\"]\ntrusted_proxies = [{}]\nthreads = 1\nwatch_interval_secs = 1\n\
+             log = {{ format = \"json\", level = \"info\" }}\n",
+            trusted.join(", ")
+        );
+        let config_path = dir.path().join("gateway.toml");
+        std::fs::write(&config_path, config).expect("write gateway config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stuffgate"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gateway starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+                       child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)].into_iter().flatten() {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        let gateway = Gateway {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            policy_path,
+            _dir: dir,
+            lines,
+        };
+        gateway.wait_ready();
+        gateway
+    }
+
+    fn wait_ready(&self) {
+        let client = client();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let admin_ok = client.get(format!("{}/healthz", self.admin)).send().is_ok_and(|r| r.status() == 200);
+            let proxy_ok = client.get(format!("{}/", self.url)).send().is_ok();
+            if admin_ok && proxy_ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("gateway did not become ready; its output:\n{}", self.logs());
+    }
+
+    pub fn logs(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Wait (bounded) until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.lines.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Decision events (JSON lines of target stuffgate::decision).
+    pub fn decisions(&self) -> Vec<serde_json::Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("stuffgate::decision"))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn login(&self, from: Option<&str>, email: &str, password: &str) -> reqwest::blocking::Response {
+        let mut request = client()
+            .post(format!("{}/api/login", self.url))
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "email": email, "password": password }).to_string());
+        if let Some(ip) = from {
+            request = request.header("x-forwarded-for", ip);
+        }
+        request.send().expect("gateway answers")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
+
+/// True when the answer came from the demo API rather than from the gateway.
+pub fn from_upstream(response: &reqwest::blocking::Response) -> bool {
+    response.headers().contains_key("x-demo-upstream")
+}
