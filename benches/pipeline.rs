@@ -1,1 +1,408 @@
-fn main(){}
+//! Cost of the defense pipeline per request, on the library directly (no network, no pingora).
+//!
+//! `cargo bench --bench pipeline` (all), or with a filter, e.g. `cargo bench --bench pipeline -- pipeline/login`.
+//!
+//! * `pipeline/login_allowed`  — one allowed login on `policies/default.toml`'s `login` route:
+//!   `check_address` + `check_credentials` + `observe` (9 in 10 answers 401, 1 in 10 answers 200), each from one of
+//!   2^20 distinct client addresses and with an account never seen before — the pattern of a distributed stuffing run
+//!   or of busy real traffic, where every lookup misses the CPU caches and every observe inserts state.
+//! * `pipeline/login_full`     — the same plus Content-Type sniffing and JSON extraction of the body: everything
+//!   the gateway decides per protected login besides HTTP and logging.
+//! * `pipeline/flood_blocked`  — one address over its `ip_rate` limit: `check_address` answers Block before any
+//!   body read (this is what a blocked flood request costs the gateway in decision work).
+//! * `pipeline/route_match`    — `Policy::match_route` for an unprotected path (the only per-request work the
+//!   pipeline adds to unprotected traffic).
+//! * `body/*`                  — `body_type` + `extract` of typical JSON and form login bodies.
+//! * `telemetry/metrics_per_request` — the Prometheus updates `logging()` does for one allowed login.
+//! * `memory/bounded_2M_ips`   — not a timing: feeds 2M distinct addresses (each with a fresh account, each login
+//!   failing) through the login route and prints every defense's `tracked_keys()` before and after `prune`, and the
+//!   process RSS. Runs with a manual clock so "later" is deterministic.
+//!
+//! Timed loops exclude the periodic `prune` calls (the gateway runs them on its maintenance thread every 5 s); the
+//! prune cost itself is printed by the memory check.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, Criterion, Throughput};
+use stuffgate::clock::Clock;
+use stuffgate::config::{compile_policies, CompileEnv, Policy};
+use stuffgate::defense::{AccountHasher, Outcome, Verdict};
+use stuffgate::engine;
+use stuffgate::proxy::body::{body_type, extract};
+
+const POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/default.toml");
+const MAX_TRACKED_KEYS: usize = 1_000_000;
+/// Distinct client addresses cycled through by the allowed-login benches.
+const ADDRESS_BITS: u32 = 20;
+/// Prune every this many requests (outside the timed section): ~1 s of traffic at the measured rates.
+const PRUNE_EVERY: u64 = 1 << 20;
+
+struct Bench {
+    env: CompileEnv,
+    policy: Policy,
+    login: usize,
+    hasher: AccountHasher,
+}
+
+impl Bench {
+    fn new(clock: Clock) -> Bench {
+        let env = CompileEnv::new(clock, MAX_TRACKED_KEYS);
+        let policy = compile_policies(&[PathBuf::from(POLICY)], &env, None).expect("policies/default.toml compiles");
+        let login = policy
+            .match_route(&http::Method::POST, "/api/login")
+            .expect("the default policy protects POST /api/login");
+        Bench {
+            env,
+            policy,
+            login,
+            hasher: AccountHasher::from_secret(b"bench secret, 16+ bytes long"),
+        }
+    }
+
+    fn prune(&self) {
+        let now = self.env.clock.now_nanos();
+        for (_, slot) in self.policy.slots() {
+            slot.defense.prune(now);
+        }
+        self.env.known_sources.prune(now);
+    }
+
+    /// One protected login decided and observed; returns whether it was allowed.
+    fn login(&self, ip: IpAddr, account: &str, password: &[u8], status: u16) -> bool {
+        let route = &self.policy.routes[self.login];
+        let now = self.env.clock.now_nanos();
+        let (mut subject, mut decision) = engine::check_address(route, &self.env, ip, now);
+        if decision.verdict.is_some() {
+            return false;
+        }
+        engine::check_credentials(route, &self.hasher, &mut subject, Some(account), Some(password), now, &mut decision);
+        if decision.verdict.is_some() {
+            return false;
+        }
+        let outcome = engine::observe(route, &self.env, &subject, status, now);
+        black_box(outcome);
+        true
+    }
+
+    /// The same, starting from the raw body as the proxy sees it.
+    fn login_from_body(&self, ip: IpAddr, content_type: &[u8], body: &[u8], status: u16) -> bool {
+        let route = &self.policy.routes[self.login];
+        let now = self.env.clock.now_nanos();
+        let (mut subject, mut decision) = engine::check_address(route, &self.env, ip, now);
+        if decision.verdict.is_some() {
+            return false;
+        }
+        let fields = body_type(Some(content_type), body)
+            .and_then(|kind| extract(kind, body, route.account_field.as_ref(), route.password_field.as_ref()))
+            .expect("the bench body parses");
+        engine::check_credentials(
+            route,
+            &self.hasher,
+            &mut subject,
+            fields.account.as_deref(),
+            fields.password.as_deref().map(str::as_bytes),
+            now,
+            &mut decision,
+        );
+        if decision.verdict.is_some() {
+            return false;
+        }
+        black_box(engine::observe(route, &self.env, &subject, status, now));
+        true
+    }
+}
+
+/// The i-th of 2^ADDRESS_BITS distinct public-looking IPv4 addresses (an odd multiplier permutes the low bits, so
+/// consecutive requests land on unrelated map slots).
+fn address(i: u64) -> IpAddr {
+    let mask = (1u32 << ADDRESS_BITS) - 1;
+    let low = (i as u32).wrapping_mul(0x9E37_79B1) & mask;
+    IpAddr::V4(Ipv4Addr::from(0x5C00_0000 | low)) // 92.0.0.0/12
+}
+
+/// "user" + 8 hex digits + "@example.com", written into a reusable buffer: a distinct account per request.
+struct AccountText([u8; 24]);
+
+impl AccountText {
+    fn new() -> AccountText {
+        let mut b = [0u8; 24];
+        b[..4].copy_from_slice(b"user");
+        b[12..].copy_from_slice(b"@example.com");
+        AccountText(b)
+    }
+
+    fn set(&mut self, n: u64) -> &str {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = n as u32;
+        for i in 0..8 {
+            self.0[4 + i] = HEX[((n >> (28 - 4 * i)) & 0xf) as usize];
+        }
+        std::str::from_utf8(&self.0).expect("ascii")
+    }
+}
+
+/// A typical JSON login body for account number `n` (the account digits at a fixed offset).
+struct JsonBody(Vec<u8>, usize);
+
+impl JsonBody {
+    fn new() -> JsonBody {
+        let text = br#"{"email":"user00000000@example.com","password":"correct horse battery staple","remember_me":true,"client":{"app":"web","version":"4.12.0"}}"#;
+        let offset = text.windows(4).position(|w| w == b"user").expect("has user") + 4;
+        JsonBody(text.to_vec(), offset)
+    }
+
+    fn set(&mut self, n: u64) -> &[u8] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = n as u32;
+        for i in 0..8 {
+            self.0[self.1 + i] = HEX[((n >> (28 - 4 * i)) & 0xf) as usize];
+        }
+        &self.0
+    }
+}
+
+fn status_for(i: u64) -> u16 {
+    if i % 10 == 0 {
+        200
+    } else {
+        401
+    }
+}
+
+/// Times `iters` calls of `one(i)`, pruning every PRUNE_EVERY outside the clock. Counts refusals so a bench that
+/// meant to measure the allowed path can say if it did not.
+fn timed(bench: &Bench, next: &mut u64, refused: &mut u64, iters: u64, mut one: impl FnMut(u64) -> bool) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let until_prune = PRUNE_EVERY - (*next % PRUNE_EVERY);
+        let chunk = left.min(until_prune);
+        let start = Instant::now();
+        for _ in 0..chunk {
+            if !one(*next) {
+                *refused += 1;
+            }
+            *next += 1;
+        }
+        total += start.elapsed();
+        left -= chunk;
+        if *next % PRUNE_EVERY == 0 {
+            bench.prune();
+        }
+    }
+    total
+}
+
+fn pipeline_benches(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pipeline");
+    group.throughput(Throughput::Elements(1));
+
+    {
+        let bench = Bench::new(Clock::monotonic());
+        let (mut next, mut refused, mut total) = (0u64, 0u64, 0u64);
+        let mut account = AccountText::new();
+        group.bench_function("login_allowed", |b| {
+            b.iter_custom(|iters| {
+                total += iters;
+                timed(&bench, &mut next, &mut refused, iters, |i| {
+                    bench.login(address(i), account.set(i), b"correct horse battery staple", status_for(i))
+                })
+            })
+        });
+        report_refused("pipeline/login_allowed", refused, total);
+    }
+
+    {
+        let bench = Bench::new(Clock::monotonic());
+        let (mut next, mut refused, mut total) = (0u64, 0u64, 0u64);
+        let mut body = JsonBody::new();
+        group.bench_function("login_full", |b| {
+            b.iter_custom(|iters| {
+                total += iters;
+                timed(&bench, &mut next, &mut refused, iters, |i| {
+                    bench.login_from_body(address(i), b"application/json", body.set(i), status_for(i))
+                })
+            })
+        });
+        report_refused("pipeline/login_full", refused, total);
+    }
+
+    {
+        let bench = Bench::new(Clock::monotonic());
+        let route = &bench.policy.routes[bench.login];
+        let attacker = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 66));
+        // Exhaust the burst first so every timed call is a refusal.
+        for _ in 0..1000 {
+            let _ = engine::check_address(route, &bench.env, attacker, bench.env.clock.now_nanos());
+        }
+        let (_, probe) = engine::check_address(route, &bench.env, attacker, bench.env.clock.now_nanos());
+        assert!(
+            matches!(probe.verdict, Some(Verdict::Block { status: 429, .. })),
+            "the flood address must be blocked by now: {probe:?}"
+        );
+        group.bench_function("flood_blocked", |b| {
+            b.iter(|| {
+                let now = bench.env.clock.now_nanos();
+                let (subject, decision) = engine::check_address(route, &bench.env, black_box(attacker), now);
+                black_box((subject, decision))
+            })
+        });
+    }
+
+    {
+        let bench = Bench::new(Clock::monotonic());
+        group.bench_function("route_match", |b| {
+            b.iter(|| bench.policy.match_route(black_box(&http::Method::GET), black_box("/static/app.js")))
+        });
+    }
+    group.finish();
+}
+
+fn report_refused(name: &str, refused: u64, total: u64) {
+    if total > 0 {
+        eprintln!(
+            "{name}: {refused} of {total} requests refused ({:.3}%) — the allowed path is what was measured",
+            100.0 * refused as f64 / total as f64
+        );
+    }
+}
+
+fn body_benches(c: &mut Criterion) {
+    let bench = Bench::new(Clock::monotonic());
+    let route = &bench.policy.routes[bench.login];
+    let (account, password) = (route.account_field.as_ref(), route.password_field.as_ref());
+    let mut group = c.benchmark_group("body");
+    group.throughput(Throughput::Elements(1));
+
+    let json: &[u8] = br#"{"email":"alice.smith@example.com","password":"correct horse battery staple","remember_me":true,"client":{"app":"web","version":"4.12.0"}}"#;
+    group.bench_function("json_login", |b| {
+        b.iter(|| {
+            let body = black_box(json);
+            let kind = body_type(Some(black_box(b"application/json; charset=utf-8")), body).expect("json");
+            let out = extract(kind, body, account, password).expect("parses");
+            black_box(out.account.as_deref().map(str::len));
+            black_box(out.password.as_deref().map(str::len))
+        })
+    });
+
+    let minimal: &[u8] = br#"{"email":"alice.smith@example.com","password":"correct horse battery staple"}"#;
+    group.bench_function("json_login_minimal", |b| {
+        b.iter(|| {
+            let body = black_box(minimal);
+            let kind = body_type(Some(black_box(b"application/json")), body).expect("json");
+            let out = extract(kind, body, account, password).expect("parses");
+            black_box(out.account.as_deref().map(str::len))
+        })
+    });
+
+    let escaped: &[u8] = br#"{"email":"alice.smith@example.com","password":"p\u00e4ss\"word\\1","remember_me":true}"#;
+    group.bench_function("json_login_escaped_password", |b| {
+        b.iter(|| {
+            let body = black_box(escaped);
+            let kind = body_type(Some(black_box(b"application/json")), body).expect("json");
+            let out = extract(kind, body, account, password).expect("parses");
+            black_box(out.password.as_deref().map(str::len))
+        })
+    });
+
+    let form: &[u8] = b"email=alice.smith%40example.com&password=correct+horse+battery+staple&remember_me=1";
+    group.bench_function("form_login", |b| {
+        b.iter(|| {
+            let body = black_box(form);
+            let kind = body_type(Some(black_box(b"application/x-www-form-urlencoded")), body).expect("form");
+            let out = extract(kind, body, account, password).expect("parses");
+            black_box(out.account.as_deref().map(str::len))
+        })
+    });
+    group.finish();
+}
+
+fn telemetry_benches(c: &mut Criterion) {
+    use stuffgate::telemetry::metrics;
+    let mut group = c.benchmark_group("telemetry");
+    group.throughput(Throughput::Elements(1));
+    // What `Gateway::logging` does for one allowed, observed login (no findings, no GeoIP).
+    group.bench_function("metrics_per_request", |b| {
+        b.iter(|| {
+            let route = black_box("login");
+            metrics::REQUESTS.with_label_values(&[route, black_box("allow")]).inc();
+            metrics::OUTCOMES.with_label_values(&[route, Outcome::Failure.as_str()]).inc();
+            metrics::DECISION_SECONDS.with_label_values(&[route]).observe(black_box(12e-6));
+        })
+    });
+    group.finish();
+}
+
+/// 2M distinct addresses through the login route; tracked keys before and after pruning.
+fn memory_check(addresses: u64) {
+    let clock = Clock::manual();
+    let bench = Bench::new(clock.clone());
+    let route = &bench.policy.routes[bench.login];
+    let mut account = AccountText::new();
+    let rss0 = rss_mib();
+    let start = Instant::now();
+    let mut refused = 0u64;
+    for i in 0..addresses {
+        // Distinct addresses over the whole IPv4 space (a bijection of u32), one fresh account each, all failing,
+        // at 100k requests per virtual second.
+        let ip = IpAddr::V4(Ipv4Addr::from((i as u32).wrapping_mul(0x9E37_79B1)));
+        if !bench.login(ip, account.set(i), b"hunter2", 401) {
+            refused += 1;
+        }
+        if i % 10 == 9 {
+            clock.advance(Duration::from_micros(100));
+        }
+    }
+    let feed = start.elapsed();
+    println!(
+        "\nmemory/bounded: {addresses} distinct addresses, one fresh account each, all 401, over {:.0} virtual s \
+         (max_tracked_keys = {MAX_TRACKED_KEYS}); fed in {:.2} s = {:.0} ns/login, {refused} refused",
+        addresses as f64 / 100_000.0,
+        feed.as_secs_f64(),
+        feed.as_nanos() as f64 / addresses as f64
+    );
+    let row = |label: &str| {
+        let mut cells = Vec::new();
+        for (_, slot) in bench.policy.slots().filter(|(r, _)| r.name == route.name) {
+            cells.push(format!("{}={}", slot.defense.name(), slot.defense.tracked_keys()));
+        }
+        cells.push(format!("known_sources={}", bench.env.known_sources.len()));
+        println!("  {label:<34} {}  rss={:.0} MiB", cells.join(" "), rss_mib());
+    };
+    println!("  {:<34} rss={rss0:.0} MiB", "before the feed");
+    row("after the feed, before prune");
+    let timed_prune = |label: &str| {
+        let t = Instant::now();
+        bench.prune();
+        let took = t.elapsed();
+        row(&format!("{label} ({:.0} ms)", took.as_secs_f64() * 1e3));
+    };
+    timed_prune("prune at once");
+    clock.advance(Duration::from_secs(60));
+    timed_prune("prune +1 min");
+    clock.advance(Duration::from_secs(25 * 3600));
+    timed_prune("prune +25 h");
+}
+
+fn rss_mib() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0.0);
+    pages * 4096.0 / (1024.0 * 1024.0)
+}
+
+criterion_group!(benches, pipeline_benches, body_benches, telemetry_benches);
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` does not (criterion then runs each bench once).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let bench_mode = args.iter().any(|a| a == "--bench");
+    let filter = args.iter().find(|a| !a.starts_with('-'));
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    if filter.is_none_or(|f| "memory/bounded_2M_ips".contains(f.as_str())) {
+        memory_check(if bench_mode { 2_000_000 } else { 20_000 });
+    }
+}

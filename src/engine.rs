@@ -9,8 +9,11 @@ use crate::defense::{normalise_account, AccountHasher, Credentials, Decision, Ou
 
 /// Start deciding on a request to `route` from `ip`: runs the defenses that need no body. The returned decision
 /// has a verdict when an enforced block already ended it.
-pub fn check_address(route: &Route, ip: IpAddr, now: u64) -> (Subject, Decision) {
-    let subject = Subject::new(ip, route.ipv6_prefix);
+pub fn check_address(route: &Route, env: &CompileEnv, ip: IpAddr, now: u64) -> (Subject, Decision) {
+    let mut subject = Subject::new(ip, route.ipv6_prefix);
+    if let Some(geo) = &env.geo {
+        subject.geo = geo.load().lookup(ip);
+    }
     let mut decision = Decision::default();
     pipeline::run(&route.slots, Phase::BeforeBody, &subject, &Credentials::default(), now, &mut decision);
     (subject, decision)

@@ -145,14 +145,21 @@ fn check(files: &[PathBuf]) -> ExitCode {
 fn check_one(file: &Path) -> Result<String, config::ConfigError> {
     let source = std::fs::read_to_string(file)
         .map_err(|e| config::ConfigError::new(file, None, None, format!("cannot read the file: {e}")))?;
-    let env = CompileEnv::new(Clock::monotonic(), 1024);
+    let mut env = CompileEnv::new(Clock::monotonic(), 1024);
     match config::sniff_kind(&source) {
         FileKind::Gateway => {
             let gateway = config::load_gateway(file)?;
+            if let Some((country, asn)) = &gateway.geoip {
+                let db = stuffgate::geoip::SharedGeoDb::open(country, asn.as_deref())
+                    .map_err(|e| config::ConfigError::new(file, None, Some("geoip".into()), e.to_string()))?;
+                env = env.with_geo(Some(std::sync::Arc::new(db)));
+            }
             let policy = config::compile_policies(&gateway.policy_files, &env, None)?;
             Ok(format!("gateway file; its {} policy file(s) give {} route(s)", gateway.policy_files.len(), policy.routes.len()))
         }
         FileKind::Policy => {
+            // A lone policy file is checked without the gateway's data files (GeoIP, breach filters).
+            env.require_data = false;
             let policy = config::compile_policies(&[file.to_path_buf()], &env, None)?;
             let defenses: usize = policy.routes.iter().map(|r| r.slots.len()).sum();
             Ok(format!("policy with {} route(s), {} defense(s)", policy.routes.len(), defenses))
@@ -206,6 +213,9 @@ fn demo(
         log_format: if log_format == "json" { LogFormat::Json } else { LogFormat::Text },
         log_level: "info".to_string(),
         hash_secret: None,
+        geoip: Path::new(stuffgate::geoip::DEFAULT_COUNTRY_DB)
+            .exists()
+            .then(|| (PathBuf::from(stuffgate::geoip::DEFAULT_COUNTRY_DB), None)),
     };
     let (name, password) = stuffgate::demo_api::NAMED_USERS[0];
     println!(

@@ -23,13 +23,19 @@ use crate::reload::PolicyHandle;
 pub enum StartError {
     #[error("{0}")]
     Config(#[from] ConfigError),
+    #[error("{0}")]
+    Geo(#[from] crate::geoip::GeoError),
     #[error("upstream `{address}` does not resolve to an address: {why}")]
     Upstream { address: String, why: String },
 }
 
 /// Build the shared state: the compiled policy and the upstream. Fails before anything listens.
 pub fn build_state(config: &GatewayConfig, clock: Clock) -> Result<Arc<GatewayState>, StartError> {
-    let env = CompileEnv::new(clock, config.max_tracked_keys);
+    let geo = match &config.geoip {
+        Some((country, asn)) => Some(Arc::new(crate::geoip::SharedGeoDb::open(country, asn.as_deref())?)),
+        None => None,
+    };
+    let env = CompileEnv::new(clock, config.max_tracked_keys).with_geo(geo);
     let policy = Arc::new(PolicyHandle::load(config.policy_files.clone(), env)?);
     let upstream_address = config
         .upstream
@@ -114,6 +120,20 @@ pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
     server.run_forever()
 }
 
+impl Maintenance {
+    /// Swap in replaced data files (GeoIP); a missing or corrupt file is refused and the previous one serves.
+    fn reload_data(&self, always: bool) {
+        if let Some(geo) = &self.policy.env().geo {
+            let result = if always { geo.reload().map(|()| true) } else { geo.reload_if_changed() };
+            match result {
+                Ok(true) => tracing::info!(db = %geo.load().describe(), "GeoIP database reloaded"),
+                Ok(false) => {}
+                Err(error) => tracing::error!(%error, "GeoIP database reload refused; the previous one keeps serving"),
+            }
+        }
+    }
+}
+
 /// Prunes keyed state, publishes gauges, and reloads the policy on SIGHUP or when a file changes.
 struct Maintenance {
     policy: Arc<PolicyHandle>,
@@ -138,10 +158,12 @@ impl BackgroundService for Maintenance {
                 _ = prune.tick() => self.policy.maintain(),
                 _ = watch.tick(), if self.watch_interval.is_some() => {
                     let _ = self.policy.reload_if_changed();
+                    self.reload_data(false);
                 }
                 Some(()) = async { match hangup.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
-                    tracing::info!("SIGHUP: reloading the policy");
+                    tracing::info!("SIGHUP: reloading the policy and data files");
                     let _ = self.policy.reload();
+                    self.reload_data(true);
                 }
             }
         }

@@ -13,6 +13,9 @@ use super::policy::{BadBody, FieldPath, PathMatch, Policy, Route, RouteKind};
 use super::{line_of, parse_toml, ConfigError};
 use crate::clock::{parse_duration, Clock};
 use crate::defense::distinct::{DistinctAccounts, DistinctAccountsSettings, DistinctCount};
+use crate::defense::geo::{CountryRule, GeoFence, Treat};
+use crate::defense::geo_velocity::GeoVelocity;
+use crate::geoip::{CountryCode, SharedGeoDb};
 use crate::defense::failures::{FailedLogins, FailedLoginsSettings, FailureKey};
 use crate::defense::ip_list::IpList;
 use crate::defense::known_sources::KnownSources;
@@ -25,6 +28,10 @@ pub struct CompileEnv {
     pub clock: Clock,
     pub known_sources: Arc<KnownSources>,
     pub max_tracked_keys: usize,
+    /// The GeoIP database the engine locates addresses with; geo defenses need one to serve.
+    pub geo: Option<Arc<SharedGeoDb>>,
+    /// False for `stuffgate check`: validate defenses that need data files without those files.
+    pub require_data: bool,
 }
 
 impl CompileEnv {
@@ -33,7 +40,14 @@ impl CompileEnv {
             clock,
             known_sources: Arc::new(KnownSources::new(max_tracked_keys, Duration::from_secs(30 * 86_400))),
             max_tracked_keys,
+            geo: None,
+            require_data: true,
         }
+    }
+
+    pub fn with_geo(mut self, geo: Option<Arc<SharedGeoDb>>) -> CompileEnv {
+        self.geo = geo;
+        self
     }
 }
 
@@ -280,12 +294,14 @@ fn build_defense(file: &DefenseFile, env: &CompileEnv) -> Result<Arc<dyn Defense
         "failed_logins" => &["key", "threshold", "window", "penalty", "max_penalty", "exempt_known_sources"],
         "distinct_accounts" => &["threshold", "window", "count", "penalty", "max_penalty"],
         "ip_list" => &["allow", "deny"],
+        "geo" => &["allow_countries", "deny_countries", "allow_asns", "deny_asns", "unknown_country", "private_addresses"],
+        "geo_velocity" => &["window"],
         other => {
             return Err((
                 "type",
                 format!(
                     "`{other}` is not a defense; known: ip_rate, account_rate, account_ip_rate, failed_logins, \
-                     distinct_accounts, ip_list"
+                     distinct_accounts, ip_list, geo, geo_velocity"
                 ),
             ))
         }
@@ -388,9 +404,63 @@ fn build_defense(file: &DefenseFile, env: &CompileEnv) -> Result<Arc<dyn Defense
             }
             Arc::new(IpList::new(&allow, &deny))
         }
+        "geo" | "geo_velocity" => {
+            if env.geo.is_none() && env.require_data {
+                return Err((
+                    "type",
+                    format!(
+                        "`{kind}` needs a GeoIP database: add `[geoip] country_db = \"geoip/country.mmdb\"` to the \
+                         gateway file (the shipped one; refresh it with geoip/refresh.sh)"
+                    ),
+                ));
+            }
+            if kind == "geo_velocity" {
+                Arc::new(GeoVelocity::new(duration("window", &file.window, None)?, max_keys))
+            } else {
+                build_geo_fence(file)?
+            }
+        }
         _ => unreachable!("kinds are checked above"),
     };
     Ok(defense)
+}
+
+fn build_geo_fence(file: &DefenseFile) -> Result<Arc<dyn Defense>, BuildError> {
+    let countries = |name: &'static str, list: &Option<Vec<String>>| -> Result<HashSet<CountryCode>, BuildError> {
+        list.iter()
+            .flatten()
+            .map(|c| c.parse::<CountryCode>().map_err(|_| (name, format!("`{c}` is not a two-letter country code"))))
+            .collect()
+    };
+    let treat = |name: &'static str, value: &Option<String>, default: Treat| -> Result<Treat, BuildError> {
+        match value.as_deref() {
+            None => Ok(default),
+            Some("allow") => Ok(Treat::Allow),
+            Some("block") => Ok(Treat::Block),
+            Some(other) => Err((name, format!("`{other}` is not \"allow\" or \"block\""))),
+        }
+    };
+    let rule = match (&file.allow_countries, &file.deny_countries) {
+        (Some(_), Some(_)) => {
+            return Err(("deny_countries", "set `allow_countries` or `deny_countries`, not both".into()))
+        }
+        (Some(_), None) => CountryRule::Only(countries("allow_countries", &file.allow_countries)?),
+        (None, Some(_)) => CountryRule::Except(countries("deny_countries", &file.deny_countries)?),
+        (None, None) => CountryRule::Any,
+    };
+    let allow_asns: HashSet<u32> = file.allow_asns.iter().flatten().copied().collect();
+    let deny_asns: HashSet<u32> = file.deny_asns.iter().flatten().copied().collect();
+    if rule == CountryRule::Any && allow_asns.is_empty() && deny_asns.is_empty() {
+        return Err(("allow_countries", "`geo` needs countries or ASNs to allow or deny".into()));
+    }
+    let unknown_default = if matches!(rule, CountryRule::Only(_)) { Treat::Block } else { Treat::Allow };
+    Ok(Arc::new(GeoFence {
+        countries: rule,
+        allow_asns,
+        deny_asns,
+        unknown_country: treat("unknown_country", &file.unknown_country, unknown_default)?,
+        private_addresses: treat("private_addresses", &file.private_addresses, Treat::Allow)?,
+    }))
 }
 
 #[cfg(test)]

@@ -26,6 +26,16 @@ pub struct GatewayFile {
     pub log: LogFile,
     #[serde(default)]
     pub privacy: PrivacyFile,
+    pub geoip: Option<GeoipFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoipFile {
+    /// Country database (.mmdb): the shipped geoip/country.mmdb, or MaxMind GeoLite2/GeoIP2 Country or City.
+    pub country_db: String,
+    /// Optional ASN database (.mmdb), e.g. GeoLite2-ASN.
+    pub asn_db: Option<String>,
 }
 
 fn default_listen() -> Vec<String> {
@@ -155,6 +165,13 @@ pub struct DefenseFile {
     // address lists
     pub allow: Option<Vec<String>>,
     pub deny: Option<Vec<String>>,
+    // geography
+    pub allow_countries: Option<Vec<String>>,
+    pub deny_countries: Option<Vec<String>>,
+    pub allow_asns: Option<Vec<u32>>,
+    pub deny_asns: Option<Vec<u32>>,
+    pub unknown_country: Option<String>,
+    pub private_addresses: Option<String>,
 }
 
 impl DefenseFile {
@@ -178,6 +195,12 @@ impl DefenseFile {
         note(self.exempt_known_sources.is_some(), "exempt_known_sources");
         note(self.allow.is_some(), "allow");
         note(self.deny.is_some(), "deny");
+        note(self.allow_countries.is_some(), "allow_countries");
+        note(self.deny_countries.is_some(), "deny_countries");
+        note(self.allow_asns.is_some(), "allow_asns");
+        note(self.deny_asns.is_some(), "deny_asns");
+        note(self.unknown_country.is_some(), "unknown_country");
+        note(self.private_addresses.is_some(), "private_addresses");
         set
     }
 }

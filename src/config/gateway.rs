@@ -37,6 +37,8 @@ pub struct GatewayConfig {
     pub log_level: String,
     /// Secret keying account hashes, read from the environment variable the file names.
     pub hash_secret: Option<Vec<u8>>,
+    /// GeoIP databases: (country, optional ASN).
+    pub geoip: Option<(PathBuf, Option<PathBuf>)>,
 }
 
 pub fn load_gateway(path: &Path) -> Result<GatewayConfig, ConfigError> {
@@ -123,6 +125,9 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
         log_format,
         log_level: file.log.level.unwrap_or_else(|| "info".to_string()),
         hash_secret,
+        geoip: file
+            .geoip
+            .map(|g| (base.join(g.country_db), g.asn_db.map(|a| base.join(a)))),
     })
 }
 

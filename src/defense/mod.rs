@@ -6,6 +6,8 @@
 
 pub mod distinct;
 pub mod failures;
+pub mod geo;
+pub mod geo_velocity;
 pub mod ip_list;
 pub mod known_sources;
 pub mod pipeline;
@@ -24,6 +26,8 @@ pub struct Subject {
     pub ip: IpAddr,
     pub ip_key: IpKey,
     pub account: Option<AccountKey>,
+    /// Country and network of the address, when a GeoIP database is configured.
+    pub geo: crate::geoip::GeoInfo,
 }
 
 impl Subject {
@@ -32,6 +36,7 @@ impl Subject {
             ip,
             ip_key: IpKey::new(ip, ipv6_prefix),
             account: None,
+            geo: crate::geoip::GeoInfo::default(),
         }
     }
 }
@@ -169,6 +174,15 @@ pub trait Defense: Send + Sync {
     /// Keys currently tracked, exported as a gauge.
     fn tracked_keys(&self) -> usize {
         0
+    }
+    /// The header that carries this defense's `tag` to the app, when it has one of its own (besides
+    /// `X-Stuffgate-Signals`), e.g. `x-stuffgate-geo-velocity`.
+    fn tag_header(&self) -> Option<&'static str> {
+        None
+    }
+    /// A short explanation of a hit for the tag header and the log (called only on hits), e.g. "JP->BR".
+    fn explain(&self, _subject: &Subject, _now: u64) -> Option<String> {
+        None
     }
     /// The status a `block` answers with when the policy names none.
     fn default_status(&self) -> u16 {

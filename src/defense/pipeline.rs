@@ -55,13 +55,15 @@ impl Verdict {
 }
 
 /// What one defense concluded, kept for the decision event.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Reason {
     pub defense: &'static str,
     pub reason: &'static str,
     /// "block", "tag", or "trusted".
     pub action: &'static str,
     pub mode: Mode,
+    /// The defense's own tag header and its value, for defenses that have one.
+    pub header: Option<(&'static str, String)>,
 }
 
 /// The decision for one request, filled in as the phases run.
@@ -78,12 +80,11 @@ impl Decision {
         self.verdict.unwrap_or(Verdict::Allow)
     }
 
-    /// Names of the defenses whose enforced `tag` fired, for the upstream header.
-    pub fn tags(&self) -> impl Iterator<Item = &'static str> + '_ {
+    /// The enforced `tag` findings, for the upstream headers.
+    pub fn tags(&self) -> impl Iterator<Item = &Reason> + '_ {
         self.reasons
             .iter()
             .filter(|r| r.action == "tag" && r.mode == Mode::Enforce)
-            .map(|r| r.defense)
     }
 }
 
@@ -120,6 +121,7 @@ pub fn run(
                     reason: "trusted_source",
                     action: "trusted",
                     mode: slot.mode,
+                    header: None,
                 });
                 if slot.mode == Mode::Enforce {
                     decision.trusted = true;
@@ -134,11 +136,16 @@ pub fn run(
                     Action::Block { .. } => "block",
                     Action::Tag => "tag",
                 };
+                let header = slot
+                    .defense
+                    .tag_header()
+                    .and_then(|name| slot.defense.explain(subject, now).map(|value| (name, value)));
                 decision.reasons.push(Reason {
                     defense: slot.defense.name(),
                     reason,
                     action,
                     mode: slot.mode,
+                    header,
                 });
                 if let (Action::Block { status }, Mode::Enforce) = (slot.action, slot.mode) {
                     decision.verdict = Some(Verdict::Block {
@@ -213,7 +220,7 @@ mod tests {
         assert!(run(&slots, Phase::BeforeBody, &subject(), &Credentials::default(), 0, &mut decision));
         assert_eq!(decision.verdict(), Verdict::Block { status: 403, retry_after: None });
         assert_eq!(decision.reasons.len(), 2);
-        assert_eq!(decision.tags().collect::<Vec<_>>(), vec!["always"]);
+        assert_eq!(decision.tags().map(|r| r.defense).collect::<Vec<_>>(), vec!["always"]);
     }
 
     #[test]

@@ -104,10 +104,14 @@ impl ProxyHttp for Gateway {
         if let Some(ip) = ctx.client_ip {
             request.insert_header("x-stuffgate-client-ip", ip.to_string())?;
         }
-        let mut tags = ctx.decision.tags().peekable();
-        if tags.peek().is_some() {
-            let list: Vec<&str> = tags.collect();
+        if ctx.decision.tags().next().is_some() {
+            let list: Vec<&str> = ctx.decision.tags().map(|r| r.defense).collect();
             request.insert_header("x-stuffgate-signals", list.join(","))?;
+            for tag in ctx.decision.tags() {
+                if let Some((name, value)) = &tag.header {
+                    request.append_header(*name, value.as_str())?;
+                }
+            }
         }
         Ok(())
     }
@@ -137,6 +141,14 @@ impl ProxyHttp for Gateway {
             (None, v) => v.as_str(),
         };
         metrics::REQUESTS.with_label_values(&[route.name.as_str(), verdict]).inc();
+        if let Some(subject) = ctx.subject.filter(|_| self.state.policy.env().geo.is_some()) {
+            let label = match (subject.geo.country.as_ref(), subject.geo.is_private) {
+                (_, true) => "private",
+                (Some(code), false) => code.as_str(),
+                (None, false) => "unknown",
+            };
+            metrics::REQUESTS_BY_COUNTRY.with_label_values(&[route.name.as_str(), label, verdict]).inc();
+        }
         if let Some(outcome) = ctx.outcome {
             metrics::OUTCOMES.with_label_values(&[route.name.as_str(), outcome.as_str()]).inc();
         }
@@ -167,8 +179,9 @@ impl Gateway {
     /// Run the route's defenses; true when the gateway answered and the request must not be forwarded.
     async fn guard(&self, session: &mut Session, ctx: &mut RequestCtx, route: &Route) -> Result<bool> {
         let ip = ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let now = self.state.policy.env().clock.now_nanos();
-        let (mut subject, decision) = engine::check_address(route, ip, now);
+        let env = self.state.policy.env();
+        let now = env.clock.now_nanos();
+        let (mut subject, decision) = engine::check_address(route, env, ip, now);
         ctx.subject = Some(subject);
         ctx.decision = decision;
         if ctx.decision.verdict.is_some() {

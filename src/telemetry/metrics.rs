@@ -22,6 +22,15 @@ pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     ))
 });
 
+/// Protected requests by country: bounded (~250 codes plus "private" and "unknown"), never per address.
+pub static REQUESTS_BY_COUNTRY: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(register_int_counter_vec!(
+        "stuffgate_requests_by_country_total",
+        "Protected requests by route, client country (ISO code, private or unknown) and final verdict.",
+        &["route", "country", "verdict"]
+    ))
+});
+
 /// What each defense found, by the action it led to and mode: observe-mode hits show here without blocking.
 pub static FINDINGS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     registered(register_int_counter_vec!(

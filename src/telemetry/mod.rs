@@ -53,6 +53,7 @@ pub fn decision_event(
         );
     }
     let account = subject.and_then(|s| s.account).map(|a| a.log_form());
+    let country = subject.and_then(|s| s.geo.country);
     tracing::info!(
         target: "stuffgate::decision",
         route = route.name.as_str(),
@@ -61,6 +62,7 @@ pub fn decision_event(
         decided_by = decision.decided_by.unwrap_or(""),
         reasons = reasons.as_str(),
         client_ip = client_ip.map(tracing::field::display),
+        country = country.as_ref().map(|c| c.as_str()),
         account = account.as_deref(),
         outcome = outcome.map(|o| o.as_str()),
         status,

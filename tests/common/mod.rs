@@ -32,14 +32,62 @@ pub struct Gateway {
 
 pub struct Options<'a> {
     pub trusted_proxies: &'a [&'a str],
+    /// More lines for gateway.toml (e.g. a `[geoip]` table).
+    pub extra_config: &'a str,
 }
 
 impl Default for Options<'_> {
     fn default() -> Self {
         Options {
             trusted_proxies: &["127.0.0.1"],
+            extra_config: "",
         }
     }
+}
+
+/// Path of a file shipped in the repository.
+pub fn shipped(path: &str) -> String {
+    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// An upstream that records the head of every POST it gets and answers with `status` and a JSON body.
+pub fn recording_upstream(status: u16) -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(50) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buffer = vec![0u8; 16 * 1024];
+            let mut seen = 0;
+            while let Ok(n) = stream.read(&mut buffer[seen..]) {
+                if n == 0 {
+                    break;
+                }
+                seen += n;
+                let text = String::from_utf8_lossy(&buffer[..seen]).to_string();
+                let Some(head_end) = text.find("\r\n\r\n") else { continue };
+                let length: usize = text
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                    .unwrap_or(0);
+                if seen >= head_end + 4 + length {
+                    if text.starts_with("POST") {
+                        let _ = sender.send(text[..head_end].to_ascii_lowercase());
+                    }
+                    let body = "{}";
+                    let answer = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes());
+                    break;
+                }
+            }
+        }
+    });
+    (address, receiver)
 }
 
 impl Gateway {
@@ -56,8 +104,9 @@ impl Gateway {
         let config = format!(
             "listen = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin_port}\"\nupstream = {{ address = \"{upstream}\" }}\n\
              policies = [\"policy.toml\"]\ntrusted_proxies = [{}]\nthreads = 1\nwatch_interval_secs = 1\n\
-             log = {{ format = \"json\", level = \"info\" }}\n",
-            trusted.join(", ")
+             log = {{ format = \"json\", level = \"info\" }}\n{}\n",
+            trusted.join(", "),
+            options.extra_config
         );
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, config).expect("write gateway config");
