@@ -13,7 +13,7 @@ pub mod known_sources;
 pub mod pipeline;
 pub mod rate;
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -104,9 +104,7 @@ impl AccountHasher {
 
     /// Hash an account that is already normalised (see [`normalise_account`]).
     pub fn key(&self, normalised: &str) -> AccountKey {
-        let mut hasher = self.state.build_hasher();
-        normalised.hash(&mut hasher);
-        AccountKey(hasher.finish())
+        AccountKey(self.state.hash_one(normalised))
     }
 }
 
