@@ -232,3 +232,23 @@ fn a_broken_policy_on_reload_keeps_the_old_one_serving_and_a_good_one_takes_over
     assert!(gateway.wait_for_log("policy reloaded", Duration::from_secs(10)), "{}", gateway.logs());
     assert_eq!(gateway.login(Some("198.51.100.50"), ALICE.0, ALICE.1).status(), 200);
 }
+
+#[test]
+fn sighup_reloads_the_policy_and_unchanged_defenses_keep_their_counts() {
+    let api = demo_api();
+    let policy = login_route(
+        "[[route.defense]]\ntype = \"ip_rate\"\nlimit = 3\nper = \"1m\"\n\
+         [[route.defense]]\ntype = \"account_ip_rate\"\nlimit = 100\nper = \"1m\"\n",
+    );
+    let gateway = Gateway::start_with(&policy, api.addr(), Options { watch_interval_secs: 0, ..Options::default() });
+    for _ in 0..3 {
+        assert_eq!(gateway.login(Some("198.51.100.60"), ALICE.0, ALICE.1).status(), 200);
+    }
+    // Only the second defense changes: the address's spent budget in the first must survive the reload.
+    std::fs::write(&gateway.policy_path, policy.replace("limit = 100", "limit = 99")).unwrap();
+    gateway.hangup();
+    assert!(gateway.wait_for_log("policy reloaded", Duration::from_secs(10)), "{}", gateway.logs());
+    assert_eq!(gateway.login(Some("198.51.100.60"), ALICE.0, ALICE.1).status(), 429);
+    let policy_view: serde_json::Value = client().get(format!("{}/policy", gateway.admin)).send().unwrap().json().unwrap();
+    assert_eq!(policy_view["routes"][0]["defenses"].as_array().unwrap().len(), 2);
+}

@@ -34,6 +34,8 @@ pub struct Options<'a> {
     pub trusted_proxies: &'a [&'a str],
     /// More lines for gateway.toml (e.g. a `[geoip]` table).
     pub extra_config: &'a str,
+    /// Seconds between file-change polls; 0 reloads on SIGHUP only.
+    pub watch_interval_secs: u64,
 }
 
 impl Default for Options<'_> {
@@ -41,6 +43,7 @@ impl Default for Options<'_> {
         Options {
             trusted_proxies: &["127.0.0.1"],
             extra_config: "",
+            watch_interval_secs: 1,
         }
     }
 }
@@ -103,9 +106,10 @@ impl Gateway {
         let trusted: Vec<String> = options.trusted_proxies.iter().map(|t| format!("\"{t}\"")).collect();
         let config = format!(
             "listen = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin_port}\"\nupstream = {{ address = \"{upstream}\" }}\n\
-             policies = [\"policy.toml\"]\ntrusted_proxies = [{}]\nthreads = 1\nwatch_interval_secs = 1\n\
+             policies = [\"policy.toml\"]\ntrusted_proxies = [{}]\nthreads = 1\nwatch_interval_secs = {}\n\
              log = {{ format = \"json\", level = \"info\" }}\n{}\n",
             trusted.join(", "),
+            options.watch_interval_secs,
             options.extra_config
         );
         let config_path = dir.path().join("gateway.toml");
@@ -152,6 +156,12 @@ impl Gateway {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("gateway did not become ready; its output:\n{}", self.logs());
+    }
+
+    /// Send SIGHUP (reload) to the gateway process.
+    pub fn hangup(&self) {
+        let status = Command::new("kill").arg("-HUP").arg(self.child.id().to_string()).status().expect("kill runs");
+        assert!(status.success());
     }
 
     pub fn logs(&self) -> String {
