@@ -31,6 +31,7 @@ pub fn check_credentials(
 ) {
     let account = account.map(normalise_account);
     subject.account = account.as_deref().map(|a| hasher.key(a));
+    subject.password_key = password.map(|p| hasher.password_key(p));
     let credentials = Credentials {
         account: account.as_deref(),
         password,

@@ -12,7 +12,7 @@ use super::file::{DefenseFile, PolicyFile, RouteFile};
 use super::policy::{BadBody, FieldPath, PathMatch, Policy, Route, RouteKind};
 use super::{line_of, parse_toml, ConfigError};
 use crate::clock::{parse_duration, Clock};
-use crate::defense::distinct::{DistinctAccounts, DistinctAccountsSettings, DistinctCount};
+use crate::defense::distinct::{DistinctAccounts, DistinctAccountsSettings, DistinctCount, DistinctKey};
 use crate::defense::geo::{CountryRule, GeoFence, Treat};
 use crate::defense::geo_velocity::GeoVelocity;
 use crate::geoip::{CountryCode, SharedGeoDb};
@@ -184,6 +184,12 @@ pub(crate) fn compile_file(
                 }
                 None => build_defense(defense, env).map_err(|(k, m)| derr(k, m))?,
             };
+            if defense.kind == "password_spray" && password_field.is_none() {
+                return Err(derr(
+                    "type",
+                    format!("`password_spray` needs the password: set `body.password` on route `{}`", route.name),
+                ));
+            }
             if built.needs_credentials() && account_field.is_none() {
                 return Err(derr(
                     "type",
@@ -292,7 +298,7 @@ fn build_defense(file: &DefenseFile, env: &CompileEnv) -> Result<Arc<dyn Defense
         "ip_rate" | "account_ip_rate" => &["limit", "per", "burst"],
         "account_rate" => &["limit", "per", "burst", "exempt_known_sources"],
         "failed_logins" => &["key", "threshold", "window", "penalty", "max_penalty", "exempt_known_sources"],
-        "distinct_accounts" => &["threshold", "window", "count", "penalty", "max_penalty"],
+        "distinct_accounts" | "password_spray" => &["threshold", "window", "count", "penalty", "max_penalty"],
         "ip_list" => &["allow", "deny"],
         "geo" => &["allow_countries", "deny_countries", "allow_asns", "deny_asns", "unknown_country", "private_addresses"],
         "geo_velocity" => &["window"],
@@ -301,7 +307,7 @@ fn build_defense(file: &DefenseFile, env: &CompileEnv) -> Result<Arc<dyn Defense
                 "type",
                 format!(
                     "`{other}` is not a defense; known: ip_rate, account_rate, account_ip_rate, failed_logins, \
-                     distinct_accounts, ip_list, geo, geo_velocity"
+                     distinct_accounts, password_spray, ip_list, geo, geo_velocity"
                 ),
             ))
         }
@@ -367,13 +373,15 @@ fn build_defense(file: &DefenseFile, env: &CompileEnv) -> Result<Arc<dyn Defense
             let known_sources = if key == FailureKey::Account { known(true) } else { None };
             Arc::new(FailedLogins::new(settings, known_sources))
         }
-        "distinct_accounts" => {
+        "distinct_accounts" | "password_spray" => {
+            let key = if kind == "password_spray" { DistinctKey::Password } else { DistinctKey::Ip };
             let count = match file.count.as_deref() {
                 None | Some("failed") => DistinctCount::Failed,
                 Some("attempted") => DistinctCount::Attempted,
                 Some(other) => return Err(("count", format!("`{other}` is not \"failed\" or \"attempted\""))),
             };
             let settings = DistinctAccountsSettings {
+                key,
                 count,
                 threshold: positive("threshold", file.threshold)?,
                 window: duration("window", &file.window, None)?,
@@ -384,7 +392,8 @@ fn build_defense(file: &DefenseFile, env: &CompileEnv) -> Result<Arc<dyn Defense
             if settings.max_penalty < settings.penalty {
                 return Err(("max_penalty", "must not be shorter than `penalty`".into()));
             }
-            Arc::new(DistinctAccounts::new(settings))
+            let known_sources = (key == DistinctKey::Password).then(|| env.known_sources.clone());
+            Arc::new(DistinctAccounts::new(settings, known_sources))
         }
         "ip_list" => {
             let parse = |name: &'static str, list: &Option<Vec<String>>| -> Result<Vec<IpNet>, BuildError> {

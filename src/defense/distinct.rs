@@ -1,12 +1,16 @@
-//! Distinct accounts per address in a window: the signature of stuffing and spraying (one source, many accounts).
+//! Distinct accounts per key in a window. Per address (`distinct_accounts`): one source, many accounts — stuffing
+//! and spraying from few addresses. Per password (`password_spray`): one password failing on many accounts —
+//! spraying however widely it is distributed, since the password is the one thing the attacker cannot rotate.
 //!
 //! A carrier-NAT address carries hundreds of real users, so counting every account tried would block them. The
 //! default counts only accounts whose *latest* outcome from the address is a failure: a user who mistypes and then
 //! gets in is resolved and stops counting, while a stuffing list (mostly failures) accumulates fast. `attempted`
 //! counting exists for routes without a usable outcome.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::known_sources::KnownSources;
 use super::{Credentials, Defense, Finding, Outcome, Subject};
 use crate::store::{BoundedMap, Expiring, Penalty};
 
@@ -16,6 +20,13 @@ pub enum DistinctCount {
     Failed,
     /// Every account tried, whatever the outcome.
     Attempted,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DistinctKey {
+    Ip,
+    /// The keyed hash of the submitted password.
+    Password,
 }
 
 #[derive(Clone, Copy)]
@@ -39,6 +50,10 @@ impl Expiring for AddressAccounts {
 }
 
 pub struct DistinctAccounts {
+    key: DistinctKey,
+    /// Password-keyed blocks spare the account's known sources: a sprayed password that is some real user's own
+    /// must not lock that user out at home.
+    known_sources: Option<Arc<KnownSources>>,
     count: DistinctCount,
     threshold: u32,
     window: u64,
@@ -50,6 +65,7 @@ pub struct DistinctAccounts {
 }
 
 pub struct DistinctAccountsSettings {
+    pub key: DistinctKey,
     pub count: DistinctCount,
     pub threshold: u32,
     pub window: Duration,
@@ -59,9 +75,11 @@ pub struct DistinctAccountsSettings {
 }
 
 impl DistinctAccounts {
-    pub fn new(settings: DistinctAccountsSettings) -> DistinctAccounts {
+    pub fn new(settings: DistinctAccountsSettings, known_sources: Option<Arc<KnownSources>>) -> DistinctAccounts {
         let nanos = |d: Duration| d.as_nanos() as u64;
         DistinctAccounts {
+            key: settings.key,
+            known_sources,
             count: settings.count,
             threshold: settings.threshold,
             window: nanos(settings.window),
@@ -74,32 +92,52 @@ impl DistinctAccounts {
     }
 }
 
+impl DistinctAccounts {
+    fn key_of(&self, subject: &Subject) -> Option<u128> {
+        match self.key {
+            DistinctKey::Ip => Some(subject.ip_key.0),
+            DistinctKey::Password => subject.password_key.map(u128::from),
+        }
+    }
+}
+
 impl Defense for DistinctAccounts {
     fn name(&self) -> &'static str {
-        "distinct_accounts"
+        match self.key {
+            DistinctKey::Ip => "distinct_accounts",
+            DistinctKey::Password => "password_spray",
+        }
     }
 
-    /// The block itself needs only the address; accounts are learned in `observe`.
+    /// Per address, the block needs only the address (accounts are learned in `observe`); per password, the body.
     fn needs_credentials(&self) -> bool {
-        false
+        self.key == DistinctKey::Password
     }
 
     fn check(&self, subject: &Subject, _credentials: &Credentials<'_>, now: u64) -> Finding {
-        let remaining = self
-            .map
-            .read(&subject.ip_key.0, now, |state| state.penalty.remaining(now))
-            .unwrap_or(0);
+        let Some(key) = self.key_of(subject) else {
+            return Finding::Clear;
+        };
+        let remaining = self.map.read(&key, now, |state| state.penalty.remaining(now)).unwrap_or(0);
         if remaining == 0 {
             return Finding::Clear;
         }
+        if let (Some(known), Some(account)) = (&self.known_sources, subject.account) {
+            if known.is_known(account, subject.ip_key, now) {
+                return Finding::Clear;
+            }
+        }
         Finding::Hit {
-            reason: "many_accounts_from_source",
+            reason: match self.key {
+                DistinctKey::Ip => "many_accounts_from_source",
+                DistinctKey::Password => "password_sprayed",
+            },
             retry_after: Some(Duration::from_nanos(remaining).max(Duration::from_secs(1))),
         }
     }
 
     fn observe(&self, subject: &Subject, outcome: Outcome, now: u64) {
-        let Some(account) = subject.account else {
+        let (Some(account), Some(key)) = (subject.account, self.key_of(subject)) else {
             return;
         };
         let counts = match (self.count, outcome) {
@@ -115,7 +153,7 @@ impl Defense for DistinctAccounts {
         let (window, cap, threshold) = (self.window, self.per_address_cap, self.threshold);
         let (penalty, max_penalty, memory) = (self.penalty, self.max_penalty, self.memory);
         self.map.update(
-            subject.ip_key.0,
+            key,
             now,
             || AddressAccounts {
                 seen: Vec::new(),
@@ -182,13 +220,14 @@ mod tests {
 
     fn defense(count: DistinctCount) -> DistinctAccounts {
         DistinctAccounts::new(DistinctAccountsSettings {
+            key: DistinctKey::Ip,
             count,
             threshold: 10,
             window: Duration::from_secs(600),
             penalty: Duration::from_secs(300),
             max_penalty: Duration::from_secs(3600),
             max_keys: 10_000,
-        })
+        }, None)
     }
 
     fn from(ip: u8, account: u64) -> Subject {
@@ -250,5 +289,39 @@ mod tests {
             d.check(&from(3, 0), &Credentials::default(), clock.now_nanos()),
             Finding::Hit { .. }
         ));
+    }
+
+    #[test]
+    fn one_password_failing_on_many_accounts_from_many_addresses_is_blocked_but_not_for_known_owners() {
+        let clock = Clock::manual();
+        let known = Arc::new(KnownSources::new(1000, Duration::from_secs(86_400)));
+        let d = DistinctAccounts::new(
+            DistinctAccountsSettings {
+                key: DistinctKey::Password,
+                count: DistinctCount::Failed,
+                threshold: 10,
+                window: Duration::from_secs(600),
+                penalty: Duration::from_secs(300),
+                max_penalty: Duration::from_secs(3600),
+                max_keys: 10_000,
+            },
+            Some(known.clone()),
+        );
+        let sprayed = |ip: u8, account: u64| {
+            let mut s = from(ip, account);
+            s.password_key = Some(0xDEAD);
+            s
+        };
+        let owner = sprayed(250, 99);
+        known.record_success(owner.account.unwrap(), owner.ip_key, clock.now_nanos());
+        for i in 0..10u8 {
+            // Each attempt from a different address: per-address counters see one attempt each.
+            d.observe(&sprayed(i, i as u64), Outcome::Failure, clock.now_nanos());
+        }
+        assert!(matches!(d.check(&sprayed(77, 500), &Credentials::default(), clock.now_nanos()), Finding::Hit { .. }));
+        assert_eq!(d.check(&owner, &Credentials::default(), clock.now_nanos()), Finding::Clear);
+        let mut other_password = sprayed(77, 500);
+        other_password.password_key = Some(0xBEEF);
+        assert_eq!(d.check(&other_password, &Credentials::default(), clock.now_nanos()), Finding::Clear);
     }
 }

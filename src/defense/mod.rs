@@ -28,6 +28,8 @@ pub struct Subject {
     pub account: Option<AccountKey>,
     /// Country and network of the address, when a GeoIP database is configured.
     pub geo: crate::geoip::GeoInfo,
+    /// The submitted password as a keyed 64-bit hash (never the password), for spray detection.
+    pub password_key: Option<u64>,
 }
 
 impl Subject {
@@ -37,6 +39,7 @@ impl Subject {
             ip_key: IpKey::new(ip, ipv6_prefix),
             account: None,
             geo: crate::geoip::GeoInfo::default(),
+            password_key: None,
         }
     }
 }
@@ -105,6 +108,11 @@ impl AccountHasher {
     /// Hash an account that is already normalised (see [`normalise_account`]).
     pub fn key(&self, normalised: &str) -> AccountKey {
         AccountKey(self.state.hash_one(normalised))
+    }
+
+    /// Hash a password for in-memory counting only; domain-separated from account hashes.
+    pub fn password_key(&self, password: &[u8]) -> u64 {
+        self.state.hash_one((0xA5u8, password))
     }
 }
 
