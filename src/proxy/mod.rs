@@ -58,6 +58,8 @@ impl RequestCtx {
 }
 
 const HEADER_PREFIX: &str = "x-stuffgate-";
+/// Longest pause allowed between two reads of a protected request's body.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[async_trait]
 impl ProxyHttp for Gateway {
@@ -253,6 +255,8 @@ async fn read_bounded_body(session: &mut Session, limit: usize) -> Result<std::r
     if declared.is_some_and(|len| len > limit as u64) {
         return Ok(Err(Answer::too_large()));
     }
+    // A login body is small: a client that trickles it is holding a worker task, not typing slowly.
+    session.set_read_timeout(Some(BODY_READ_TIMEOUT));
     session.enable_retry_buffering();
     let mut total = 0usize;
     while let Some(chunk) = session.read_request_body().await? {
