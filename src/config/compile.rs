@@ -10,7 +10,7 @@ use ipnet::IpNet;
 
 use super::file::{DefenseFile, PolicyFile, RouteFile};
 use super::policy::{BadBody, FieldPath, PathMatch, Policy, Route, RouteKind};
-use super::{line_of, parse_toml, ConfigError};
+use super::{line_of_key, parse_toml, ConfigError};
 use crate::clock::{parse_duration, Clock};
 use crate::defense::distinct::{DistinctAccounts, DistinctAccountsSettings, DistinctCount, DistinctKey};
 use crate::defense::geo::{CountryRule, GeoFence, Treat};
@@ -243,26 +243,6 @@ pub(crate) fn compile_file(
         });
     }
     Ok(())
-}
-
-/// The line of `key = ...` in a table, or the table's header line when the key is not written there. (toml spans an
-/// array-of-tables entry by its header only, so the table's body is scanned up to the next header.)
-fn line_of_key(source: &str, span: std::ops::Range<usize>, key: &str) -> usize {
-    let start = span.start.min(source.len());
-    let mut offset = start;
-    for (i, text) in source[start..].split_inclusive('\n').enumerate() {
-        let trimmed = text.trim_start();
-        if i > 0 && trimmed.starts_with('[') {
-            break;
-        }
-        if let Some(rest) = trimmed.strip_prefix(key) {
-            if rest.trim_start().starts_with('=') {
-                return line_of(source, offset);
-            }
-        }
-        offset += text.len();
-    }
-    line_of(source, start)
 }
 
 fn parse_mode(text: Option<&str>) -> Result<Mode, String> {

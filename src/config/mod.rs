@@ -62,6 +62,26 @@ pub(crate) fn line_of(source: &str, offset: usize) -> usize {
         + 1
 }
 
+/// The line of `key = ...` in a table, or the table's header line when the key is not written there. (toml spans an
+/// array-of-tables entry by its header only, so the table's body is scanned up to the next header.)
+pub(crate) fn line_of_key(source: &str, span: std::ops::Range<usize>, key: &str) -> usize {
+    let start = span.start.min(source.len());
+    let mut offset = start;
+    for (i, text) in source[start..].split_inclusive('\n').enumerate() {
+        let trimmed = text.trim_start();
+        if i > 0 && trimmed.starts_with('[') {
+            break;
+        }
+        if let Some(rest) = trimmed.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                return line_of(source, offset);
+            }
+        }
+        offset += text.len();
+    }
+    line_of(source, start)
+}
+
 /// Parse TOML into `T`, turning toml's error into a located [`ConfigError`].
 pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(file: &Path, source: &str) -> Result<T, ConfigError> {
     toml::from_str(source).map_err(|error| {
