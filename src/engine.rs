@@ -3,7 +3,8 @@
 
 use std::net::IpAddr;
 
-use crate::config::{CompileEnv, Route, RouteKind};
+use crate::config::{BadBody, CompileEnv, Route, RouteKind};
+use crate::proxy::body::{self, BodyError};
 use crate::defense::pipeline::{self, Phase};
 use crate::defense::{normalise_account, AccountHasher, Credentials, Decision, Outcome, Subject};
 
@@ -20,8 +21,10 @@ pub fn check_address(route: &Route, env: &CompileEnv, ip: IpAddr, now: u64) -> (
 }
 
 /// Continue with what the body carried: hashes the account into the subject and runs the remaining defenses.
+#[allow(clippy::too_many_arguments)]
 pub fn check_credentials(
     route: &Route,
+    env: &CompileEnv,
     hasher: &AccountHasher,
     subject: &mut Subject,
     account: Option<&str>,
@@ -32,11 +35,75 @@ pub fn check_credentials(
     let account = account.map(normalise_account);
     subject.account = account.as_deref().map(|a| hasher.key(a));
     subject.password_key = password.map(|p| hasher.password_key(p));
+    if route.checks_breach {
+        if let (Some(filter), Some(password)) = (&env.breached_passwords, password) {
+            subject.breach.password = filter.load().contains_password(password);
+        }
+        if let (Some(filter), Some(password), Some(account)) = (&env.leaked_pairs, password, account.as_deref()) {
+            subject.breach.pair = filter.load().contains_pair(account, password);
+        }
+    }
     let credentials = Credentials {
         account: account.as_deref(),
         password,
     };
     pipeline::run(&route.slots, Phase::AfterBody, subject, &credentials, now, decision);
+}
+
+/// What became of a protected request's body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyGate {
+    /// Credentials were read and the account defenses ran (the decision may now hold a block).
+    Checked,
+    /// The body was unusable and the route forwards such requests unchecked.
+    Forward,
+    /// The body was unusable and the route refuses it: answer 400 with this message.
+    Reject(&'static str),
+    /// Larger than the route accepts: answer 413.
+    TooLarge,
+}
+
+/// Read the credentials out of a body (already read, bounded) and run the account defenses on them.
+#[allow(clippy::too_many_arguments)]
+pub fn check_body(
+    route: &Route,
+    env: &CompileEnv,
+    hasher: &AccountHasher,
+    content_type: Option<&[u8]>,
+    bytes: &[u8],
+    subject: &mut Subject,
+    now: u64,
+    decision: &mut Decision,
+) -> BodyGate {
+    if bytes.len() > route.max_body_bytes {
+        return BodyGate::TooLarge;
+    }
+    let extracted = body::body_type(content_type, bytes)
+        .and_then(|kind| body::extract(kind, bytes, route.account_field.as_ref(), route.password_field.as_ref()));
+    let problem = match &extracted {
+        Ok(fields) if fields.account.is_some() || route.account_field.is_none() => None,
+        Ok(_) => Some("The request has no account field."),
+        Err(BodyError::UnsupportedType) => Some("The body must be JSON or a URL-encoded form."),
+        Err(BodyError::Malformed(_)) => Some("The body could not be parsed."),
+        Err(BodyError::Ambiguous(_)) => Some("A credential field must be a single string."),
+    };
+    match (problem, route.on_bad_body, extracted) {
+        (None, _, Ok(fields)) => {
+            check_credentials(
+                route,
+                env,
+                hasher,
+                subject,
+                fields.account.as_deref(),
+                fields.password.as_deref().map(str::as_bytes),
+                now,
+                decision,
+            );
+            BodyGate::Checked
+        }
+        (_, BadBody::Forward, _) => BodyGate::Forward,
+        (problem, BadBody::Reject, _) => BodyGate::Reject(problem.unwrap_or("The body could not be parsed.")),
+    }
 }
 
 /// Feed the upstream's answer back into the route's defenses.

@@ -14,6 +14,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;
+pub mod breach;
 pub mod clock;
 pub mod config;
 pub mod defense;
@@ -22,6 +23,7 @@ pub mod engine;
 pub mod geoip;
 pub mod proxy;
 pub mod reload;
+pub mod replay;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -15,6 +15,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The policy `demo` uses when no file is given and policies/default.toml is not beside the working directory.
 const EMBEDDED_DEFAULT_POLICY: &str = include_str!("../policies/default.toml");
+/// The breached-password filter built from Django's common-password list (see policies/data/).
+const SHIPPED_PASSWORD_FILTER: &str = "policies/data/common-passwords.bloom";
 
 #[derive(Parser)]
 #[command(name = "stuffgate", version, about = "Credential-stuffing defense gateway")]
@@ -51,6 +53,16 @@ enum Command {
         users: usize,
         #[arg(long, default_value = "text")]
         log_format: String,
+        /// Replay an attack scenario (e.g. 7pay-burst) through the demo on fresh ports, print the report, and exit.
+        #[arg(long, value_name = "SCENARIO")]
+        replay: Option<String>,
+    },
+    /// Replay an attack scenario against a gateway or offline, or flood logins with --load.
+    Replay(stuffgate::replay::cli::ReplayArgs),
+    /// Build and query breached-password and leaked-pair filters.
+    Breach {
+        #[command(subcommand)]
+        command: stuffgate::breach::cli::BreachCommand,
     },
     /// Look up addresses in a GeoIP database.
     Geoip {
@@ -84,8 +96,17 @@ fn main() -> ExitCode {
             policy,
             users,
             log_format,
+            replay: None,
         } => demo(listen, admin, api, policy, users, &log_format),
+        Command::Demo {
+            policy,
+            users,
+            replay: Some(scenario),
+            ..
+        } => report_failure(stuffgate::replay::cli::run_demo(&scenario, policy.as_deref(), users)),
+        Command::Replay(args) => report_failure(stuffgate::replay::cli::run(&args)),
         Command::DemoApi { listen, users } => demo_api(listen, users),
+        Command::Breach { command } => ExitCode::from(stuffgate::breach::cli::run(&command).clamp(0, 255) as u8),
         Command::Geoip {
             command: GeoipCommand::Lookup(args),
         } => match stuffgate::geoip::cli::run_lookup(&args) {
@@ -95,6 +116,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn report_failure(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("stuffgate: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -154,6 +185,8 @@ fn check_one(file: &Path) -> Result<String, config::ConfigError> {
                     .map_err(|e| config::ConfigError::new(file, None, Some("geoip".into()), e.to_string()))?;
                 env = env.with_geo(Some(std::sync::Arc::new(db)));
             }
+            env.open_breach_filters(gateway.password_filter.as_deref(), gateway.pair_filter.as_deref())
+                .map_err(|e| config::ConfigError::new(file, None, Some("breach".into()), e.to_string()))?;
             let policy = config::compile_policies(&gateway.policy_files, &env, None)?;
             Ok(format!("gateway file; its {} policy file(s) give {} route(s)", gateway.policy_files.len(), policy.routes.len()))
         }
@@ -216,6 +249,8 @@ fn demo(
         geoip: Path::new(stuffgate::geoip::DEFAULT_COUNTRY_DB)
             .exists()
             .then(|| (PathBuf::from(stuffgate::geoip::DEFAULT_COUNTRY_DB), None)),
+        password_filter: Path::new(SHIPPED_PASSWORD_FILTER).exists().then(|| PathBuf::from(SHIPPED_PASSWORD_FILTER)),
+        pair_filter: None,
     };
     let (name, password) = stuffgate::demo_api::NAMED_USERS[0];
     println!(

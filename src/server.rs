@@ -25,6 +25,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Geo(#[from] crate::geoip::GeoError),
+    #[error("{0}")]
+    Breach(#[from] crate::defense::breach::FilterLoadError),
     #[error("upstream `{address}` does not resolve to an address: {why}")]
     Upstream { address: String, why: String },
 }
@@ -35,7 +37,8 @@ pub fn build_state(config: &GatewayConfig, clock: Clock) -> Result<Arc<GatewaySt
         Some((country, asn)) => Some(Arc::new(crate::geoip::SharedGeoDb::open(country, asn.as_deref())?)),
         None => None,
     };
-    let env = CompileEnv::new(clock, config.max_tracked_keys).with_geo(geo);
+    let mut env = CompileEnv::new(clock, config.max_tracked_keys).with_geo(geo);
+    env.open_breach_filters(config.password_filter.as_deref(), config.pair_filter.as_deref())?;
     let policy = Arc::new(PolicyHandle::load(config.policy_files.clone(), env)?);
     let upstream_address = config
         .upstream
@@ -123,6 +126,14 @@ pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
 impl Maintenance {
     /// Swap in replaced data files (GeoIP); a missing or corrupt file is refused and the previous one serves.
     fn reload_data(&self, always: bool) {
+        let env = self.policy.env();
+        for filter in env.breached_passwords.iter().chain(env.leaked_pairs.iter()) {
+            match filter.reload_if_changed() {
+                Ok(true) => tracing::info!(path = %filter.path().display(), "breach filter reloaded"),
+                Ok(false) => {}
+                Err(error) => tracing::error!(%error, "breach filter reload refused; the previous one keeps serving"),
+            }
+        }
         if let Some(geo) = &self.policy.env().geo {
             let result = if always { geo.reload().map(|()| true) } else { geo.reload_if_changed() };
             match result {

@@ -13,6 +13,8 @@ use super::policy::{BadBody, FieldPath, PathMatch, Policy, Route, RouteKind};
 use super::{line_of_key, parse_toml, ConfigError};
 use crate::clock::{parse_duration, Clock};
 use crate::defense::distinct::{DistinctAccounts, DistinctAccountsSettings, DistinctCount, DistinctKey};
+use crate::breach::FilterKind;
+use crate::defense::breach::{BreachMatch, BreachedSource, SharedFilter};
 use crate::defense::geo::{CountryRule, GeoFence, Treat};
 use crate::defense::geo_velocity::GeoVelocity;
 use crate::geoip::{CountryCode, SharedGeoDb};
@@ -30,6 +32,9 @@ pub struct CompileEnv {
     pub max_tracked_keys: usize,
     /// The GeoIP database the engine locates addresses with; geo defenses need one to serve.
     pub geo: Option<Arc<SharedGeoDb>>,
+    /// Breached-password and leaked-pair filters, for the breach defenses.
+    pub breached_passwords: Option<Arc<SharedFilter>>,
+    pub leaked_pairs: Option<Arc<SharedFilter>>,
     /// False for `stuffgate check`: validate defenses that need data files without those files.
     pub require_data: bool,
 }
@@ -41,6 +46,8 @@ impl CompileEnv {
             known_sources: Arc::new(KnownSources::new(max_tracked_keys, Duration::from_secs(30 * 86_400))),
             max_tracked_keys,
             geo: None,
+            breached_passwords: None,
+            leaked_pairs: None,
             require_data: true,
         }
     }
@@ -48,6 +55,21 @@ impl CompileEnv {
     pub fn with_geo(mut self, geo: Option<Arc<SharedGeoDb>>) -> CompileEnv {
         self.geo = geo;
         self
+    }
+
+    /// Load the breach filters a gateway file names.
+    pub fn open_breach_filters(
+        &mut self,
+        passwords: Option<&std::path::Path>,
+        pairs: Option<&std::path::Path>,
+    ) -> Result<(), crate::defense::breach::FilterLoadError> {
+        if let Some(path) = passwords {
+            self.breached_passwords = Some(Arc::new(SharedFilter::open(path, FilterKind::Password)?));
+        }
+        if let Some(path) = pairs {
+            self.leaked_pairs = Some(Arc::new(SharedFilter::open(path, FilterKind::Pair)?));
+        }
+        Ok(())
     }
 }
 
@@ -184,10 +206,11 @@ pub(crate) fn compile_file(
                 }
                 None => build_defense(defense, env).map_err(|(k, m)| derr(k, m))?,
             };
-            if defense.kind == "password_spray" && password_field.is_none() {
+            let wants_password = ["password_spray", "breached_password", "leaked_pair"];
+            if wants_password.contains(&defense.kind.as_str()) && password_field.is_none() {
                 return Err(derr(
                     "type",
-                    format!("`password_spray` needs the password: set `body.password` on route `{}`", route.name),
+                    format!("`{}` needs the password: set `body.password` on route `{}`", defense.kind, route.name),
                 ));
             }
             if built.needs_credentials() && account_field.is_none() {
@@ -200,7 +223,13 @@ pub(crate) fn compile_file(
                 Some(m) => parse_mode(Some(m)).map_err(|m| derr("mode", m))?,
                 None => default_mode,
             };
-            let action = match defense.action.as_deref() {
+            // Breach matches default to `tag` where real users are concerned (logins: users reuse breached
+            // passwords, the app should force a reset) and to `block` where a new password is being chosen.
+            let default_action = match (defense.kind.as_str(), kind) {
+                ("breached_password", RouteKind::Login | RouteKind::Generic) | ("leaked_pair", _) => "tag",
+                _ => "block",
+            };
+            let action = match defense.action.as_deref().or(Some(default_action)) {
                 None | Some("block") => {
                     let status = defense.status.unwrap_or_else(|| built.default_status());
                     if !(400..=599).contains(&status) {
@@ -209,7 +238,7 @@ pub(crate) fn compile_file(
                     Action::Block { status }
                 }
                 Some("tag") => {
-                    if defense.status.is_some() {
+                    if defense.status.is_some() && defense.action.is_some() {
                         return Err(derr("status", "a `tag` action answers nothing; remove `status`".into()));
                     }
                     Action::Tag
@@ -226,7 +255,11 @@ pub(crate) fn compile_file(
                 fingerprint,
             });
         }
+        let checks_breach = slots
+            .iter()
+            .any(|s| matches!(s.defense.name(), "breached_password" | "leaked_pair" | "breached_source"));
         routes.push(Route {
+            checks_breach,
             name: route.name.clone(),
             kind,
             method,
@@ -282,12 +315,15 @@ fn build_defense(file: &DefenseFile, env: &CompileEnv) -> Result<Arc<dyn Defense
         "ip_list" => &["allow", "deny"],
         "geo" => &["allow_countries", "deny_countries", "allow_asns", "deny_asns", "unknown_country", "private_addresses"],
         "geo_velocity" => &["window"],
+        "breached_password" | "leaked_pair" => &[],
+        "breached_source" => &["threshold", "window", "penalty", "max_penalty"],
         other => {
             return Err((
                 "type",
                 format!(
                     "`{other}` is not a defense; known: ip_rate, account_rate, account_ip_rate, failed_logins, \
-                     distinct_accounts, password_spray, ip_list, geo, geo_velocity"
+                     distinct_accounts, password_spray, ip_list, geo, geo_velocity, breached_password, leaked_pair, \
+                     breached_source"
                 ),
             ))
         }
@@ -408,6 +444,48 @@ fn build_defense(file: &DefenseFile, env: &CompileEnv) -> Result<Arc<dyn Defense
             } else {
                 build_geo_fence(file)?
             }
+        }
+        "breached_password" | "leaked_pair" => {
+            let name = kind;
+            let (filter, kind, setting) = if kind == "leaked_pair" {
+                (&env.leaked_pairs, FilterKind::Pair, "pair_filter")
+            } else {
+                (&env.breached_passwords, FilterKind::Password, "password_filter")
+            };
+            if filter.is_none() && env.require_data {
+                return Err((
+                    "type",
+                    format!(
+                        "`{name}` needs a filter: add `[breach] {setting} = \"...\"` to the gateway file (the shipped \
+                         policies/data/common-passwords.bloom, or one built with `stuffgate breach build`)"
+                    ),
+                ));
+            }
+            Arc::new(BreachMatch { kind })
+        }
+        "breached_source" => {
+            if env.breached_passwords.is_none() && env.require_data {
+                return Err((
+                    "type",
+                    "`breached_source` needs a password filter: add `[breach] password_filter = \"...\"` to the \
+                     gateway file"
+                        .into(),
+                ));
+            }
+            let (penalty, max_penalty) = (
+                duration("penalty", &file.penalty, Some("15m"))?,
+                duration("max_penalty", &file.max_penalty, Some("6h"))?,
+            );
+            if max_penalty < penalty {
+                return Err(("max_penalty", "must not be shorter than `penalty`".into()));
+            }
+            Arc::new(BreachedSource::new(
+                positive("threshold", file.threshold)?,
+                duration("window", &file.window, None)?,
+                penalty,
+                max_penalty,
+                max_keys,
+            ))
         }
         _ => unreachable!("kinds are checked above"),
     };

@@ -27,6 +27,16 @@ pub struct GatewayFile {
     #[serde(default)]
     pub privacy: PrivacyFile,
     pub geoip: Option<GeoipFile>,
+    pub breach: Option<BreachFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreachFile {
+    /// Breached-password filter (SHA-1 keys), e.g. the shipped policies/data/common-passwords.bloom.
+    pub password_filter: Option<String>,
+    /// Leaked account:password pair filter, built with `stuffgate breach build --format pairs`.
+    pub pair_filter: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -39,6 +39,8 @@ pub struct GatewayConfig {
     pub hash_secret: Option<Vec<u8>>,
     /// GeoIP databases: (country, optional ASN).
     pub geoip: Option<(PathBuf, Option<PathBuf>)>,
+    pub password_filter: Option<PathBuf>,
+    pub pair_filter: Option<PathBuf>,
 }
 
 pub fn load_gateway(path: &Path) -> Result<GatewayConfig, ConfigError> {
@@ -128,6 +130,8 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
         geoip: file
             .geoip
             .map(|g| (base.join(g.country_db), g.asn_db.map(|a| base.join(a)))),
+        password_filter: file.breach.as_ref().and_then(|b| b.password_filter.as_ref()).map(|p| base.join(p)),
+        pair_filter: file.breach.as_ref().and_then(|b| b.pair_filter.as_ref()).map(|p| base.join(p)),
     })
 }
 

@@ -81,6 +81,8 @@ pub struct Route {
     pub ipv6_prefix: u8,
     pub slots: Vec<Slot>,
     pub source: PathBuf,
+    /// Whether the engine must look the credentials up in the breach filters.
+    pub checks_breach: bool,
 }
 
 impl Route {

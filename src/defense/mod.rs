@@ -4,6 +4,7 @@
 //! block with a status, tag the request for the app, or merely log it in observe mode — is the route's policy,
 //! applied by [`pipeline`], so every defense gets `enforce`/`observe` and `block`/`tag` for free.
 
+pub mod breach;
 pub mod distinct;
 pub mod failures;
 pub mod geo;
@@ -30,6 +31,8 @@ pub struct Subject {
     pub geo: crate::geoip::GeoInfo,
     /// The submitted password as a keyed 64-bit hash (never the password), for spray detection.
     pub password_key: Option<u64>,
+    /// What the breach filters said about the submitted credentials.
+    pub breach: breach::BreachSignal,
 }
 
 impl Subject {
@@ -40,6 +43,7 @@ impl Subject {
             account: None,
             geo: crate::geoip::GeoInfo::default(),
             password_key: None,
+            breach: breach::BreachSignal::default(),
         }
     }
 }

@@ -19,6 +19,7 @@ impl Answer {
         let (error, message) = match status {
             429 => ("too_many_attempts", "Too many attempts. Please wait before trying again."),
             403 => ("forbidden", "This request is not allowed."),
+            422 => ("breached_password", "This password appears in known data breaches. Please choose another."),
             _ => ("blocked", "This request was blocked."),
         };
         Answer {

@@ -15,10 +15,10 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::Result;
 
-use crate::config::{BadBody, Policy, Route};
+use crate::config::{Policy, Route};
 use crate::defense::ip_list::IpRanges;
 use crate::defense::{AccountHasher, Decision, Outcome, Subject, Verdict};
-use crate::engine;
+use crate::engine::{self, BodyGate};
 use crate::reload::PolicyHandle;
 use crate::telemetry::metrics;
 use answer::Answer;
@@ -201,39 +201,31 @@ impl Gateway {
             }
         };
         let content_type = session.req_header().headers.get("content-type").map(|v| v.as_bytes());
-        let extracted = body::body_type(content_type, &body).and_then(|kind| {
-            body::extract(kind, &body, route.account_field.as_ref(), route.password_field.as_ref())
-        });
-        let extracted = match extracted {
-            Ok(fields) if fields.account.is_some() || route.account_field.is_none() => Ok(fields),
-            Ok(_) => Err("The request has no account field."),
-            Err(body::BodyError::UnsupportedType) => Err("The body must be JSON or a URL-encoded form."),
-            Err(body::BodyError::Malformed(_)) => Err("The body could not be parsed."),
-            Err(body::BodyError::Ambiguous(_)) => Err("A credential field must be a single string."),
-        };
-        let fields = match (extracted, route.on_bad_body) {
-            (Ok(fields), _) => fields,
-            (Err(message), BadBody::Reject) => {
-                ctx.invalid = Some("bad_request");
-                answer::send(session, &Answer::bad_request(message), true).await?;
-                return Ok(true);
-            }
-            (Err(_), BadBody::Forward) => return Ok(false),
-        };
-        engine::check_credentials(
+        let gate = engine::check_body(
             route,
+            env,
             &self.state.hasher,
+            content_type,
+            &body,
             &mut subject,
-            fields.account.as_deref(),
-            fields.password.as_deref().map(str::as_bytes),
             now,
             &mut ctx.decision,
         );
         ctx.subject = Some(subject);
-        if ctx.decision.verdict.is_some() {
-            return self.answer_block(session, ctx, true).await;
+        match gate {
+            BodyGate::Checked if ctx.decision.verdict.is_some() => self.answer_block(session, ctx, true).await,
+            BodyGate::Checked | BodyGate::Forward => Ok(false),
+            BodyGate::Reject(message) => {
+                ctx.invalid = Some("bad_request");
+                answer::send(session, &Answer::bad_request(message), true).await?;
+                Ok(true)
+            }
+            BodyGate::TooLarge => {
+                ctx.invalid = Some("too_large");
+                answer::send(session, &Answer::too_large(), true).await?;
+                Ok(true)
+            }
         }
-        Ok(false)
     }
 
     async fn answer_block(&self, session: &mut Session, ctx: &RequestCtx, body_consumed: bool) -> Result<bool> {

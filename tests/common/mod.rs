@@ -132,7 +132,7 @@ impl Gateway {
                 }
             });
         }
-        let gateway = Gateway {
+        let mut gateway = Gateway {
             child,
             url: format!("http://127.0.0.1:{port}"),
             admin: format!("http://127.0.0.1:{admin_port}"),
@@ -144,10 +144,14 @@ impl Gateway {
         gateway
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) {
         let client = client();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("gateway exited ({status}); its output:\n{}", self.logs());
+            }
             let admin_ok = client.get(format!("{}/healthz", self.admin)).send().is_ok_and(|r| r.status() == 200);
             let proxy_ok = client.get(format!("{}/", self.url)).send().is_ok();
             if admin_ok && proxy_ok {
