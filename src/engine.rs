@@ -37,7 +37,7 @@ pub fn check_credentials(
     subject.password_key = password.map(|p| hasher.password_key(p));
     if route.checks_breach {
         if let (Some(filter), Some(password)) = (&env.breached_passwords, password) {
-            subject.breach.password = filter.load().contains_password(password);
+            subject.breach.password = filter.load().contains_password_any_case(password);
         }
         if let (Some(filter), Some(password), Some(account)) = (&env.leaked_pairs, password, account.as_deref()) {
             subject.breach.pair = filter.load().contains_pair(account, password);

@@ -364,6 +364,9 @@ impl BreachFilter {
         if self.contains_password(password) {
             return true;
         }
+        if password.is_ascii() && !password.iter().any(u8::is_ascii_uppercase) {
+            return false; // already lower case: nothing else to try, and no allocation
+        }
         let lowered: Vec<u8> = match std::str::from_utf8(password) {
             Ok(s) => s.to_lowercase().into_bytes(),
             Err(_) => password.to_ascii_lowercase(),
