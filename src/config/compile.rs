@@ -311,7 +311,15 @@ fn build_defense(file: &DefenseFile, env: &CompileEnv) -> Result<Arc<dyn Defense
         "ip_rate" | "account_ip_rate" => &["limit", "per", "burst"],
         "account_rate" => &["limit", "per", "burst", "exempt_known_sources"],
         "failed_logins" => &["key", "threshold", "window", "penalty", "max_penalty", "exempt_known_sources"],
-        "distinct_accounts" | "password_spray" => &["threshold", "window", "count", "penalty", "max_penalty"],
+        "distinct_accounts" | "password_spray" => &[
+            "threshold",
+            "window",
+            "count",
+            "penalty",
+            "max_penalty",
+            "suspect_threshold",
+            "suspect_success_ratio",
+        ],
         "ip_list" => &["allow", "deny"],
         "geo" => &["allow_countries", "deny_countries", "allow_asns", "deny_asns", "unknown_country", "private_addresses"],
         "geo_velocity" => &["window"],
@@ -396,10 +404,26 @@ fn build_defense(file: &DefenseFile, env: &CompileEnv) -> Result<Arc<dyn Defense
                 Some("attempted") => DistinctCount::Attempted,
                 Some(other) => return Err(("count", format!("`{other}` is not \"failed\" or \"attempted\""))),
             };
+            let threshold = positive("threshold", file.threshold)?;
+            let suspect = match (file.suspect_threshold, file.suspect_success_ratio) {
+                (None, None) => None,
+                (Some(early), Some(ratio)) => {
+                    if early == 0 || early > threshold {
+                        return Err(("suspect_threshold", format!("must be between 1 and `threshold` ({threshold})")));
+                    }
+                    if !(0.0..1.0).contains(&ratio) {
+                        return Err(("suspect_success_ratio", "must be at least 0 and below 1".into()));
+                    }
+                    Some((early, ratio))
+                }
+                (Some(_), None) => return Err(("suspect_success_ratio", "goes with `suspect_threshold`".into())),
+                (None, Some(_)) => return Err(("suspect_threshold", "goes with `suspect_success_ratio`".into())),
+            };
             let settings = DistinctAccountsSettings {
                 key,
                 count,
-                threshold: positive("threshold", file.threshold)?,
+                suspect,
+                threshold,
                 window: duration("window", &file.window, None)?,
                 penalty: duration("penalty", &file.penalty, Some("15m"))?,
                 max_penalty: duration("max_penalty", &file.max_penalty, Some("6h"))?,

@@ -171,6 +171,8 @@ pub struct DefenseFile {
     pub penalty: Option<String>,
     pub max_penalty: Option<String>,
     pub count: Option<String>,
+    pub suspect_threshold: Option<u32>,
+    pub suspect_success_ratio: Option<f64>,
     pub exempt_known_sources: Option<bool>,
     // address lists
     pub allow: Option<Vec<String>>,
@@ -202,6 +204,8 @@ impl DefenseFile {
         note(self.penalty.is_some(), "penalty");
         note(self.max_penalty.is_some(), "max_penalty");
         note(self.count.is_some(), "count");
+        note(self.suspect_threshold.is_some(), "suspect_threshold");
+        note(self.suspect_success_ratio.is_some(), "suspect_success_ratio");
         note(self.exempt_known_sources.is_some(), "exempt_known_sources");
         note(self.allow.is_some(), "allow");
         note(self.deny.is_some(), "deny");

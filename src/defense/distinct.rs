@@ -6,6 +6,10 @@
 //! default counts only accounts whose *latest* outcome from the address is a failure: a user who mistypes and then
 //! gets in is resolved and stops counting, while a stuffing list (mostly failures) accumulates fast. `attempted`
 //! counting exists for routes without a usable outcome.
+//!
+//! An optional early trigger (`suspect_threshold`, `suspect_success_ratio`) blocks much sooner when almost nothing
+//! from the key succeeds: stuffing lists succeed ~1% of the time, real users behind a shared address ~90%. Five
+//! failed accounts with no success is a list; five failed accounts among fifty that got in is a busy NAT.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +60,8 @@ pub struct DistinctAccounts {
     known_sources: Option<Arc<KnownSources>>,
     count: DistinctCount,
     threshold: u32,
+    /// Block at this many failed accounts already, when the share of accounts that got in is at most the ratio.
+    suspect: Option<(u32, f64)>,
     window: u64,
     penalty: u64,
     max_penalty: u64,
@@ -68,6 +74,7 @@ pub struct DistinctAccountsSettings {
     pub key: DistinctKey,
     pub count: DistinctCount,
     pub threshold: u32,
+    pub suspect: Option<(u32, f64)>,
     pub window: Duration,
     pub penalty: Duration,
     pub max_penalty: Duration,
@@ -82,6 +89,7 @@ impl DistinctAccounts {
             known_sources,
             count: settings.count,
             threshold: settings.threshold,
+            suspect: settings.suspect,
             window: nanos(settings.window),
             penalty: nanos(settings.penalty),
             max_penalty: nanos(settings.max_penalty),
@@ -150,7 +158,7 @@ impl Defense for DistinctAccounts {
         }
         let account_print = ((account.0 >> 32) as u32) ^ (account.0 as u32);
         let failed = outcome == Outcome::Failure || self.count == DistinctCount::Attempted;
-        let (window, cap, threshold) = (self.window, self.per_address_cap, self.threshold);
+        let (window, cap, threshold, suspect) = (self.window, self.per_address_cap, self.threshold, self.suspect);
         let (penalty, max_penalty, memory) = (self.penalty, self.max_penalty, self.memory);
         self.map.update(
             key,
@@ -188,8 +196,13 @@ impl Defense for DistinctAccounts {
                         });
                     }
                 }
-                let counted = state.seen.iter().filter(|s| s.failed && s.at >= horizon).count();
-                if counted as u32 >= threshold {
+                let recent = || state.seen.iter().filter(|s| s.at >= horizon);
+                let failed = recent().filter(|s| s.failed).count() as u32;
+                let succeeded = recent().filter(|s| !s.failed).count() as u32;
+                let suspicious = suspect.is_some_and(|(early, ratio)| {
+                    failed >= early && f64::from(succeeded) <= ratio * f64::from(failed + succeeded)
+                });
+                if failed >= threshold || suspicious {
                     state.penalty.strike(now, penalty, max_penalty, memory);
                     state.seen.clear();
                     state.seen.shrink_to_fit();
@@ -223,6 +236,7 @@ mod tests {
             key: DistinctKey::Ip,
             count,
             threshold: 10,
+            suspect: None,
             window: Duration::from_secs(600),
             penalty: Duration::from_secs(300),
             max_penalty: Duration::from_secs(3600),
@@ -300,6 +314,7 @@ mod tests {
                 key: DistinctKey::Password,
                 count: DistinctCount::Failed,
                 threshold: 10,
+                suspect: None,
                 window: Duration::from_secs(600),
                 penalty: Duration::from_secs(300),
                 max_penalty: Duration::from_secs(3600),
@@ -323,5 +338,37 @@ mod tests {
         let mut other_password = sprayed(77, 500);
         other_password.password_key = Some(0xBEEF);
         assert_eq!(d.check(&other_password, &Credentials::default(), clock.now_nanos()), Finding::Clear);
+    }
+
+    #[test]
+    fn a_source_where_nothing_succeeds_is_blocked_early_but_a_busy_nat_is_not() {
+        let clock = Clock::manual();
+        let d = DistinctAccounts::new(
+            DistinctAccountsSettings {
+                key: DistinctKey::Ip,
+                count: DistinctCount::Failed,
+                threshold: 30,
+                suspect: Some((5, 0.25)),
+                window: Duration::from_secs(600),
+                penalty: Duration::from_secs(300),
+                max_penalty: Duration::from_secs(3600),
+                max_keys: 10_000,
+            },
+            None,
+        );
+        let creds = Credentials::default();
+        // A list: five failures, nothing gets in.
+        for account in 0..5 {
+            d.observe(&from(1, account), Outcome::Failure, clock.now_nanos());
+        }
+        assert!(matches!(d.check(&from(1, 99), &creds, clock.now_nanos()), Finding::Hit { .. }));
+        // A carrier NAT: the same five failures among twenty users who got in.
+        for account in 100..120 {
+            d.observe(&from(2, account), Outcome::Success, clock.now_nanos());
+        }
+        for account in 0..5 {
+            d.observe(&from(2, account), Outcome::Failure, clock.now_nanos());
+        }
+        assert_eq!(d.check(&from(2, 99), &creds, clock.now_nanos()), Finding::Clear);
     }
 }
