@@ -252,3 +252,23 @@ fn sighup_reloads_the_policy_and_unchanged_defenses_keep_their_counts() {
     let policy_view: serde_json::Value = client().get(format!("{}/policy", gateway.admin)).send().unwrap().json().unwrap();
     assert_eq!(policy_view["routes"][0]["defenses"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn other_spellings_of_a_protected_path_are_protected_too() {
+    let api = demo_api();
+    let gateway = Gateway::start(
+        &login_route("[[route.defense]]\ntype = \"ip_rate\"\nlimit = 1\nper = \"1m\"\n"),
+        api.addr(),
+    );
+    assert_eq!(gateway.login(Some("198.51.100.70"), ALICE.0, ALICE.1).status(), 200);
+    for spelling in ["/API/login", "/api//login", "/api/login/", "/api/%6cogin"] {
+        let response = client()
+            .post(format!("{}{spelling}", gateway.url))
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", "198.51.100.70")
+            .body(r#"{"email":"alice@example.com","password":"x"}"#)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 429, "{spelling} must not slip past the login route's limit");
+    }
+}

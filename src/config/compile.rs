@@ -151,8 +151,8 @@ pub(crate) fn compile_file(
             .parse::<http::Method>()
             .map_err(|_| err("method", format!("`{}` is not an HTTP method", route.method)))?;
         let path_match = match (&route.path, &route.path_prefix) {
-            (Some(p), None) if p.starts_with('/') => PathMatch::Exact(p.clone()),
-            (None, Some(p)) if p.starts_with('/') => PathMatch::Prefix(p.clone()),
+            (Some(p), None) if p.starts_with('/') => PathMatch::exact(p),
+            (None, Some(p)) if p.starts_with('/') => PathMatch::prefix(p),
             (Some(_), Some(_)) => return Err(err("path", "set either `path` or `path_prefix`, not both".into())),
             (None, None) => return Err(err("path", "set `path` (exact) or `path_prefix`".into())),
             _ => return Err(err("path", "must start with '/'".into())),

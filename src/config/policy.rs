@@ -32,12 +32,80 @@ pub enum PathMatch {
 }
 
 impl PathMatch {
+    /// Build from a configured path, normalised like request paths are.
+    pub fn exact(path: &str) -> PathMatch {
+        PathMatch::Exact(normalise_path(path).into_owned())
+    }
+
+    pub fn prefix(path: &str) -> PathMatch {
+        let normal = normalise_path(path).into_owned();
+        // Keep a configured trailing slash: "/auth/" must not match "/authority".
+        PathMatch::Prefix(if path.ends_with('/') && normal != "/" { normal + "/" } else { normal })
+    }
+
     pub fn matches(&self, path: &str) -> bool {
+        self.matches_normalised(&normalise_path(path))
+    }
+
+    /// Match a path already passed through [`normalise_path`].
+    pub fn matches_normalised(&self, path: &str) -> bool {
         match self {
             PathMatch::Exact(p) => path == p,
-            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Prefix(p) => path.starts_with(p.as_str()) || p.strip_suffix('/') == Some(path),
         }
     }
+}
+
+/// The form in which paths are compared, so that spellings an upstream router may treat as the same route cannot
+/// slip past a protected one: `/API//login/`, `/api/./login` and `/api/%6Cogin` all read `/api/login`.
+/// (ASCII case is folded: many frameworks route case-insensitively, and over-matching only protects more.)
+/// Allocation-free for paths already in normal form.
+pub fn normalise_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = path.as_bytes();
+    let needs_work = bytes.iter().any(|b| b.is_ascii_uppercase() || *b == b'%')
+        || path.contains("//")
+        || path.contains("/.")
+        || (path.len() > 1 && path.ends_with('/'));
+    if !needs_work {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let decoded = percent_decode_unreserved(path).to_ascii_lowercase();
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            other => segments.push(other),
+        }
+    }
+    std::borrow::Cow::Owned(format!("/{}", segments.join("/")))
+}
+
+/// Decode %XX escapes of unreserved characters (letters, digits, `-._~`) and of `/`; leave others escaped.
+fn percent_decode_unreserved(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                let c = (hi * 16 + lo) as u8;
+                if c.is_ascii_alphanumeric() || b"-._~/".contains(&c) {
+                    out.push(c as char);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        // Push the whole UTF-8 character starting here.
+        let ch_len = path[i..].chars().next().map(char::len_utf8).unwrap_or(1);
+        out.push_str(&path[i..i + ch_len]);
+        i += ch_len;
+    }
+    out
 }
 
 /// A dotted path into a JSON body ("user.email"), or a form field name (one segment).
@@ -111,9 +179,10 @@ pub struct Policy {
 
 impl Policy {
     pub fn match_route(&self, method: &Method, path: &str) -> Option<usize> {
+        let path = normalise_path(path);
         self.routes
             .iter()
-            .position(|r| r.method == *method && r.path.matches(path))
+            .position(|r| r.method == *method && r.path.matches_normalised(&path))
     }
 
     /// Every defense of every route, for the pruning timer and the gauges.
@@ -128,5 +197,30 @@ impl std::fmt::Debug for Policy {
             .field("routes", &self.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
             .field("files", &self.files)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_of_a_protected_path_all_match_it() {
+        let login = PathMatch::exact("/api/login");
+        for spelling in ["/api/login", "/API/Login", "/api//login", "/api/login/", "/api/./login", "/api/x/../login", "/api/%6Cogin", "/api%2Flogin"] {
+            assert!(login.matches(spelling), "{spelling}");
+        }
+        for other in ["/api/logins", "/api/log", "/api/login%00", "/apix/login"] {
+            assert!(!login.matches(other), "{other}");
+        }
+        let auth = PathMatch::prefix("/auth/");
+        assert!(auth.matches("/auth/login") && auth.matches("/AUTH//token") && auth.matches("/auth"));
+        assert!(!auth.matches("/authority"));
+    }
+
+    #[test]
+    fn normal_paths_are_not_copied() {
+        assert!(matches!(normalise_path("/api/login"), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(normalise_path("/"), std::borrow::Cow::Borrowed(_)));
     }
 }
