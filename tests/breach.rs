@@ -1,5 +1,7 @@
 //! Breached-password and leaked-pair checks through the real gateway, with the shipped filter and one built by the CLI.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use std::io::Write;

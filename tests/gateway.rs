@@ -1,5 +1,7 @@
 //! The gateway in front of the demo login API, end to end: real pingora process, real upstream, real HTTP.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use std::time::Duration;

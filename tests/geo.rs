@@ -1,5 +1,7 @@
 //! Geo-blocking and impossible travel through the real gateway, against the shipped country database.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use std::time::Duration;
