@@ -137,6 +137,9 @@ pub enum ActorKind {
     Legit,
     Nat,
     Traveller,
+    /// Requests a schedule adds to set the scene (e.g. spray victims signing up with a common password); never
+    /// written in a file.
+    Setup,
 }
 
 impl ActorKind {
@@ -149,12 +152,18 @@ impl ActorKind {
             ActorKind::Legit => "legit",
             ActorKind::Nat => "nat",
             ActorKind::Traveller => "traveller",
+            ActorKind::Setup => "setup",
         }
     }
 
     /// Legitimate users, whose getting in is the cost side of a policy.
     pub fn is_legitimate(self) -> bool {
         matches!(self, ActorKind::Legit | ActorKind::Nat | ActorKind::Traveller)
+    }
+
+    /// Requests that count towards attack outcomes (takeovers, fraud).
+    pub fn is_attacker(self) -> bool {
+        !matches!(self, ActorKind::Legit | ActorKind::Nat | ActorKind::Traveller | ActorKind::Setup)
     }
 }
 
@@ -361,13 +370,14 @@ type ActorError = (&'static str, String);
 fn allowed_keys(kind: ActorKind) -> &'static [&'static str] {
     match kind {
         ActorKind::Stuffer => &["addresses", "countries", "pace", "attempts_per_address", "valid_ratio", "known_account_ratio", "cashout"],
-        ActorKind::Sprayer => &["addresses", "countries", "pace", "passwords", "accounts", "valid_ratio", "cashout"],
+        ActorKind::Sprayer => &["addresses", "countries", "passwords", "accounts", "valid_ratio", "cashout"],
         ActorKind::ResetHijacker => {
             &["addresses", "countries", "pace", "attempts_per_address", "methods", "attacker_domain", "known_account_ratio"]
         }
         ActorKind::SignupFarmer => &["addresses", "countries", "pace", "attempts_per_address", "domains"],
         ActorKind::Legit | ActorKind::Nat => &["addresses", "countries", "users", "mistype_ratio", "retries", "retry_after"],
         ActorKind::Traveller => &["countries", "users", "home", "abroad", "gap", "mistype_ratio", "retries", "retry_after"],
+        ActorKind::Setup => &[],
     }
 }
 
@@ -482,6 +492,7 @@ fn compile_actor(file: &ActorFile, index: usize, scenario_duration: u64) -> Resu
     let pool_countries = countries("countries", &file.countries)?;
 
     let (params, addresses) = match kind {
+        ActorKind::Setup => return Err(("kind", "`setup` actors are added by the schedule, not written".into())),
         ActorKind::Stuffer => (
             Params::Stuffer {
                 attempts: attempts(file)?,

@@ -1,0 +1,189 @@
+//! Offline what-if: the schedule through the gateway's own decision engine (`engine::check_address`,
+//! `check_body`, `observe`) on a virtual clock, with the demo upstream's answers simulated. Same body handling as
+//! the proxy, same route matching, same data files (GeoIP, breach filters), same pruning cadence — so a policy
+//! judged here is judged by the code that will serve it.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::clock::Clock;
+use crate::config::CompileEnv;
+use crate::defense::{AccountHasher, Decision, Mode};
+use crate::engine;
+use crate::geoip::SharedGeoDb;
+use crate::reload::PolicyHandle;
+
+use super::report::Tally;
+use super::schedule::{follow_ups, Answer, Endpoint, Event, Schedule, Verdict};
+
+/// How often the gateway's maintenance task prunes (see `server.rs`), in gateway time.
+const PRUNE_EVERY: u64 = 5_000_000_000;
+
+pub struct OfflineOptions {
+    pub policy_files: Vec<PathBuf>,
+    /// Country database for the engine's geo defenses (the gateway's `[geoip]`); none: addresses have no country.
+    pub geoip: Option<PathBuf>,
+    /// Breach filters for the breach defenses (the gateway's `[breach]`).
+    pub password_filter: Option<PathBuf>,
+    pub pair_filter: Option<PathBuf>,
+    /// Virtual seconds per gateway second, as the online run would compress time (1 = faithful).
+    pub speed: f64,
+    pub max_tracked_keys: usize,
+}
+
+pub struct OfflineRun {
+    pub tally: Tally,
+    pub processed: u64,
+    pub elapsed: Duration,
+}
+
+/// What the gateway would do with one request.
+#[derive(Debug, PartialEq, Eq)]
+enum Gate {
+    Forward,
+    Block,
+    Invalid,
+}
+
+pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<OfflineRun> {
+    let clock = Clock::manual();
+    let geo = match &options.geoip {
+        Some(path) => Some(Arc::new(SharedGeoDb::open(path, None)?)),
+        None => None,
+    };
+    let mut env = CompileEnv::new(clock.clone(), options.max_tracked_keys).with_geo(geo);
+    env.open_breach_filters(options.password_filter.as_deref(), options.pair_filter.as_deref())?;
+    let handle = PolicyHandle::load(options.policy_files.clone(), env)?;
+    let policy = handle.current();
+    let env = handle.env();
+    // A fixed key: offline results depend on the seed alone.
+    let hasher = AccountHasher::from_secret(b"stuffgate offline replay");
+    let speed = if options.speed > 0.0 { options.speed } else { 1.0 };
+    let origin = clock.now_nanos();
+    let mut tally = Tally::new(schedule);
+    let mut pending: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
+    let mut spawned: Vec<Option<Event>> = Vec::new();
+    let mut next = 0usize;
+    let mut next_prune = origin + PRUNE_EVERY;
+    let mut processed = 0u64;
+    let started = Instant::now();
+    let json = Some(&b"application/json"[..]);
+    // The route of each endpoint, matched once as the proxy would match every request.
+    let routes = Endpoint::ALL.map(|e| policy.match_route(&http::Method::POST, e.path()));
+
+    loop {
+        // The earliest of the next scheduled event and the earliest follow-up.
+        let from_heap = match (pending.peek(), schedule.events.get(next)) {
+            (Some(Reverse((at, _))), Some(e)) => *at < e.at,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let owned;
+        let event: &Event = if from_heap {
+            let Some(Reverse((_, slot))) = pending.pop() else { break };
+            let Some(e) = spawned.get_mut(slot as usize).and_then(Option::take) else { continue };
+            owned = e;
+            &owned
+        } else {
+            next += 1;
+            &schedule.events[next - 1]
+        };
+        processed += 1;
+
+        let now = origin + (event.at as f64 / speed) as u64;
+        let current = clock.now_nanos();
+        if now > current {
+            clock.advance(Duration::from_nanos(now - current));
+        }
+        let now = clock.now_nanos();
+        if now >= next_prune {
+            handle.maintain();
+            next_prune = now + PRUNE_EVERY;
+        }
+
+        let mut flagged = false;
+        let answer = match routes[event.endpoint as usize] {
+            None => upstream(event),
+            Some(index) => {
+                let route = &policy.routes[index];
+                let (mut subject, mut decision) = engine::check_address(route, env, event.ip, now);
+                let gate = if decision.verdict.is_some() {
+                    Gate::Block
+                } else if !route.reads_body() || decision.trusted {
+                    Gate::Forward
+                } else {
+                    // The same body handling as the proxy: one code path decides online and offline.
+                    match engine::check_body(route, env, &hasher, json, event.body.as_bytes(), &mut subject, now, &mut decision) {
+                        engine::BodyGate::Checked if decision.verdict.is_some() => Gate::Block,
+                        engine::BodyGate::Checked | engine::BodyGate::Forward => Gate::Forward,
+                        engine::BodyGate::Reject(_) | engine::BodyGate::TooLarge => Gate::Invalid,
+                    }
+                };
+                flagged = would_block(&decision);
+                match gate {
+                    Gate::Block => Answer {
+                        verdict: Verdict::Blocked,
+                        status: match decision.verdict() {
+                            crate::defense::Verdict::Block { status, .. } => status,
+                            crate::defense::Verdict::Allow => 429,
+                        },
+                        token: None,
+                    },
+                    Gate::Invalid => Answer {
+                        verdict: Verdict::Invalid,
+                        status: 400,
+                        token: None,
+                    },
+                    Gate::Forward => {
+                        let answer = upstream(event);
+                        engine::observe(route, env, &subject, answer.status, now);
+                        answer
+                    }
+                }
+            }
+        };
+        let kind = schedule.actors[event.actor as usize].kind;
+        tally.record(event, kind, &answer, None, flagged);
+        for follow in follow_ups(event, &answer) {
+            let slot = spawned.len() as u64;
+            pending.push(Reverse((follow.at, slot)));
+            spawned.push(Some(follow));
+        }
+        // Bounded: follow-ups only come from answered events and never chain without end (retries count down).
+        if processed > schedule.events.len() as u64 * 8 + 1_000 {
+            break;
+        }
+    }
+    Ok(OfflineRun {
+        tally,
+        processed,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// An observe-mode defense wanted to block.
+fn would_block(decision: &Decision) -> bool {
+    decision.reasons.iter().any(|r| r.action == "block" && r.mode == Mode::Observe)
+}
+
+/// The demo upstream's answer, simulated: valid pair → 200 with a token; else 401; resets → 200; sign-ups → 201;
+/// top-ups with a session → 200 (up to the demo's ¥100,000 cap).
+fn upstream(event: &Event) -> Answer {
+    let (status, token) = match event.endpoint {
+        Endpoint::Login if event.valid => (200, Some("offline-session".into())),
+        Endpoint::Login => (401, None),
+        Endpoint::Reset => (200, None),
+        Endpoint::Signup => (201, None),
+        Endpoint::Topup if event.bearer.is_some() && (1..=crate::demo_api::MAX_TOPUP_YEN as u64).contains(&event.amount) => (200, None),
+        Endpoint::Topup => (400, None),
+    };
+    Answer {
+        verdict: Verdict::Forwarded,
+        status,
+        token,
+    }
+}
