@@ -10,8 +10,19 @@ use crate::defense::{normalise_account, AccountHasher, Credentials, Decision, Ou
 
 /// Start deciding on a request to `route` from `ip`: runs the defenses that need no body. The returned decision
 /// has a verdict when an enforced block already ended it.
-pub fn check_address(route: &Route, env: &CompileEnv, ip: IpAddr, now: u64) -> (Subject, Decision) {
+///
+/// `session` is the value of the route's session header (e.g. `Authorization`), for session-keyed limits.
+pub fn check_address(
+    route: &Route,
+    env: &CompileEnv,
+    ip: IpAddr,
+    session: Option<&[u8]>,
+    now: u64,
+) -> (Subject, Decision) {
     let mut subject = Subject::new(ip, route.ipv6_prefix);
+    if route.session_header.is_some() {
+        subject.session_key = session.map(|value| env.session_hasher.hash_one(value));
+    }
     if let Some(geo) = &env.geo {
         subject.geo = geo.load().lookup(ip);
     }
@@ -29,6 +40,7 @@ pub fn check_credentials(
     subject: &mut Subject,
     account: Option<&str>,
     password: Option<&[u8]>,
+    target: Option<&str>,
     now: u64,
     decision: &mut Decision,
 ) {
@@ -46,6 +58,7 @@ pub fn check_credentials(
     let credentials = Credentials {
         account: account.as_deref(),
         password,
+        target,
     };
     pipeline::run(&route.slots, Phase::AfterBody, subject, &credentials, now, decision);
 }
@@ -79,12 +92,13 @@ pub fn check_body(
         return BodyGate::TooLarge;
     }
     let extracted = body::body_type(content_type, bytes)
-        .and_then(|kind| body::extract(kind, bytes, route.account_field.as_ref(), route.password_field.as_ref()));
+        .and_then(|kind| body::extract(kind, bytes, route.wanted_fields()));
     let problem = match &extracted {
-        Ok(fields) if fields.account.is_some() || route.account_field.is_none() => None,
+        Ok(fields) if fields.account().is_some() || route.account_field.is_none() => None,
         Ok(_) => Some("The request has no account field."),
         Err(BodyError::UnsupportedType) => Some("The body must be JSON or a URL-encoded form."),
         Err(BodyError::Malformed(_)) => Some("The body could not be parsed."),
+        Err(BodyError::Ambiguous("target")) => Some("The reset must name one address."),
         Err(BodyError::Ambiguous(_)) => Some("A credential field must be a single string."),
     };
     match (problem, route.on_bad_body, extracted) {
@@ -94,8 +108,9 @@ pub fn check_body(
                 env,
                 hasher,
                 subject,
-                fields.account.as_deref(),
-                fields.password.as_deref().map(str::as_bytes),
+                fields.account(),
+                fields.password().map(str::as_bytes),
+                fields.target(),
                 now,
                 decision,
             );

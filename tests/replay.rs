@@ -102,8 +102,8 @@ fn the_default_policy_stops_most_7pay_takeovers_lets_users_in_and_offline_predic
         &schedule,
         &OfflineOptions {
             policy_files: vec![policy],
-            geoip: None,
-            password_filter: None,
+            geoip: Some(common::shipped("geoip/country.mmdb").into()),
+            password_filter: Some(common::shipped("policies/data/common-passwords.bloom").into()),
             pair_filter: None,
             speed: SPEED,
             max_tracked_keys: 100_000,

@@ -16,7 +16,9 @@ use crate::defense::distinct::{DistinctAccounts, DistinctAccountsSettings, Disti
 use crate::breach::FilterKind;
 use crate::defense::breach::{BreachMatch, BreachedSource, SharedFilter};
 use crate::defense::geo::{CountryRule, GeoFence, Treat};
+use crate::defense::email_domain::EmailDomain;
 use crate::defense::geo_velocity::GeoVelocity;
+use crate::defense::reset_target::ResetTarget;
 use crate::geoip::{CountryCode, SharedGeoDb};
 use crate::defense::failures::{FailedLogins, FailedLoginsSettings, FailureKey};
 use crate::defense::ip_list::IpList;
@@ -37,6 +39,8 @@ pub struct CompileEnv {
     pub leaked_pairs: Option<Arc<SharedFilter>>,
     /// False for `stuffgate check`: validate defenses that need data files without those files.
     pub require_data: bool,
+    /// Keys the hash of session header values (bearer tokens are never held in clear).
+    pub session_hasher: ahash::RandomState,
 }
 
 impl CompileEnv {
@@ -49,6 +53,7 @@ impl CompileEnv {
             breached_passwords: None,
             leaked_pairs: None,
             require_data: true,
+            session_hasher: ahash::RandomState::new(),
         }
     }
 
@@ -167,6 +172,8 @@ pub(crate) fn compile_file(
         };
         let account_field = field("body.account", &route.body.account)?;
         let password_field = field("body.password", &route.body.password)?;
+        let target_field = field("body.target", &route.body.target)?;
+        let mut session_header: Option<http::HeaderName> = None;
         let (default_success, default_failure): (Vec<u16>, Vec<u16>) = match kind {
             RouteKind::Login => (vec![200], vec![401, 403]),
             RouteKind::Signup => (vec![200, 201], vec![]),
@@ -204,9 +211,25 @@ pub(crate) fn compile_file(
                     reused.insert(i);
                     slot.defense.clone()
                 }
-                None => build_defense(defense, env).map_err(|(k, m)| derr(k, m))?,
+                None => build_defense(defense, env, path.parent().unwrap_or(Path::new(".")))
+                    .map_err(|(k, m)| derr(k, m))?,
             };
             let wants_password = ["password_spray", "breached_password", "leaked_pair"];
+            if defense.kind == "reset_target" && target_field.is_none() {
+                return Err(derr(
+                    "type",
+                    format!("`reset_target` needs the destination field: set `body.target` on route `{}`", route.name),
+                ));
+            }
+            if defense.kind == "session_rate" {
+                let text = defense.header.as_deref().unwrap_or("authorization");
+                let name = http::HeaderName::from_bytes(text.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| derr("header", format!("`{text}` is not a header name")))?;
+                if session_header.as_ref().is_some_and(|h| *h != name) {
+                    return Err(derr("header", "all `session_rate` defenses of a route must read the same header".into()));
+                }
+                session_header = Some(name);
+            }
             if wants_password.contains(&defense.kind.as_str()) && password_field.is_none() {
                 return Err(derr(
                     "type",
@@ -266,6 +289,8 @@ pub(crate) fn compile_file(
             path: path_match,
             account_field,
             password_field,
+            target_field,
+            session_header,
             success_status,
             failure_status,
             on_bad_body,
@@ -305,10 +330,13 @@ fn fingerprint(defense: &DefenseFile, ipv6_prefix: u8) -> String {
 
 type BuildError = (&'static str, String);
 
-fn build_defense(file: &DefenseFile, env: &CompileEnv) -> Result<Arc<dyn Defense>, BuildError> {
+fn build_defense(file: &DefenseFile, env: &CompileEnv, base_dir: &Path) -> Result<Arc<dyn Defense>, BuildError> {
     let kind = file.kind.as_str();
     let allowed: &[&str] = match kind {
         "ip_rate" | "account_ip_rate" => &["limit", "per", "burst"],
+        "session_rate" => &["limit", "per", "burst", "header"],
+        "email_domain" => &["deny_domains", "deny_domains_file", "deny_disposable"],
+        "reset_target" => &[],
         "account_rate" => &["limit", "per", "burst", "exempt_known_sources"],
         "failed_logins" => &["key", "threshold", "window", "penalty", "max_penalty", "exempt_known_sources"],
         "distinct_accounts" | "password_spray" => &[
@@ -331,7 +359,7 @@ fn build_defense(file: &DefenseFile, env: &CompileEnv) -> Result<Arc<dyn Defense
                 format!(
                     "`{other}` is not a defense; known: ip_rate, account_rate, account_ip_rate, failed_logins, \
                      distinct_accounts, password_spray, ip_list, geo, geo_velocity, breached_password, leaked_pair, \
-                     breached_source"
+                     breached_source, session_rate, email_domain, reset_target"
                 ),
             ))
         }
@@ -358,7 +386,7 @@ fn build_defense(file: &DefenseFile, env: &CompileEnv) -> Result<Arc<dyn Defense
     let max_keys = env.max_tracked_keys;
 
     let defense: Arc<dyn Defense> = match kind {
-        "ip_rate" | "account_rate" | "account_ip_rate" => {
+        "ip_rate" | "account_rate" | "account_ip_rate" | "session_rate" => {
             let limit = positive("limit", file.limit)?;
             let per = duration("per", &file.per, None)?;
             let burst = match file.burst {
@@ -369,6 +397,7 @@ fn build_defense(file: &DefenseFile, env: &CompileEnv) -> Result<Arc<dyn Defense
             let (key, known_sources) = match kind {
                 "ip_rate" => (RateKey::Ip, None),
                 "account_rate" => (RateKey::Account, known(true)),
+                "session_rate" => (RateKey::Session, None),
                 _ => (RateKey::AccountIp, None),
             };
             let limiter = RateLimit::new(key, limit, per, burst, env.clock.clone(), known_sources)
@@ -511,6 +540,27 @@ fn build_defense(file: &DefenseFile, env: &CompileEnv) -> Result<Arc<dyn Defense
                 max_keys,
             ))
         }
+        "email_domain" => {
+            let mut domains: Vec<String> = file.deny_domains.clone().unwrap_or_default();
+            if let Some(list) = &file.deny_domains_file {
+                let path = base_dir.join(list);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    ("deny_domains_file", format!("cannot read {}: {e}", path.display()))
+                })?;
+                domains.extend(EmailDomain::parse_list(&text));
+            }
+            if file.deny_disposable == Some(true) {
+                domains.extend(EmailDomain::parse_list(crate::defense::email_domain::DISPOSABLE_DOMAINS));
+            }
+            if domains.is_empty() {
+                return Err((
+                    "deny_domains",
+                    "`email_domain` needs `deny_disposable = true`, `deny_domains` or a non-empty `deny_domains_file`".into(),
+                ));
+            }
+            Arc::new(EmailDomain::new(domains))
+        }
+        "reset_target" => Arc::new(ResetTarget),
         _ => unreachable!("kinds are checked above"),
     };
     Ok(defense)

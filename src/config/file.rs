@@ -138,6 +138,8 @@ pub struct BodyFile {
     pub account: Option<String>,
     /// Same, for the password.
     pub password: Option<String>,
+    /// Reset routes: the field where a caller may name the address the link goes to.
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -184,6 +186,12 @@ pub struct DefenseFile {
     pub deny_asns: Option<Vec<u32>>,
     pub unknown_country: Option<String>,
     pub private_addresses: Option<String>,
+    // e-mail domains
+    pub deny_domains: Option<Vec<String>>,
+    pub deny_domains_file: Option<String>,
+    pub deny_disposable: Option<bool>,
+    // session-keyed limits
+    pub header: Option<String>,
 }
 
 impl DefenseFile {
@@ -215,6 +223,10 @@ impl DefenseFile {
         note(self.deny_asns.is_some(), "deny_asns");
         note(self.unknown_country.is_some(), "unknown_country");
         note(self.private_addresses.is_some(), "private_addresses");
+        note(self.deny_domains.is_some(), "deny_domains");
+        note(self.deny_domains_file.is_some(), "deny_domains_file");
+        note(self.deny_disposable.is_some(), "deny_disposable");
+        note(self.header.is_some(), "header");
         set
     }
 }

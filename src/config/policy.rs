@@ -142,6 +142,10 @@ pub struct Route {
     pub path: PathMatch,
     pub account_field: Option<FieldPath>,
     pub password_field: Option<FieldPath>,
+    /// Where a reset asks its link to be sent (7pay let callers choose).
+    pub target_field: Option<FieldPath>,
+    /// The header session-keyed limits read (lower case), when the route has any.
+    pub session_header: Option<http::HeaderName>,
     pub success_status: Vec<u16>,
     pub failure_status: Vec<u16>,
     pub on_bad_body: BadBody,
@@ -156,7 +160,15 @@ pub struct Route {
 impl Route {
     /// Whether the route needs the request body at all.
     pub fn reads_body(&self) -> bool {
-        self.account_field.is_some() || self.password_field.is_some()
+        self.account_field.is_some() || self.password_field.is_some() || self.target_field.is_some()
+    }
+
+    pub fn wanted_fields(&self) -> crate::proxy::body::Wanted<'_> {
+        crate::proxy::body::Wanted::new(
+            self.account_field.as_ref(),
+            self.password_field.as_ref(),
+            self.target_field.as_ref(),
+        )
     }
 
     pub fn outcome_of(&self, status: u16) -> crate::defense::Outcome {

@@ -6,6 +6,8 @@
 
 pub mod breach;
 pub mod distinct;
+pub mod email_domain;
+pub mod reset_target;
 pub mod failures;
 pub mod geo;
 pub mod geo_velocity;
@@ -33,6 +35,8 @@ pub struct Subject {
     pub password_key: Option<u64>,
     /// What the breach filters said about the submitted credentials.
     pub breach: breach::BreachSignal,
+    /// The route's session header (e.g. the bearer token) as a keyed hash, for session-keyed limits.
+    pub session_key: Option<u64>,
 }
 
 impl Subject {
@@ -44,6 +48,7 @@ impl Subject {
             geo: crate::geoip::GeoInfo::default(),
             password_key: None,
             breach: breach::BreachSignal::default(),
+            session_key: None,
         }
     }
 }
@@ -136,6 +141,8 @@ pub fn normalise_account(raw: &str) -> std::borrow::Cow<'_, str> {
 pub struct Credentials<'a> {
     pub account: Option<&'a str>,
     pub password: Option<&'a [u8]>,
+    /// Where a reset asks its link to go (the route's `body.target` field).
+    pub target: Option<&'a str>,
 }
 
 /// What a defense found.

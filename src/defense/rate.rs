@@ -21,6 +21,8 @@ pub enum RateKey {
     Ip,
     Account,
     AccountIp,
+    /// The route's session header (e.g. a bearer token): paces what one logged-in session does.
+    Session,
 }
 
 pub struct RateLimit {
@@ -48,6 +50,7 @@ impl RateLimit {
             RateKey::Ip => "ip_rate",
             RateKey::Account => "account_rate",
             RateKey::AccountIp => "account_ip_rate",
+            RateKey::Session => "session_rate",
         };
         Some(RateLimit {
             name,
@@ -65,6 +68,7 @@ impl RateLimit {
             RateKey::AccountIp => subject
                 .account
                 .map(|a| ((a.0 as u128) << 64) ^ subject.ip_key.0.rotate_left(17)),
+            RateKey::Session => subject.session_key.map(u128::from),
         }
     }
 }
@@ -75,7 +79,7 @@ impl Defense for RateLimit {
     }
 
     fn needs_credentials(&self) -> bool {
-        self.key != RateKey::Ip
+        matches!(self.key, RateKey::Account | RateKey::AccountIp)
     }
 
     fn check(&self, subject: &Subject, _credentials: &Credentials<'_>, now: u64) -> Finding {

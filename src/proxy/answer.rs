@@ -15,11 +15,18 @@ pub struct Answer {
 }
 
 impl Answer {
-    pub fn block(status: u16, retry_after: Option<Duration>) -> Answer {
-        let (error, message) = match status {
-            429 => ("too_many_attempts", "Too many attempts. Please wait before trying again."),
-            403 => ("forbidden", "This request is not allowed."),
-            422 => ("breached_password", "This password appears in known data breaches. Please choose another."),
+    /// The answer to a block by `defense` (the one that decided), in words a client can show.
+    pub fn block(status: u16, retry_after: Option<Duration>, defense: Option<&str>) -> Answer {
+        let (error, message) = match (defense, status) {
+            (Some("breached_password"), _) => {
+                ("breached_password", "This password appears in known data breaches. Please choose another.")
+            }
+            (Some("email_domain"), _) => ("email_domain_not_accepted", "Addresses at this e-mail domain are not accepted."),
+            (Some("reset_target"), _) => {
+                ("reset_target_not_allowed", "Reset links are sent only to the account's own address.")
+            }
+            (_, 429) => ("too_many_attempts", "Too many attempts. Please wait before trying again."),
+            (_, 403) => ("forbidden", "This request is not allowed."),
             _ => ("blocked", "This request was blocked."),
         };
         Answer {

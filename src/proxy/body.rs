@@ -9,10 +9,40 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use crate::config::FieldPath;
 
+/// The fields a route reads from a body, by role.
+pub const ROLES: [&str; 3] = ["account", "password", "target"];
+
+/// Where each role's value is in the body; `None` for roles the route does not read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Wanted<'p> {
+    pub paths: [Option<&'p FieldPath>; 3],
+}
+
+impl<'p> Wanted<'p> {
+    pub fn new(account: Option<&'p FieldPath>, password: Option<&'p FieldPath>, target: Option<&'p FieldPath>) -> Self {
+        Wanted {
+            paths: [account, password, target],
+        }
+    }
+}
+
+/// The values found, by role. Strings without escapes borrow from the body.
 #[derive(Debug, Default)]
 pub struct Extracted<'a> {
-    pub account: Option<Cow<'a, str>>,
-    pub password: Option<Cow<'a, str>>,
+    pub values: [Option<Cow<'a, str>>; 3],
+}
+
+impl Extracted<'_> {
+    pub fn account(&self) -> Option<&str> {
+        self.values[0].as_deref()
+    }
+    pub fn password(&self) -> Option<&str> {
+        self.values[1].as_deref()
+    }
+    /// Where a reset asks its link to be sent, when the route names such a field.
+    pub fn target(&self) -> Option<&str> {
+        self.values[2].as_deref()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,52 +93,34 @@ pub fn body_type(content_type: Option<&[u8]>, body: &[u8]) -> Result<BodyType, B
     }
 }
 
-pub fn extract<'a>(
-    kind: BodyType,
-    body: &'a [u8],
-    account: Option<&FieldPath>,
-    password: Option<&FieldPath>,
-) -> Result<Extracted<'a>, BodyError> {
+pub fn extract<'a>(kind: BodyType, body: &'a [u8], wanted: Wanted<'_>) -> Result<Extracted<'a>, BodyError> {
     match kind {
-        BodyType::Json => extract_json(body, account, password),
-        BodyType::Form => extract_form(body, account, password),
+        BodyType::Json => extract_json(body, wanted),
+        BodyType::Form => extract_form(body, wanted),
     }
 }
 
-fn extract_form<'a>(
-    body: &'a [u8],
-    account: Option<&FieldPath>,
-    password: Option<&FieldPath>,
-) -> Result<Extracted<'a>, BodyError> {
-    let account_name = account.map(FieldPath::form_name);
-    let password_name = password.map(FieldPath::form_name);
+fn extract_form<'a>(body: &'a [u8], wanted: Wanted<'_>) -> Result<Extracted<'a>, BodyError> {
+    let names = wanted.paths.map(|p| p.map(FieldPath::form_name));
     let mut out = Extracted::default();
     for (key, value) in form_urlencoded::parse(body) {
-        let slot = if Some(key.as_ref()) == account_name.as_deref() || key.strip_suffix("[]") == account_name.as_deref() {
-            (&mut out.account, "account")
-        } else if Some(key.as_ref()) == password_name.as_deref() {
-            (&mut out.password, "password")
-        } else {
+        let bare = key.strip_suffix("[]").unwrap_or(&key);
+        let Some(role) = names.iter().position(|n| n.as_deref() == Some(bare)) else {
             continue;
         };
-        if slot.0.is_some() || key.ends_with("[]") {
-            return Err(BodyError::Ambiguous(slot.1));
+        if out.values[role].is_some() || key.ends_with("[]") {
+            return Err(BodyError::Ambiguous(ROLES[role]));
         }
-        *slot.0 = Some(value);
+        out.values[role] = Some(value);
     }
     Ok(out)
 }
 
-fn extract_json<'a>(
-    body: &'a [u8],
-    account: Option<&FieldPath>,
-    password: Option<&FieldPath>,
-) -> Result<Extracted<'a>, BodyError> {
+fn extract_json<'a>(body: &'a [u8], wanted: Wanted<'_>) -> Result<Extracted<'a>, BodyError> {
     let mut out = Extracted::default();
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let walker = Walker {
-        account: account.map(|p| p.0.as_slice()),
-        password: password.map(|p| p.0.as_slice()),
+        paths: wanted.paths.map(|p| p.map(|p| p.0.as_slice())),
         depth: 0,
         out: &mut out,
     };
@@ -119,30 +131,17 @@ fn extract_json<'a>(
 
 fn json_error(error: serde_json::Error) -> BodyError {
     let text = error.to_string();
-    if let Some(field) = ["account", "password"].into_iter().find(|f| text.starts_with(&format!("ambiguous {f}"))) {
-        return BodyError::Ambiguous(if field == "account" { "account" } else { "password" });
+    match ROLES.iter().find(|role| text.starts_with(&format!("ambiguous {role}"))) {
+        Some(role) => BodyError::Ambiguous(role),
+        None => BodyError::Malformed(text),
     }
-    BodyError::Malformed(text)
 }
 
 /// Walks one JSON object level, descending only along the wanted paths.
 struct Walker<'p, 'o, 'a> {
-    account: Option<&'p [String]>,
-    password: Option<&'p [String]>,
+    paths: [Option<&'p [String]>; 3],
     depth: usize,
     out: &'o mut Extracted<'a>,
-}
-
-#[derive(Clone, Copy)]
-enum Want {
-    Leaf(&'static str),
-    Deeper,
-    Skip,
-}
-
-fn want(path: Option<&[String]>, depth: usize, key: &str) -> Option<bool> {
-    let path = path?;
-    (path.get(depth).map(String::as_str) == Some(key)).then_some(path.len() == depth + 1)
 }
 
 impl<'de: 'a, 'a> DeserializeSeed<'de> for Walker<'_, '_, 'a> {
@@ -162,39 +161,34 @@ impl<'de: 'a, 'a> Visitor<'de> for Walker<'_, '_, 'a> {
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
         while let Some(key) = map.next_key::<Text<'de>>()? {
             let key = key.0;
-            let account = want(self.account, self.depth, &key);
-            let password = want(self.password, self.depth, &key);
-            let action = match (account, password) {
-                (Some(true), _) => Want::Leaf("account"),
-                (_, Some(true)) => Want::Leaf("password"),
-                (Some(false), _) | (_, Some(false)) => Want::Deeper,
-                _ => Want::Skip,
-            };
-            match action {
-                Want::Skip => {
-                    map.next_value::<IgnoredAny>()?;
+            let depth = self.depth;
+            // For each role: does this key lead to it, and is it the last step?
+            let along = self.paths.map(|path| {
+                path.filter(|p| p.get(depth).map(String::as_str) == Some(key.as_ref()))
+                    .map(|p| p.len() == depth + 1)
+            });
+            if let Some(role) = along.iter().position(|a| *a == Some(true)) {
+                let value = map.next_value::<Scalar<'de>>()?;
+                let slot = &mut self.out.values[role];
+                match value {
+                    Scalar::Text(text) if slot.is_none() => *slot = Some(text),
+                    Scalar::Null if slot.is_none() => {}
+                    _ => return Err(de::Error::custom(format!("ambiguous {}", ROLES[role]))),
                 }
-                Want::Leaf(which) => {
-                    let value = map.next_value::<Scalar<'de>>()?;
-                    let slot = if which == "account" {
-                        &mut self.out.account
-                    } else {
-                        &mut self.out.password
-                    };
-                    match value {
-                        Scalar::Text(text) if slot.is_none() => *slot = Some(text),
-                        Scalar::Null if slot.is_none() => {}
-                        _ => return Err(de::Error::custom(format!("ambiguous {which}"))),
+            } else if along.iter().any(|a| *a == Some(false)) {
+                let mut deeper = self.paths;
+                for (path, a) in deeper.iter_mut().zip(along) {
+                    if a != Some(false) {
+                        *path = None;
                     }
                 }
-                Want::Deeper => {
-                    map.next_value_seed(Walker {
-                        account: self.account.filter(|_| account == Some(false)),
-                        password: self.password.filter(|_| password == Some(false)),
-                        depth: self.depth + 1,
-                        out: &mut *self.out,
-                    })?;
-                }
+                map.next_value_seed(Walker {
+                    paths: deeper,
+                    depth: depth + 1,
+                    out: &mut *self.out,
+                })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
             }
         }
         Ok(())
@@ -281,8 +275,9 @@ mod tests {
     }
 
     fn json(body: &str, account: &str, password: &str) -> Result<(Option<String>, Option<String>), BodyError> {
-        let out = extract(BodyType::Json, body.as_bytes(), Some(&path(account)), Some(&path(password)))?;
-        Ok((out.account.map(Cow::into_owned), out.password.map(Cow::into_owned)))
+        let (account, password) = (path(account), path(password));
+        let out = extract(BodyType::Json, body.as_bytes(), Wanted::new(Some(&account), Some(&password), None))?;
+        Ok((out.account().map(str::to_owned), out.password().map(str::to_owned)))
     }
 
     #[test]
@@ -298,9 +293,10 @@ mod tests {
     #[test]
     fn unescaped_strings_are_borrowed() {
         let body = br#"{"email":"a@b.c","password":"plain"}"#;
-        let out = extract(BodyType::Json, body, Some(&path("email")), Some(&path("password"))).unwrap();
-        assert!(matches!(out.account, Some(Cow::Borrowed(_))));
-        assert!(matches!(out.password, Some(Cow::Borrowed(_))));
+        let (email, password) = (path("email"), path("password"));
+        let out = extract(BodyType::Json, body, Wanted::new(Some(&email), Some(&password), None)).unwrap();
+        assert!(matches!(out.values[0], Some(Cow::Borrowed(_))));
+        assert!(matches!(out.values[1], Some(Cow::Borrowed(_))));
     }
 
     #[test]
@@ -320,12 +316,14 @@ mod tests {
 
     #[test]
     fn form_bodies_decode_and_repeats_are_refused() {
-        let out = extract(BodyType::Form, b"email=A%40b.c&password=p+w", Some(&path("email")), Some(&path("password"))).unwrap();
-        assert_eq!(out.account.as_deref(), Some("A@b.c"));
-        assert_eq!(out.password.as_deref(), Some("p w"));
-        let repeated = extract(BodyType::Form, b"email=a&email=b", Some(&path("email")), None);
+        let (email, password) = (path("email"), path("password"));
+        let wanted = Wanted::new(Some(&email), Some(&password), None);
+        let out = extract(BodyType::Form, b"email=A%40b.c&password=p+w", wanted).unwrap();
+        assert_eq!(out.account(), Some("A@b.c"));
+        assert_eq!(out.password(), Some("p w"));
+        let repeated = extract(BodyType::Form, b"email=a&email=b", wanted);
         assert_eq!(repeated.unwrap_err(), BodyError::Ambiguous("account"));
-        let array = extract(BodyType::Form, b"email[]=a", Some(&path("email")), None);
+        let array = extract(BodyType::Form, b"email[]=a", wanted);
         assert_eq!(array.unwrap_err(), BodyError::Ambiguous("account"));
     }
 
@@ -336,5 +334,16 @@ mod tests {
         assert_eq!(body_type(Some(b"application/x-www-form-urlencoded"), b""), Ok(BodyType::Form));
         assert_eq!(body_type(Some(b"multipart/form-data; boundary=x"), b""), Err(BodyError::UnsupportedType));
         assert_eq!(body_type(None, b"  {\"a\":1}"), Ok(BodyType::Json));
+    }
+
+    #[test]
+    fn a_third_field_is_read_alongside_and_can_share_a_parent() {
+        let (email, target) = (path("user.email"), path("user.send_to"));
+        let wanted = Wanted::new(Some(&email), None, Some(&target));
+        let body = br#"{"user":{"send_to":"evil@x.net","email":"v@y.jp"}}"#;
+        let out = extract(BodyType::Json, body, wanted).unwrap();
+        assert_eq!((out.account(), out.target()), (Some("v@y.jp"), Some("evil@x.net")));
+        let listed = extract(BodyType::Json, br#"{"user":{"email":"v@y.jp","send_to":["a","b"]}}"#, wanted);
+        assert_eq!(listed.unwrap_err(), BodyError::Ambiguous("target"));
     }
 }

@@ -183,7 +183,12 @@ impl Gateway {
         let ip = ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let env = self.state.policy.env();
         let now = env.clock.now_nanos();
-        let (mut subject, decision) = engine::check_address(route, env, ip, now);
+        let session_value = route
+            .session_header
+            .as_ref()
+            .and_then(|name| session.req_header().headers.get(name))
+            .map(|value| value.as_bytes());
+        let (mut subject, decision) = engine::check_address(route, env, ip, session_value, now);
         ctx.subject = Some(subject);
         ctx.decision = decision;
         if ctx.decision.verdict.is_some() {
@@ -230,7 +235,8 @@ impl Gateway {
 
     async fn answer_block(&self, session: &mut Session, ctx: &RequestCtx, body_consumed: bool) -> Result<bool> {
         if let Verdict::Block { status, retry_after } = ctx.decision.verdict() {
-            answer::send(session, &Answer::block(status, retry_after), body_consumed).await?;
+            let answer = Answer::block(status, retry_after, ctx.decision.decided_by);
+            answer::send(session, &answer, body_consumed).await?;
         }
         Ok(true)
     }

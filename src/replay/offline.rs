@@ -110,7 +110,10 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
             None => upstream(event),
             Some(index) => {
                 let route = &policy.routes[index];
-                let (mut subject, mut decision) = engine::check_address(route, env, event.ip, now);
+                // The runner sends follow-ups' tokens as `Authorization: Bearer …`; session limits key on that.
+                let authorization = event.bearer.as_deref().map(|token| format!("Bearer {token}"));
+                let (mut subject, mut decision) =
+                    engine::check_address(route, env, event.ip, authorization.as_deref().map(str::as_bytes), now);
                 let gate = if decision.verdict.is_some() {
                     Gate::Block
                 } else if !route.reads_body() || decision.trusted {

@@ -144,8 +144,8 @@ fn offline_decides_with_the_engine_and_observe_forwards_everything() {
     std::fs::write(&policy, source).unwrap();
     let options = offline::OfflineOptions {
         policy_files: vec![policy.clone()],
-        geoip: None,
-        password_filter: None,
+        geoip: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/geoip/country.mmdb").into()),
+        password_filter: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/data/common-passwords.bloom").into()),
         pair_filter: None,
         speed: 1.0,
         max_tracked_keys: 10_000,

@@ -38,11 +38,20 @@ pub struct Options<'a> {
     pub watch_interval_secs: u64,
 }
 
+/// The shipped data files, as `stuffgate demo` uses them (the default policy needs both).
+pub const SHIPPED_DATA: &str = concat!(
+    "[geoip]\ncountry_db = \"",
+    env!("CARGO_MANIFEST_DIR"),
+    "/geoip/country.mmdb\"\n[breach]\npassword_filter = \"",
+    env!("CARGO_MANIFEST_DIR"),
+    "/policies/data/common-passwords.bloom\"\n"
+);
+
 impl Default for Options<'_> {
     fn default() -> Self {
         Options {
             trusted_proxies: &["127.0.0.1"],
-            extra_config: "",
+            extra_config: SHIPPED_DATA,
             watch_interval_secs: 1,
         }
     }
