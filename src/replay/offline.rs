@@ -177,7 +177,8 @@ fn would_block(decision: &Decision) -> bool {
 /// top-ups with a session → 200 (up to the demo's ¥100,000 cap).
 fn upstream(event: &Event) -> Answer {
     let (status, token) = match event.endpoint {
-        Endpoint::Login if event.valid => (200, Some("offline-session".into())),
+        // One session per successful login, as the demo API issues: session-keyed limits must see them apart.
+        Endpoint::Login if event.valid => (200, Some(format!("offline-session-{}-{}", event.account, event.at).into())),
         Endpoint::Login => (401, None),
         Endpoint::Reset => (200, None),
         Endpoint::Signup => (201, None),
