@@ -3,6 +3,7 @@
 //! governor's keyed limiter forgets nothing by itself: `prune` runs `retain_recent` on a timer. Its memory is
 //! naturally bounded by (request rate × emission interval): a key is dropped as soon as its bucket is full again.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ pub struct RateLimit {
     clock: Clock,
     /// Account-keyed limits spare sources that logged in to the account before (see `known_sources`).
     known_sources: Option<Arc<KnownSources>>,
+    /// Keys before pruning, decaying by 1/8 per prune: the size the map is likely to regrow to.
+    peak_keys: AtomicUsize,
 }
 
 impl RateLimit {
@@ -58,6 +61,7 @@ impl RateLimit {
             limiter: RateLimiter::new(quota, DashMapStateStore::default(), clock.clone()),
             clock,
             known_sources,
+            peak_keys: AtomicUsize::new(0),
         })
     }
 
@@ -104,8 +108,18 @@ impl Defense for RateLimit {
     }
 
     fn prune(&self, _now: u64) {
+        let before = self.limiter.len();
         self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
+        // Under steady traffic the map refills to `before` keys by the next prune: shrinking it every time would
+        // rehash it and fault its memory in again. Shrink only once traffic fell well below the recent peak.
+        let peak = self.peak_keys.load(Ordering::Relaxed);
+        let peak = before.max(peak - peak / 8);
+        if before.saturating_mul(4) < peak {
+            self.limiter.shrink_to_fit();
+            self.peak_keys.store(before, Ordering::Relaxed);
+        } else {
+            self.peak_keys.store(peak, Ordering::Relaxed);
+        }
     }
 
     fn tracked_keys(&self) -> usize {

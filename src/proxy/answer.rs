@@ -56,8 +56,29 @@ impl Answer {
     }
 }
 
-/// Write the answer. `body_consumed` false means the request body was never read: the connection must then close,
-/// or its unread bytes would be taken for the next request.
+/// Largest unread body drained to keep the connection alive after answering without reading it.
+const DRAIN_LIMIT: u64 = 16 * 1024;
+
+/// A small body with a declared length need not cost the connection: reading it is cheap, and a refused flood over
+/// keep-alive then costs no new TCP connection per request (nginx's limit_req does the same). Larger, chunked or
+/// unknown-length bodies still close it.
+fn drain_is_cheap(session: &Session) -> bool {
+    let headers = &session.req_header().headers;
+    if headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return false;
+    }
+    match headers.get(http::header::CONTENT_LENGTH) {
+        None => true,
+        Some(value) => std::str::from_utf8(value.as_bytes())
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|len| len <= DRAIN_LIMIT),
+    }
+}
+
+/// Write the answer. `body_consumed` false means the request body was never read: a small declared body is drained
+/// so the connection stays open; otherwise the connection closes, or its unread bytes would be taken for the next
+/// request.
 pub async fn send(session: &mut Session, answer: &Answer, body_consumed: bool) -> Result<()> {
     let retry_secs = answer.retry_after.map(|d| d.as_secs().max(1) + u64::from(d.subsec_nanos() > 0));
     let body = match retry_secs {
@@ -76,7 +97,14 @@ pub async fn send(session: &mut Session, answer: &Answer, body_consumed: bool) -
         header.insert_header("retry-after", secs.to_string())?;
     }
     if !body_consumed {
-        session.set_keepalive(None);
+        if drain_is_cheap(session) {
+            // Read the small unread body now (it usually came in the header's packet), so pingora keeps the
+            // connection: it closes any connection answered before its request body was finished.
+            session.set_read_timeout(Some(Duration::from_secs(10)));
+            session.as_downstream_mut().drain_request_body().await?;
+        } else {
+            session.set_keepalive(None);
+        }
     }
     session.write_response_header(Box::new(header), false).await?;
     session.write_response_body(Some(Bytes::from(body)), true).await?;

@@ -39,6 +39,11 @@ pub fn decision_event(
     status: u16,
     decision_micros: u64,
 ) {
+    // Skip the formatting below (a String for the reasons, another for the account hash) when the event is filtered
+    // out, e.g. at level "warn".
+    if !tracing::enabled!(target: "stuffgate::decision", tracing::Level::INFO) {
+        return;
+    }
     use std::fmt::Write;
     let mut reasons = String::new();
     for (i, r) in decision.reasons.iter().enumerate() {
