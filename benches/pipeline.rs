@@ -4,10 +4,12 @@
 //!
 //! * `pipeline/login_allowed`  — one allowed login on `policies/default.toml`'s `login` route:
 //!   `check_address` + `check_credentials` + `observe` (9 in 10 answers 401, 1 in 10 answers 200), each from one of
-//!   2^20 distinct client addresses and with an account never seen before — the pattern of a distributed stuffing run
-//!   or of busy real traffic, where every lookup misses the CPU caches and every observe inserts state.
-//! * `pipeline/login_full`     — the same plus Content-Type sniffing and JSON extraction of the body: everything
-//!   the gateway decides per protected login besides HTTP and logging.
+//!   2^20 distinct client addresses and with an account and password never seen before — the pattern of a
+//!   distributed stuffing run, where every lookup misses the CPU caches and every observe inserts state. The policy
+//!   is compiled as the gateway compiles it: with the shipped GeoIP database and breached-password filter.
+//! * `pipeline/login_full`     — the same starting from the raw JSON body (`engine::check_body`: Content-Type,
+//!   extraction, then the account defenses): everything the gateway decides per protected login besides HTTP and
+//!   logging.
 //! * `pipeline/flood_blocked`  — one address over its `ip_rate` limit: `check_address` answers Block before any
 //!   body read (this is what a blocked flood request costs the gateway in decision work).
 //! * `pipeline/route_match`    — `Policy::match_route` for an unprotected path (the only per-request work the
@@ -16,14 +18,16 @@
 //! * `telemetry/metrics_per_request` — the Prometheus updates `logging()` does for one allowed login.
 //! * `memory/bounded_2M_ips`   — not a timing: feeds 2M distinct addresses (each with a fresh account, each login
 //!   failing) through the login route and prints every defense's `tracked_keys()` before and after `prune`, and the
-//!   process RSS. Runs with a manual clock so "later" is deterministic.
+//!   process RSS. Runs first (fresh RSS) with a manual clock so "later" is deterministic; 20k addresses under
+//!   `cargo test --benches`.
 //!
 //! Timed loops exclude the periodic `prune` calls (the gateway runs them on its maintenance thread every 5 s); the
 //! prune cost itself is printed by the memory check.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
@@ -31,9 +35,18 @@ use stuffgate::clock::Clock;
 use stuffgate::config::{compile_policies, CompileEnv, Policy};
 use stuffgate::defense::{AccountHasher, Outcome, Verdict};
 use stuffgate::engine;
+use stuffgate::geoip::SharedGeoDb;
 use stuffgate::proxy::body::{body_type, extract};
 
+// The gateway binary runs on mimalloc (src/main.rs); so does this bench, or allocation-heavy paths would be
+// judged on glibc's malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/default.toml");
+/// The data files the default policy's geo and breach defenses need, as a gateway file would name them.
+const COUNTRY_DB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/geoip/country.mmdb");
+const PASSWORD_FILTER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/data/common-passwords.bloom");
 const MAX_TRACKED_KEYS: usize = 1_000_000;
 /// Distinct client addresses cycled through by the allowed-login benches.
 const ADDRESS_BITS: u32 = 20;
@@ -49,7 +62,11 @@ struct Bench {
 
 impl Bench {
     fn new(clock: Clock) -> Bench {
-        let env = CompileEnv::new(clock, MAX_TRACKED_KEYS);
+        // As `server::build_state` does for a gateway file with `[geoip]` and `[breach]`.
+        let geo = SharedGeoDb::open(Path::new(COUNTRY_DB), None).expect("geoip/country.mmdb opens");
+        let mut env = CompileEnv::new(clock, MAX_TRACKED_KEYS).with_geo(Some(Arc::new(geo)));
+        env.open_breach_filters(Some(Path::new(PASSWORD_FILTER)), None)
+            .expect("policies/data/common-passwords.bloom opens");
         let policy = compile_policies(&[PathBuf::from(POLICY)], &env, None).expect("policies/default.toml compiles");
         let login = policy
             .match_route(&http::Method::POST, "/api/login")
@@ -74,11 +91,21 @@ impl Bench {
     fn login(&self, ip: IpAddr, account: &str, password: &[u8], status: u16) -> bool {
         let route = &self.policy.routes[self.login];
         let now = self.env.clock.now_nanos();
-        let (mut subject, mut decision) = engine::check_address(route, &self.env, ip, now);
+        let (mut subject, mut decision) = engine::check_address(route, &self.env, ip, None, now);
         if decision.verdict.is_some() {
             return false;
         }
-        engine::check_credentials(route, &self.hasher, &mut subject, Some(account), Some(password), now, &mut decision);
+        engine::check_credentials(
+            route,
+            &self.env,
+            &self.hasher,
+            &mut subject,
+            Some(account),
+            Some(password),
+            None,
+            now,
+            &mut decision,
+        );
         if decision.verdict.is_some() {
             return false;
         }
@@ -87,26 +114,25 @@ impl Bench {
         true
     }
 
-    /// The same, starting from the raw body as the proxy sees it.
+    /// The same, starting from the raw body as the proxy sees it (`check_body`: type sniffing, extraction, checks).
     fn login_from_body(&self, ip: IpAddr, content_type: &[u8], body: &[u8], status: u16) -> bool {
         let route = &self.policy.routes[self.login];
         let now = self.env.clock.now_nanos();
-        let (mut subject, mut decision) = engine::check_address(route, &self.env, ip, now);
+        let (mut subject, mut decision) = engine::check_address(route, &self.env, ip, None, now);
         if decision.verdict.is_some() {
             return false;
         }
-        let fields = body_type(Some(content_type), body)
-            .and_then(|kind| extract(kind, body, route.account_field.as_ref(), route.password_field.as_ref()))
-            .expect("the bench body parses");
-        engine::check_credentials(
+        let gate = engine::check_body(
             route,
+            &self.env,
             &self.hasher,
+            Some(content_type),
+            body,
             &mut subject,
-            fields.account.as_deref(),
-            fields.password.as_deref().map(str::as_bytes),
             now,
             &mut decision,
         );
+        assert_eq!(gate, engine::BodyGate::Checked, "the bench body parses");
         if decision.verdict.is_some() {
             return false;
         }
@@ -123,46 +149,40 @@ fn address(i: u64) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from(0x5C00_0000 | low)) // 92.0.0.0/12
 }
 
-/// "user" + 8 hex digits + "@example.com", written into a reusable buffer: a distinct account per request.
-struct AccountText([u8; 24]);
-
-impl AccountText {
-    fn new() -> AccountText {
-        let mut b = [0u8; 24];
-        b[..4].copy_from_slice(b"user");
-        b[12..].copy_from_slice(b"@example.com");
-        AccountText(b)
-    }
-
-    fn set(&mut self, n: u64) -> &str {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let n = n as u32;
-        for i in 0..8 {
-            self.0[4 + i] = HEX[((n >> (28 - 4 * i)) & 0xf) as usize];
-        }
-        std::str::from_utf8(&self.0).expect("ascii")
-    }
+/// A text with 8 hex digits of a request number at fixed places, rewritten in place per request: a distinct account
+/// (and password) per request without an allocation in the timed loop.
+struct Numbered {
+    text: Vec<u8>,
+    slots: Vec<usize>,
 }
 
-/// A typical JSON login body for account number `n` (the account digits at a fixed offset).
-struct JsonBody(Vec<u8>, usize);
-
-impl JsonBody {
-    fn new() -> JsonBody {
-        let text = br#"{"email":"user00000000@example.com","password":"correct horse battery staple","remember_me":true,"client":{"app":"web","version":"4.12.0"}}"#;
-        let offset = text.windows(4).position(|w| w == b"user").expect("has user") + 4;
-        JsonBody(text.to_vec(), offset)
+impl Numbered {
+    /// `template` marks each slot with "########".
+    fn new(template: &str) -> Numbered {
+        let text = template.as_bytes().to_vec();
+        let slots = text.windows(8).enumerate().filter(|(_, w)| *w == b"########").map(|(i, _)| i).collect();
+        Numbered { text, slots }
     }
 
     fn set(&mut self, n: u64) -> &[u8] {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let n = n as u32;
-        for i in 0..8 {
-            self.0[self.1 + i] = HEX[((n >> (28 - 4 * i)) & 0xf) as usize];
+        for &at in &self.slots {
+            for i in 0..8 {
+                self.text[at + i] = HEX[((n >> (28 - 4 * i)) & 0xf) as usize];
+            }
         }
-        &self.0
+        &self.text
+    }
+
+    fn set_str(&mut self, n: u64) -> &str {
+        std::str::from_utf8(self.set(n)).expect("ascii template")
     }
 }
+
+/// A typical JSON login body; account and password differ per request (stuffing lists pair each account with its
+/// own leaked password, so `password_spray` stays quiet as it should).
+const JSON_TEMPLATE: &str = r#"{"email":"user########@example.com","password":"Summer########!","remember_me":true,"client":{"app":"web","version":"4.12.0"}}"#;
 
 fn status_for(i: u64) -> u16 {
     if i % 10 == 0 {
@@ -203,12 +223,13 @@ fn pipeline_benches(c: &mut Criterion) {
     {
         let bench = Bench::new(Clock::monotonic());
         let (mut next, mut refused, mut total) = (0u64, 0u64, 0u64);
-        let mut account = AccountText::new();
+        let mut account = Numbered::new("user########@example.com");
+        let mut password = Numbered::new("Summer########!");
         group.bench_function("login_allowed", |b| {
             b.iter_custom(|iters| {
                 total += iters;
                 timed(&bench, &mut next, &mut refused, iters, |i| {
-                    bench.login(address(i), account.set(i), b"correct horse battery staple", status_for(i))
+                    bench.login(address(i), account.set_str(i), password.set(i), status_for(i))
                 })
             })
         });
@@ -218,7 +239,7 @@ fn pipeline_benches(c: &mut Criterion) {
     {
         let bench = Bench::new(Clock::monotonic());
         let (mut next, mut refused, mut total) = (0u64, 0u64, 0u64);
-        let mut body = JsonBody::new();
+        let mut body = Numbered::new(JSON_TEMPLATE);
         group.bench_function("login_full", |b| {
             b.iter_custom(|iters| {
                 total += iters;
@@ -236,9 +257,9 @@ fn pipeline_benches(c: &mut Criterion) {
         let attacker = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 66));
         // Exhaust the burst first so every timed call is a refusal.
         for _ in 0..1000 {
-            let _ = engine::check_address(route, &bench.env, attacker, bench.env.clock.now_nanos());
+            let _ = engine::check_address(route, &bench.env, attacker, None, bench.env.clock.now_nanos());
         }
-        let (_, probe) = engine::check_address(route, &bench.env, attacker, bench.env.clock.now_nanos());
+        let (_, probe) = engine::check_address(route, &bench.env, attacker, None, bench.env.clock.now_nanos());
         assert!(
             matches!(probe.verdict, Some(Verdict::Block { status: 429, .. })),
             "the flood address must be blocked by now: {probe:?}"
@@ -246,7 +267,7 @@ fn pipeline_benches(c: &mut Criterion) {
         group.bench_function("flood_blocked", |b| {
             b.iter(|| {
                 let now = bench.env.clock.now_nanos();
-                let (subject, decision) = engine::check_address(route, &bench.env, black_box(attacker), now);
+                let (subject, decision) = engine::check_address(route, &bench.env, black_box(attacker), None, now);
                 black_box((subject, decision))
             })
         });
@@ -273,7 +294,7 @@ fn report_refused(name: &str, refused: u64, total: u64) {
 fn body_benches(c: &mut Criterion) {
     let bench = Bench::new(Clock::monotonic());
     let route = &bench.policy.routes[bench.login];
-    let (account, password) = (route.account_field.as_ref(), route.password_field.as_ref());
+    let wanted = || route.wanted_fields();
     let mut group = c.benchmark_group("body");
     group.throughput(Throughput::Elements(1));
 
@@ -282,9 +303,9 @@ fn body_benches(c: &mut Criterion) {
         b.iter(|| {
             let body = black_box(json);
             let kind = body_type(Some(black_box(b"application/json; charset=utf-8")), body).expect("json");
-            let out = extract(kind, body, account, password).expect("parses");
-            black_box(out.account.as_deref().map(str::len));
-            black_box(out.password.as_deref().map(str::len))
+            let out = extract(kind, body, wanted()).expect("parses");
+            black_box(out.account().map(str::len));
+            black_box(out.password().map(str::len))
         })
     });
 
@@ -293,8 +314,8 @@ fn body_benches(c: &mut Criterion) {
         b.iter(|| {
             let body = black_box(minimal);
             let kind = body_type(Some(black_box(b"application/json")), body).expect("json");
-            let out = extract(kind, body, account, password).expect("parses");
-            black_box(out.account.as_deref().map(str::len))
+            let out = extract(kind, body, wanted()).expect("parses");
+            black_box(out.account().map(str::len))
         })
     });
 
@@ -303,8 +324,8 @@ fn body_benches(c: &mut Criterion) {
         b.iter(|| {
             let body = black_box(escaped);
             let kind = body_type(Some(black_box(b"application/json")), body).expect("json");
-            let out = extract(kind, body, account, password).expect("parses");
-            black_box(out.password.as_deref().map(str::len))
+            let out = extract(kind, body, wanted()).expect("parses");
+            black_box(out.password().map(str::len))
         })
     });
 
@@ -313,8 +334,8 @@ fn body_benches(c: &mut Criterion) {
         b.iter(|| {
             let body = black_box(form);
             let kind = body_type(Some(black_box(b"application/x-www-form-urlencoded")), body).expect("form");
-            let out = extract(kind, body, account, password).expect("parses");
-            black_box(out.account.as_deref().map(str::len))
+            let out = extract(kind, body, wanted()).expect("parses");
+            black_box(out.account().map(str::len))
         })
     });
     group.finish();
@@ -341,7 +362,8 @@ fn memory_check(addresses: u64) {
     let clock = Clock::manual();
     let bench = Bench::new(clock.clone());
     let route = &bench.policy.routes[bench.login];
-    let mut account = AccountText::new();
+    let mut account = Numbered::new("user########@example.com");
+    let mut password = Numbered::new("Summer########!");
     let rss0 = rss_mib();
     let start = Instant::now();
     let mut refused = 0u64;
@@ -349,7 +371,7 @@ fn memory_check(addresses: u64) {
         // Distinct addresses over the whole IPv4 space (a bijection of u32), one fresh account each, all failing,
         // at 100k requests per virtual second.
         let ip = IpAddr::V4(Ipv4Addr::from((i as u32).wrapping_mul(0x9E37_79B1)));
-        if !bench.login(ip, account.set(i), b"hunter2", 401) {
+        if !bench.login(ip, account.set_str(i), password.set(i), 401) {
             refused += 1;
         }
         if i % 10 == 9 {
@@ -358,7 +380,7 @@ fn memory_check(addresses: u64) {
     }
     let feed = start.elapsed();
     println!(
-        "\nmemory/bounded: {addresses} distinct addresses, one fresh account each, all 401, over {:.0} virtual s \
+        "\nmemory/bounded: {addresses} distinct addresses, one fresh account each, all 401, over {:.1} virtual s \
          (max_tracked_keys = {MAX_TRACKED_KEYS}); fed in {:.2} s = {:.0} ns/login, {refused} refused",
         addresses as f64 / 100_000.0,
         feed.as_secs_f64(),
@@ -400,9 +422,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let bench_mode = args.iter().any(|a| a == "--bench");
     let filter = args.iter().find(|a| !a.starts_with('-'));
-    benches();
-    Criterion::default().configure_from_args().final_summary();
+    // First, so its RSS figures start from a fresh process.
     if filter.is_none_or(|f| "memory/bounded_2M_ips".contains(f.as_str())) {
         memory_check(if bench_mode { 2_000_000 } else { 20_000 });
     }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
 }

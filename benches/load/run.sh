@@ -1,0 +1,360 @@
+#!/usr/bin/env bash
+# End-to-end load benchmark of stuffgate on loopback, against nginx as the reference proxy.
+#
+#   benches/load/run.sh                 # build, run every variant RUNS times interleaved, print + write RESULTS.md
+#   RUNS=5 DURATION=5 CONNS=32 NO_BUILD=1 benches/load/run.sh
+#   STUFFGATE_BIN=/path/to/stuffgate STUFFGATE_REV="abc1234 + fix" POLICY_DEFAULT=/path/to/default.toml benches/load/run.sh
+#   VARIANTS="sg-off-t1 sg-default-t1" benches/load/run.sh     # a subset (names: see `all_variants` below)
+#
+# Method (the most stable one on a 2-core machine): the proxy under test (stuffgate or nginx) is pinned to CPU 1;
+# the load generator (wrk, one thread) and the upstream (nginx returning a fixed JSON answer) share CPU 0. The
+# headline figure is the proxy's own CPU time per request: utime+stime deltas of the proxy process from
+# /proc/PID/stat over the measured window, divided by the requests wrk completed in it. Every variant runs RUNS
+# times, interleaved (variant A, B, C, … then again), with a fresh proxy process each time (so defense state starts
+# empty), a 1 s warm-up, then DURATION seconds measured; the table shows the median of each column.
+#
+# Variants:
+#   upstream-direct   wrk → upstream, no proxy (the ceiling of the load generator + upstream on CPU 0)
+#   sg-off-tN         stuffgate, benches/load/policy-off.toml (no protected route), N worker threads; login requests
+#   sg-route-only     stuffgate, benches/load/policy-route-only.toml (login protected, no defense), $VARIANT_THREADS
+#                     thread(s): body read + parse, empty pipeline, observe, decision log — protection without defenses
+#   sg-default-tN     stuffgate, policies/default.toml; login requests, each from a distinct address (X-Forwarded-For
+#                     from trusted loopback) with a distinct account and password: every defense runs, none trips
+#   sg-flood-tN       stuffgate, policies/default.toml; one address hammering /api/login → 429 from ip_rate
+#   sg-default-steady as sg-default-t$VARIANT_THREADS with max_tracked_keys = 16384 and a STEADY_WARMUP (4 s) warm-up
+#                     that fills every bounded store to its cap: the steady state of a long-running gateway under
+#                     distinct-key traffic (evicting, no longer growing), without waiting to fill 1M keys per store
+#   sg-default-info   as sg-default-t$VARIANT_THREADS but log level "info": one JSON decision event per request
+#   nginx-proxy       nginx (1 worker) as a plain reverse proxy, login requests
+#   sg-off-get, nginx-proxy-get   the same two with wrk's plain `GET /` (no body, no Lua): the bare-proxy figure
+#                     comparable with published passthrough numbers
+#   nginx-flood       nginx with realip (trusted loopback) + limit_req 5 r/s burst 100 → 429 on the same flood
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+BIN=${STUFFGATE_BIN:-$ROOT/target/release/stuffgate}
+POLICY_DEFAULT_SET=${POLICY_DEFAULT:+1}
+POLICY_DEFAULT=${POLICY_DEFAULT:-$ROOT/policies/default.toml}
+POLICY_OFF=$HERE/policy-off.toml
+POLICY_ROUTE_ONLY=$HERE/policy-route-only.toml
+RUNS=${RUNS:-5}
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-1}
+CONNS=${CONNS:-32}
+VARIANT_THREADS=${VARIANT_THREADS:-${INFO_THREADS:-1}}   # threads of the single-setting variants (route-only, steady, info)
+STEADY_WARMUP=${STEADY_WARMUP:-4}
+LOG_LEVEL=${LOG_LEVEL:-warn}
+RESULTS=${RESULTS:-$ROOT/benches/RESULTS.md}
+PROXY_CPU=${PROXY_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+UPSTREAM_PORT=${UPSTREAM_PORT:-18181}
+PROXY_PORT=${PROXY_PORT:-18180}
+ADMIN_PORT=${ADMIN_PORT:-18190}
+all_variants="upstream-direct sg-off-t1 sg-off-t2 sg-route-only sg-default-t1 sg-default-t2 sg-default-steady sg-flood-t1 sg-flood-t2 sg-default-info nginx-proxy nginx-flood sg-off-get nginx-proxy-get"
+VARIANTS_SET=${VARIANTS:+1}
+VARIANTS=${VARIANTS:-$all_variants}
+COMMAND="$0${*:+ $*}"
+for v in RUNS DURATION WARMUP CONNS VARIANT_THREADS; do
+  [[ ${!v} =~ ^[0-9]+$ ]] || { echo "run.sh: $v must be a whole number, got '${!v}'" >&2; exit 2; }
+done
+
+need() { command -v "$1" >/dev/null || { echo "run.sh: $1 is missing ($2)" >&2; exit 2; }; }
+need wrk "apt-get install wrk"
+need nginx "apt-get install nginx-light"
+need taskset "util-linux"
+need curl "apt-get install curl"
+need python3 "the summary is computed with python3"
+need ss "iproute2"
+
+if [[ -z ${NO_BUILD:-} && -z ${STUFFGATE_BIN:-} ]]; then
+  echo "== cargo build --release"
+  (cd "$ROOT" && cargo build --release --quiet)
+fi
+[[ -x $BIN ]] || { echo "run.sh: no stuffgate binary at $BIN (build it, or set STUFFGATE_BIN)" >&2; exit 2; }
+"$BIN" check "$POLICY_OFF" "$POLICY_ROUTE_ONLY" "$POLICY_DEFAULT" >/dev/null
+
+WORK=$(mktemp -d /tmp/stuffgate-load.XXXXXX)
+mkdir -p "$WORK"/tmp-{body,proxy,fastcgi,uwsgi,scgi}
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  [[ -n ${KEEP_WORK:-} ]] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_busy() { ss -Hltn "sport = :$1" | grep -q .; }
+for p in "$UPSTREAM_PORT" "$PROXY_PORT" "$ADMIN_PORT"; do
+  if port_busy "$p"; then
+    echo "run.sh: port $p is taken (a stale gateway or nginx?):" >&2
+    ss -Hltnp "sport = :$p" >&2
+    exit 2
+  fi
+done
+
+fill() { # template out key=value...
+  local template=$1 out=$2
+  shift 2
+  cp "$template" "$out"
+  local kv
+  for kv in "$@"; do
+    python3 - "$out" "${kv%%=*}" "${kv#*=}" <<'PY'
+import sys
+path, key, value = sys.argv[1:]
+text = open(path).read().replace("@" + key + "@", value)
+open(path, "w").write(text)
+PY
+  done
+}
+
+# Start a process pinned to a CPU; sets STARTED_PID.
+start_pinned() { # cpu logfile cmd...
+  local cpu=$1 log=$2
+  shift 2
+  taskset -c "$cpu" "$@" >"$log" 2>&1 &
+  STARTED_PID=$!
+  PIDS+=("$STARTED_PID")
+}
+
+stop() { # pid
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  local i
+  for i in "${!PIDS[@]}"; do [[ ${PIDS[$i]} == "$1" ]] && unset 'PIDS[i]'; done
+  PIDS=("${PIDS[@]}")
+  for i in $(seq 50); do port_busy "$PROXY_PORT" || return 0; sleep 0.1; done
+  echo "run.sh: port $PROXY_PORT still taken after stopping pid $1" >&2
+  exit 1
+}
+
+# Wait until `pid` itself listens on `port` (pingora retries bind() silently when a port is taken).
+wait_listening() { # pid port
+  local i
+  for i in $(seq 100); do
+    kill -0 "$1" 2>/dev/null || { echo "run.sh: pid $1 exited before listening on :$2" >&2; return 1; }
+    if ss -Hltnp "sport = :$2" | grep -q "pid=$1,"; then return 0; fi
+    sleep 0.05
+  done
+  echo "run.sh: pid $1 is not listening on :$2 after 5 s" >&2
+  ss -Hltnp "sport = :$2" >&2
+  return 1
+}
+
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+
+status_of() { # method path [xff]
+  local xff=${3:-203.0.113.7}
+  curl -s -o /dev/null -w '%{http_code}' -X "$1" "http://127.0.0.1:$PROXY_PORT$2" \
+    -H 'content-type: application/json' -H "x-forwarded-for: $xff" \
+    --data '{"email":"check@example.com","password":"check-password"}'
+}
+
+# Upstream: one nginx worker on the load CPU, for the whole run.
+fill "$HERE/upstream.nginx.conf" "$WORK/upstream.conf" "WORK=$WORK" "UPSTREAM_PORT=$UPSTREAM_PORT"
+start_pinned "$LOAD_CPU" "$WORK/upstream.out" nginx -e "$WORK/upstream.error.log" -p "$WORK" -c "$WORK/upstream.conf"
+UPSTREAM_PID=$STARTED_PID
+wait_listening "$UPSTREAM_PID" "$UPSTREAM_PORT"
+
+# The data files the default policy's geo and breach defenses need, as shipped in the repository (a checkout
+# without them gets no [geoip]/[breach] section, as the policy of that time needed none).
+EXTRA=""
+[[ ! -f $ROOT/geoip/country.mmdb ]] || EXTRA+=$'[geoip]\ncountry_db = "'"$ROOT"$'/geoip/country.mmdb"\n'
+[[ ! -f $ROOT/policies/data/common-passwords.bloom ]] ||
+  EXTRA+=$'[breach]\npassword_filter = "'"$ROOT"$'/policies/data/common-passwords.bloom"\n'
+EXTRA=${GATEWAY_EXTRA-$EXTRA}
+gateway_config() { # name policy threads level [max_tracked_keys]
+  fill "$HERE/gateway.toml.in" "$WORK/$1.toml" "PROXY_PORT=$PROXY_PORT" "ADMIN_PORT=$ADMIN_PORT" \
+    "UPSTREAM_PORT=$UPSTREAM_PORT" "POLICY=$2" "THREADS=$3" "LOG_LEVEL=$4" "MAX_KEYS=${5:-1000000}" "EXTRA=$EXTRA"
+  "$BIN" check "$WORK/$1.toml" >/dev/null
+}
+gateway_config off-t1 "$POLICY_OFF" 1 "$LOG_LEVEL"
+gateway_config off-t2 "$POLICY_OFF" 2 "$LOG_LEVEL"
+gateway_config default-t1 "$POLICY_DEFAULT" 1 "$LOG_LEVEL"
+gateway_config default-t2 "$POLICY_DEFAULT" 2 "$LOG_LEVEL"
+gateway_config default-info "$POLICY_DEFAULT" "$VARIANT_THREADS" info
+gateway_config route-only "$POLICY_ROUTE_ONLY" "$VARIANT_THREADS" "$LOG_LEVEL"
+gateway_config default-steady "$POLICY_DEFAULT" "$VARIANT_THREADS" "$LOG_LEVEL" 16384
+fill "$HERE/proxy.nginx.conf" "$WORK/nginx-proxy.conf" "WORK=$WORK" "UPSTREAM_PORT=$UPSTREAM_PORT" \
+  "PROXY_PORT=$PROXY_PORT" "LIMIT_ZONE=" "LIMIT_REALIP=" "LIMIT_REQ="
+fill "$HERE/proxy.nginx.conf" "$WORK/nginx-flood.conf" "WORK=$WORK" "UPSTREAM_PORT=$UPSTREAM_PORT" \
+  "PROXY_PORT=$PROXY_PORT" \
+  "LIMIT_ZONE=limit_req_zone \$binary_remote_addr zone=login:10m rate=5r/s; limit_req_status 429; limit_req_log_level info;" \
+  "LIMIT_REALIP=set_real_ip_from 127.0.0.1; real_ip_header X-Forwarded-For;" \
+  "LIMIT_REQ=limit_req zone=login burst=100 nodelay;"
+
+# variant → (proxy kind, config, wrk script, expected status of a probe after the run)
+describe() {
+  case $1 in
+    upstream-direct) echo "none - login.lua -" ;;
+    sg-off-get) echo "gateway $WORK/off-t1.toml - 200" ;;
+    nginx-proxy-get) echo "nginx $WORK/nginx-proxy.conf - 200" ;;
+    sg-off-t1) echo "gateway $WORK/off-t1.toml login.lua 401" ;;
+    sg-off-t2) echo "gateway $WORK/off-t2.toml login.lua 401" ;;
+    sg-route-only) echo "gateway $WORK/route-only.toml login.lua 401" ;;
+    sg-default-t1) echo "gateway $WORK/default-t1.toml login.lua 401" ;;
+    sg-default-t2) echo "gateway $WORK/default-t2.toml login.lua 401" ;;
+    sg-flood-t1) echo "gateway $WORK/default-t1.toml flood.lua 429" ;;
+    sg-flood-t2) echo "gateway $WORK/default-t2.toml flood.lua 429" ;;
+    sg-default-info) echo "gateway $WORK/default-info.toml login.lua 401" ;;
+    sg-default-steady) echo "gateway $WORK/default-steady.toml login.lua 401" ;;
+    nginx-proxy) echo "nginx $WORK/nginx-proxy.conf login.lua 401" ;;
+    nginx-flood) echo "nginx $WORK/nginx-flood.conf flood.lua 429" ;;
+    *) echo "run.sh: unknown variant $1 (known: $all_variants)" >&2; exit 2 ;;
+  esac
+}
+for v in $VARIANTS; do describe "$v" >/dev/null; done
+
+SAMPLES=$WORK/samples.tsv
+: >"$SAMPLES"
+
+measure() { # variant run
+  local variant=$1 run=$2 kind config script expect pid="" url port
+  read -r kind config script expect < <(describe "$variant")
+  local target=/api/login wrk_script=()
+  if [[ $script == - ]]; then target=/; else wrk_script=(-s "$HERE/$script"); fi
+  port=$PROXY_PORT
+  case $kind in
+    gateway)
+      start_pinned "$PROXY_CPU" "$WORK/$variant.$run.log" "$BIN" run --config "$config"
+      pid=$STARTED_PID ;;
+    nginx)
+      start_pinned "$PROXY_CPU" "$WORK/$variant.$run.log" nginx -e "$WORK/proxy.error.log" -p "$WORK" -c "$config"
+      pid=$STARTED_PID ;;
+    none) port=$UPSTREAM_PORT ;;
+  esac
+  [[ -z $pid ]] || wait_listening "$pid" "$port"
+  url="http://127.0.0.1:$port"
+  if [[ -n $pid && $run == 1 && $script == login.lua ]]; then
+    local failed ok
+    failed=$(status_of POST /api/login)
+    ok=$(status_of POST '/api/login?ok=1')
+    [[ $failed == 401 && $ok == 200 ]] || { echo "run.sh: $variant: login probe answered $failed/$ok, expected 401/200" >&2; exit 1; }
+  fi
+  local warmup=$WARMUP
+  # The steady-state variant first fills every bounded store to its (small) cap, so the run measures eviction, not growth.
+  [[ $variant != sg-default-steady ]] || warmup=$((WARMUP > STEADY_WARMUP ? WARMUP : STEADY_WARMUP))
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${warmup}s" "${wrk_script[@]}" "$url$target" >/dev/null
+  local before after out
+  [[ -z $pid ]] || before=$(cpu_ticks "$pid")
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${wrk_script[@]}" "$url$target")
+  echo "$out" >"$WORK/wrk-$variant-$run.txt"
+  [[ -z $pid ]] || after=$(cpu_ticks "$pid")
+  if [[ -n $pid && $expect == 429 ]]; then
+    local probe
+    probe=$(status_of POST /api/login 198.51.100.66)
+    [[ $probe == 429 ]] || { echo "run.sh: $variant: the flood address got $probe after the run, expected 429" >&2; exit 1; }
+  fi
+  [[ -z $pid ]] || stop "$pid"
+  WRK_OUT=$out python3 - "$variant" "$run" "${before:-}" "${after:-}" "$CLK_TCK" "$SAMPLES" "$(cat /proc/loadavg)" <<'PY'
+import os, re, sys
+variant, run, before, after, tck, samples, loadavg = sys.argv[1:]
+out = os.environ["WRK_OUT"]
+def us(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text or "")
+    return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}[m.group(2)] if m else float("nan")
+def find(pattern, cast=str, default=None):
+    m = re.search(pattern, out)
+    return cast(m.group(1)) if m else default
+requests = find(r"(\d+) requests in", int, 0)
+if not requests:
+    sys.exit(f"run.sh: {variant} run {run}: no requests completed; wrk said:\n{out}")
+rps = find(r"Requests/sec:\s+([\d.]+)", float, float("nan"))
+p50 = us(find(r"50%\s+(\S+)"))
+p99 = us(find(r"99%\s+(\S+)"))
+non2xx = find(r"Non-2xx or 3xx responses: (\d+)", int, 0)
+errors = re.search(r"Socket errors: (.*)", out)
+cpu = (int(after) - int(before)) / int(tck) * 1e6 / requests if before else float("nan")
+with open(samples, "a") as f:
+    f.write(f"{variant}\t{run}\t{rps:.0f}\t{cpu:.2f}\t{p50:.0f}\t{p99:.0f}\t{100 * non2xx / requests:.1f}\t{errors.group(1) if errors else ''}\t{loadavg.split()[0]}\n")
+print(f"  {variant:<16} run {run}: {rps:9.0f} req/s  {cpu:6.2f} µs CPU/req  p50 {p50:6.0f} µs  p99 {p99:6.0f} µs  non-2xx {100*non2xx/requests:5.1f}%  load {loadavg.split()[0]}" + (f"  socket errors: {errors.group(1)}" if errors else ""))
+PY
+}
+
+echo "== $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
+echo "== proxy on CPU $PROXY_CPU; wrk -t1 -c$CONNS + upstream nginx on CPU $LOAD_CPU; ${WARMUP}s warm-up + ${DURATION}s per run, $RUNS runs per variant, interleaved"
+for run in $(seq "$RUNS"); do
+  echo "-- round $run/$RUNS (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+  for v in $VARIANTS; do measure "$v" "$run"; done
+done
+
+TABLE=$(python3 - "$SAMPLES" "$VARIANTS" "$VARIANT_THREADS" <<'PY'
+import statistics, sys
+samples, order, info_threads = sys.argv[1], sys.argv[2].split(), sys.argv[3]
+rows = {}
+for line in open(samples):
+    v, run, rps, cpu, p50, p99, non2xx, errors, load = line.rstrip("\n").split("\t")
+    rows.setdefault(v, []).append((float(rps), float(cpu), float(p50), float(p99), float(non2xx), float(load)))
+def med(xs):
+    xs = [x for x in xs if x == x]  # drop NaN (a latency wrk did not print)
+    return statistics.median(xs) if xs else float("nan")
+print("| variant | requests/s | proxy CPU µs/request | spread (min–max) | p50 latency | p99 latency | non-2xx | runs |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+summary = {}
+for v in order:
+    if v not in rows:
+        continue
+    r = rows[v]
+    cpu = [x[1] for x in r]
+    cpu_ok = [c for c in cpu if c == c]
+    summary[v] = med(cpu_ok) if cpu_ok else None
+    cpu_text = f"{med(cpu_ok):.2f}" if cpu_ok else "–"
+    spread = f"{min(cpu_ok):.2f}–{max(cpu_ok):.2f}" if cpu_ok else "–"
+    print(f"| {v} | {med([x[0] for x in r]):,.0f} | {cpu_text} | {spread} | {med([x[2] for x in r]):,.0f} µs | {med([x[3] for x in r]):,.0f} µs | {med([x[4] for x in r]):.0f}% | {len(r)} |")
+def ratio(a, b, label):
+    if summary.get(a) and summary.get(b):
+        print(f"\n- {label}: {summary[a]:.2f} / {summary[b]:.2f} µs = **{summary[a] / summary[b]:.2f}×**", end="")
+for t in ("t1", "t2"):
+    ratio(f"sg-default-{t}", f"sg-off-{t}", f"default policy vs defenses off ({t}), CPU per login request (target ≤ 1.10×)")
+    ratio(f"sg-flood-{t}", "nginx-proxy", f"blocked flood request ({t}) vs nginx proxied request (target < 1.00×)")
+    ratio(f"sg-flood-{t}", "nginx-flood", f"blocked flood request ({t}) vs nginx limit_req rejection")
+    ratio(f"sg-off-{t}", "nginx-proxy", f"defenses off ({t}) vs nginx proxy")
+ratio("sg-off-get", "nginx-proxy-get", "defenses off vs nginx, plain GET /")
+ratio("sg-default-info", f"sg-default-t{info_threads}", "decision log at level info vs warn")
+ratio("sg-route-only", f"sg-off-t{info_threads}", "protected route without defenses vs defenses off")
+ratio("sg-default-steady", f"sg-off-t{info_threads}", f"default policy at steady state (stores full, evicting; t{info_threads}) vs defenses off")
+print()
+PY
+)
+echo
+echo "$TABLE"
+
+MACHINE="$(nproc) CPUs · $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) · kernel $(uname -r) · $(free -g | awk '/Mem:/{print $2}') GiB RAM"
+REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet HEAD -- src policies 2>/dev/null || echo ' + uncommitted changes in src/ or policies/')"
+REV=${STUFFGATE_REV:-$REV}   # say what STUFFGATE_BIN was built from
+VARIANTS_ARG=""
+[[ -z $VARIANTS_SET ]] || VARIANTS_ARG="VARIANTS=\"$VARIANTS\" "
+SECTION=$(cat <<EOF
+<!-- load:begin (written by benches/load/run.sh; edit outside these markers) -->
+## End-to-end load (benches/load/run.sh)
+
+$(date -u '+%Y-%m-%d %H:%M UTC') · $MACHINE · stuffgate $REV · binary \`${BIN#$ROOT/}\` · $(nginx -v 2>&1 | sed 's/.*: //') · $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)
+
+Command: \`RUNS=$RUNS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS VARIANT_THREADS=$VARIANT_THREADS ${STUFFGATE_BIN:+STUFFGATE_BIN=$STUFFGATE_BIN }${POLICY_DEFAULT_SET:+POLICY_DEFAULT=$POLICY_DEFAULT }${VARIANTS_ARG}${COMMAND}\`
+Proxy pinned to CPU $PROXY_CPU; wrk (1 thread, $CONNS connections) and the upstream (nginx, 1 worker, fixed JSON answers) on CPU $LOAD_CPU.
+Median of $RUNS interleaved runs of ${DURATION} s (after ${WARMUP} s warm-up), a fresh proxy process per run. *Proxy CPU* = the proxy
+process's utime+stime over the run / requests completed. Login requests: distinct address (X-Forwarded-For from
+trusted loopback), account and password per request, 9 in 10 answered 401 and 1 in 10 200 by the upstream. Flood:
+one address, same body, answered 429 by the proxy. Log level "$LOG_LEVEL" except sg-default-info ("info", JSON to a file).
+
+$TABLE
+<!-- load:end -->
+EOF
+)
+python3 - "$RESULTS" "$SECTION" <<'PY'
+import os, re, sys
+path, section = sys.argv[1], sys.argv[2]
+text = open(path).read() if os.path.exists(path) else "# stuffgate benchmark results\n"
+pattern = re.compile(r"<!-- load:begin.*?<!-- load:end -->", re.S)
+text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
+open(path, "w").write(text)
+PY
+echo
+echo "written to ${RESULTS#$ROOT/}"
