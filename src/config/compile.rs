@@ -401,7 +401,8 @@ fn build_defense(file: &DefenseFile, env: &CompileEnv, base_dir: &Path) -> Resul
                 _ => (RateKey::AccountIp, None),
             };
             let limiter = RateLimit::new(key, limit, per, burst, env.clock.clone(), known_sources)
-                .ok_or(("per", format!("{limit} per {per:?} is too fine a rate")))?;
+                .ok_or(("per", format!("{limit} per {per:?} is too fine a rate")))?
+                .with_key_cap(max_keys);
             Arc::new(limiter)
         }
         "failed_logins" => {

@@ -35,6 +35,9 @@ pub struct RateLimit {
     known_sources: Option<Arc<KnownSources>>,
     /// Keys before pruning, decaying by 1/8 per prune: the size the map is likely to regrow to.
     peak_keys: AtomicUsize,
+    /// Above this many keys, checks prune inline instead of waiting for the timer (a flood of new addresses).
+    key_cap: usize,
+    checks: AtomicUsize,
 }
 
 impl RateLimit {
@@ -62,7 +65,16 @@ impl RateLimit {
             clock,
             known_sources,
             peak_keys: AtomicUsize::new(0),
+            key_cap: usize::MAX,
+            checks: AtomicUsize::new(0),
         })
+    }
+
+    /// Prune inline (every 1,024 checks at most) once the map holds more than `cap` keys. governor drops a key only
+    /// when its bucket is full again, so what stays is bounded by (new keys per second × emission interval).
+    pub fn with_key_cap(mut self, cap: usize) -> RateLimit {
+        self.key_cap = cap;
+        self
     }
 
     fn key_of(&self, subject: &Subject) -> Option<u128> {
@@ -90,6 +102,9 @@ impl Defense for RateLimit {
         let Some(key) = self.key_of(subject) else {
             return Finding::Clear;
         };
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 1024 == 0 && self.limiter.len() > self.key_cap {
+            self.limiter.retain_recent();
+        }
         match self.limiter.check_key(&key) {
             Ok(()) => Finding::Clear,
             Err(not_until) => {
@@ -190,5 +205,20 @@ mod tests {
         assert_eq!(limit.check(&attacker, &creds, clock.now_nanos()), Finding::Clear);
         assert!(matches!(limit.check(&attacker, &creds, clock.now_nanos()), Finding::Hit { .. }));
         assert_eq!(limit.check(&owner, &creds, clock.now_nanos()), Finding::Clear);
+    }
+
+    #[test]
+    fn a_flood_of_new_addresses_is_pruned_inline_once_over_the_cap() {
+        let clock = Clock::manual();
+        let limit = RateLimit::new(RateKey::Ip, 10, Duration::from_secs(1), 10, clock.clone(), None)
+            .unwrap()
+            .with_key_cap(1000);
+        for i in 0..20_000u32 {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + i));
+            limit.check(&Subject::new(ip, 64), &Credentials::default(), clock.now_nanos());
+            clock.advance(Duration::from_micros(500)); // 2,000 new addresses a second
+        }
+        // Keys live 0.1 s (one emission interval): ~200 at a time, never far above the cap.
+        assert!(limit.tracked_keys() <= 1000 + 1024, "{}", limit.tracked_keys());
     }
 }
