@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::clock::parse_duration;
-use crate::config::{line_of, parse_toml, ConfigError};
+use crate::config::{line_of_key, parse_toml, ConfigError};
 use crate::geoip::CountryCode;
 
 /// The scenarios shipped in `examples/attacks/`, built into the binary so `stuffgate replay 7pay-burst` works from
@@ -630,21 +630,3 @@ fn compile_actor(file: &ActorFile, index: usize, scenario_duration: u64) -> Resu
     })
 }
 
-/// The line of `key = …` inside an `[[actor]]` table, or the table's header line.
-fn line_of_key(source: &str, span: std::ops::Range<usize>, key: &str) -> usize {
-    let start = span.start.min(source.len());
-    let mut offset = start;
-    for (i, text) in source[start..].split_inclusive('\n').enumerate() {
-        let trimmed = text.trim_start();
-        if i > 0 && trimmed.starts_with("[[") {
-            break;
-        }
-        if let Some(rest) = trimmed.strip_prefix(key) {
-            if rest.trim_start().starts_with('=') {
-                return line_of(source, offset);
-            }
-        }
-        offset += text.len();
-    }
-    line_of(source, start)
-}
