@@ -175,7 +175,7 @@ impl<'de: 'a, 'a> Visitor<'de> for Walker<'_, '_, 'a> {
                     Scalar::Null if slot.is_none() => {}
                     _ => return Err(de::Error::custom(format!("ambiguous {}", ROLES[role]))),
                 }
-            } else if along.iter().any(|a| *a == Some(false)) {
+            } else if along.contains(&Some(false)) {
                 let mut deeper = self.paths;
                 for (path, a) in deeper.iter_mut().zip(along) {
                     if a != Some(false) {
