@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 
 use super::{Credentials, Defense, Finding, Outcome, Subject};
 use crate::breach::{BreachFilter, FilterKind};
-use crate::store::{BoundedMap, CountWithPenalty};
+use crate::store::{BoundedMap, CountWithPenalty, Escalation};
 
 /// What the breach filters said about one request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -152,11 +152,7 @@ impl Defense for BreachMatch {
 
 /// `breached_source`: attempts with breached passwords per address; many of them is a list being replayed.
 pub struct BreachedSource {
-    threshold: u32,
-    window: u64,
-    penalty: u64,
-    max_penalty: u64,
-    memory: u64,
+    rule: Escalation,
     map: BoundedMap<u128, CountWithPenalty>,
 }
 
@@ -164,11 +160,13 @@ impl BreachedSource {
     pub fn new(threshold: u32, window: Duration, penalty: Duration, max_penalty: Duration, max_keys: usize) -> Self {
         let nanos = |d: Duration| d.as_nanos() as u64;
         BreachedSource {
-            threshold,
-            window: nanos(window),
-            penalty: nanos(penalty),
-            max_penalty: nanos(max_penalty),
-            memory: nanos(max_penalty.max(Duration::from_secs(86_400))),
+            rule: Escalation {
+                threshold,
+                window: nanos(window),
+                penalty: nanos(penalty),
+                max_penalty: nanos(max_penalty),
+                memory: nanos(max_penalty.max(Duration::from_secs(86_400))),
+            },
             map: BoundedMap::new(max_keys),
         }
     }
@@ -203,22 +201,15 @@ impl Defense for BreachedSource {
         if !subject.breach.password {
             return;
         }
-        let (window, threshold, penalty, max_penalty, memory) =
-            (self.window, self.threshold, self.penalty, self.max_penalty, self.memory);
+        let (rule, keep_for) = (self.rule, self.rule.window.max(self.rule.memory));
         self.map.update(
             subject.ip_key.0,
             now,
             || CountWithPenalty {
-                keep_for: window.max(memory),
+                keep_for,
                 ..CountWithPenalty::default()
             },
-            |state| {
-                state.last_seen = now;
-                if !state.penalty.is_blocked(now) && state.count.add(now, window) >= threshold {
-                    state.penalty.strike(now, penalty, max_penalty, memory);
-                    state.count.reset();
-                }
-            },
+            |state| state.record(now, &rule),
         );
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::known_sources::KnownSources;
 use super::{Credentials, Defense, Finding, Outcome, Subject};
-use crate::store::{BoundedMap, CountWithPenalty};
+use crate::store::{BoundedMap, CountWithPenalty, Escalation};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureKey {
@@ -20,12 +20,7 @@ pub enum FailureKey {
 
 pub struct FailedLogins {
     key: FailureKey,
-    threshold: u32,
-    window: u64,
-    penalty: u64,
-    max_penalty: u64,
-    /// How long strikes are remembered for escalation.
-    memory: u64,
+    rule: Escalation,
     map: BoundedMap<u128, CountWithPenalty>,
     known_sources: Option<Arc<KnownSources>>,
 }
@@ -44,11 +39,14 @@ impl FailedLogins {
         let nanos = |d: Duration| d.as_nanos() as u64;
         FailedLogins {
             key: settings.key,
-            threshold: settings.threshold,
-            window: nanos(settings.window),
-            penalty: nanos(settings.penalty),
-            max_penalty: nanos(settings.max_penalty),
-            memory: nanos(settings.max_penalty.max(Duration::from_secs(86_400))),
+            rule: Escalation {
+                threshold: settings.threshold,
+                window: nanos(settings.window),
+                penalty: nanos(settings.penalty),
+                max_penalty: nanos(settings.max_penalty),
+                // Strikes are remembered at least a day, so a patient attacker still escalates.
+                memory: nanos(settings.max_penalty.max(Duration::from_secs(86_400))),
+            },
             map: BoundedMap::new(settings.max_keys),
             known_sources,
         }
@@ -108,27 +106,15 @@ impl Defense for FailedLogins {
         };
         match outcome {
             Outcome::Failure => {
-                let (window, threshold) = (self.window, self.threshold);
-                let (penalty, max_penalty, memory) = (self.penalty, self.max_penalty, self.memory);
+                let (rule, keep_for) = (self.rule, self.rule.window.max(self.rule.memory));
                 self.map.update(
                     key,
                     now,
                     || CountWithPenalty {
-                        keep_for: window.max(memory),
+                        keep_for,
                         ..CountWithPenalty::default()
                     },
-                    |state| {
-                        state.last_seen = now;
-                        if state.penalty.is_blocked(now) {
-                            // A failure that got through while blocked (observe mode, a spared source): counted
-                            // as evidence but it does not extend the block.
-                            return;
-                        }
-                        if state.count.add(now, window) >= threshold {
-                            state.penalty.strike(now, penalty, max_penalty, memory);
-                            state.count.reset();
-                        }
-                    },
+                    |state| state.record(now, &rule),
                 );
             }
             Outcome::Success if self.key == FailureKey::AccountIp => {

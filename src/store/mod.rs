@@ -8,4 +8,4 @@ mod bounded;
 mod window;
 
 pub use bounded::{BoundedMap, Expiring};
-pub use window::{CountWithPenalty, Penalty, SlidingCount};
+pub use window::{CountWithPenalty, Escalation, Penalty, SlidingCount};

@@ -101,6 +101,29 @@ pub struct CountWithPenalty {
     pub last_seen: u64,
 }
 
+/// When counting turns into a penalty: `threshold` events within `window` impose `penalty`, doubling per repeat up
+/// to `max_penalty`; strikes are remembered for `memory`. All in nanoseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Escalation {
+    pub threshold: u32,
+    pub window: u64,
+    pub penalty: u64,
+    pub max_penalty: u64,
+    pub memory: u64,
+}
+
+impl CountWithPenalty {
+    /// Count one event; crossing the threshold imposes the next penalty and starts counting afresh. Events while
+    /// blocked (observe mode, a spared source) are evidence already acted on: they do not extend the block.
+    pub fn record(&mut self, now: u64, rule: &Escalation) {
+        self.last_seen = now;
+        if !self.penalty.is_blocked(now) && self.count.add(now, rule.window) >= rule.threshold {
+            self.penalty.strike(now, rule.penalty, rule.max_penalty, rule.memory);
+            self.count.reset();
+        }
+    }
+}
+
 impl Expiring for CountWithPenalty {
     fn is_expired(&self, now: u64) -> bool {
         now >= self.last_seen + self.keep_for && !self.penalty.is_blocked(now)
