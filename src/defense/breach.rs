@@ -182,17 +182,8 @@ impl Defense for BreachedSource {
     }
 
     fn check(&self, subject: &Subject, _credentials: &Credentials<'_>, now: u64) -> Finding {
-        let remaining = self
-            .map
-            .read(&subject.ip_key.0, now, |s| s.penalty.remaining(now))
-            .unwrap_or(0);
-        if remaining == 0 {
-            return Finding::Clear;
-        }
-        Finding::Hit {
-            reason: "breached_passwords_from_source",
-            retry_after: Some(Duration::from_nanos(remaining).max(Duration::from_secs(1))),
-        }
+        let remaining = self.map.read(&subject.ip_key.0, now, |s| s.penalty.remaining(now)).unwrap_or(0);
+        Finding::penalty("breached_passwords_from_source", remaining)
     }
 
     /// Counted once the attempt was forwarded (whatever the outcome): a breached password that *works* is the

@@ -127,21 +127,14 @@ impl Defense for DistinctAccounts {
             return Finding::Clear;
         };
         let remaining = self.map.read(&key, now, |state| state.penalty.remaining(now)).unwrap_or(0);
-        if remaining == 0 {
+        if remaining > 0 && KnownSources::spares(self.known_sources.as_deref(), subject, now) {
             return Finding::Clear;
         }
-        if let (Some(known), Some(account)) = (&self.known_sources, subject.account) {
-            if known.is_known(account, subject.ip_key, now) {
-                return Finding::Clear;
-            }
-        }
-        Finding::Hit {
-            reason: match self.key {
-                DistinctKey::Ip => "many_accounts_from_source",
-                DistinctKey::Password => "password_sprayed",
-            },
-            retry_after: Some(Duration::from_nanos(remaining).max(Duration::from_secs(1))),
-        }
+        let reason = match self.key {
+            DistinctKey::Ip => "many_accounts_from_source",
+            DistinctKey::Password => "password_sprayed",
+        };
+        Finding::penalty(reason, remaining)
     }
 
     fn observe(&self, subject: &Subject, outcome: Outcome, now: u64) {
@@ -231,9 +224,9 @@ mod tests {
     use crate::defense::AccountKey;
     use std::net::{IpAddr, Ipv4Addr};
 
-    fn defense(count: DistinctCount) -> DistinctAccounts {
-        DistinctAccounts::new(DistinctAccountsSettings {
-            key: DistinctKey::Ip,
+    fn settings(key: DistinctKey, count: DistinctCount) -> DistinctAccountsSettings {
+        DistinctAccountsSettings {
+            key,
             count,
             threshold: 10,
             suspect: None,
@@ -241,7 +234,11 @@ mod tests {
             penalty: Duration::from_secs(300),
             max_penalty: Duration::from_secs(3600),
             max_keys: 10_000,
-        }, None)
+        }
+    }
+
+    fn defense(count: DistinctCount) -> DistinctAccounts {
+        DistinctAccounts::new(settings(DistinctKey::Ip, count), None)
     }
 
     fn from(ip: u8, account: u64) -> Subject {
@@ -309,19 +306,7 @@ mod tests {
     fn one_password_failing_on_many_accounts_from_many_addresses_is_blocked_but_not_for_known_owners() {
         let clock = Clock::manual();
         let known = Arc::new(KnownSources::new(1000, Duration::from_secs(86_400)));
-        let d = DistinctAccounts::new(
-            DistinctAccountsSettings {
-                key: DistinctKey::Password,
-                count: DistinctCount::Failed,
-                threshold: 10,
-                suspect: None,
-                window: Duration::from_secs(600),
-                penalty: Duration::from_secs(300),
-                max_penalty: Duration::from_secs(3600),
-                max_keys: 10_000,
-            },
-            Some(known.clone()),
-        );
+        let d = DistinctAccounts::new(settings(DistinctKey::Password, DistinctCount::Failed), Some(known.clone()));
         let sprayed = |ip: u8, account: u64| {
             let mut s = from(ip, account);
             s.password_key = Some(0xDEAD);
@@ -345,14 +330,9 @@ mod tests {
         let clock = Clock::manual();
         let d = DistinctAccounts::new(
             DistinctAccountsSettings {
-                key: DistinctKey::Ip,
-                count: DistinctCount::Failed,
                 threshold: 30,
                 suspect: Some((5, 0.25)),
-                window: Duration::from_secs(600),
-                penalty: Duration::from_secs(300),
-                max_penalty: Duration::from_secs(3600),
-                max_keys: 10_000,
+                ..settings(DistinctKey::Ip, DistinctCount::Failed)
             },
             None,
         );

@@ -61,13 +61,6 @@ impl FailedLogins {
                 .map(|a| ((a.0 as u128) << 64) ^ subject.ip_key.0.rotate_left(17)),
         }
     }
-
-    fn spares(&self, subject: &Subject, now: u64) -> bool {
-        match (&self.known_sources, subject.account) {
-            (Some(known), Some(account)) => known.is_known(account, subject.ip_key, now),
-            _ => false,
-        }
-    }
 }
 
 impl Defense for FailedLogins {
@@ -87,17 +80,11 @@ impl Defense for FailedLogins {
         let Some(key) = self.key_of(subject) else {
             return Finding::Clear;
         };
-        let remaining = self
-            .map
-            .read(&key, now, |state| state.penalty.remaining(now))
-            .unwrap_or(0);
-        if remaining == 0 || self.spares(subject, now) {
+        let remaining = self.map.read(&key, now, |state| state.penalty.remaining(now)).unwrap_or(0);
+        if remaining > 0 && KnownSources::spares(self.known_sources.as_deref(), subject, now) {
             return Finding::Clear;
         }
-        Finding::Hit {
-            reason: "too_many_failures",
-            retry_after: Some(Duration::from_nanos(remaining).max(Duration::from_secs(1))),
-        }
+        Finding::penalty("too_many_failures", remaining)
     }
 
     fn observe(&self, subject: &Subject, outcome: Outcome, now: u64) {

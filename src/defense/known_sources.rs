@@ -73,6 +73,15 @@ impl KnownSources {
             .unwrap_or(false)
     }
 
+    /// Whether an account-keyed block should spare this subject: it logged in to the account from here recently.
+    /// `None` (the defense does not spare known sources) spares no one.
+    pub fn spares(known: Option<&KnownSources>, subject: &super::Subject, now: u64) -> bool {
+        match (known, subject.account) {
+            (Some(known), Some(account)) => known.is_known(account, subject.ip_key, now),
+            _ => false,
+        }
+    }
+
     pub fn prune(&self, now: u64) {
         self.map.prune(now);
     }

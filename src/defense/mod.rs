@@ -159,6 +159,20 @@ pub enum Finding {
     Trusted,
 }
 
+impl Finding {
+    /// A key under a penalty with `remaining` nanoseconds to go: a hit that tells the client when to come back,
+    /// or nothing once the penalty is over.
+    pub fn penalty(reason: &'static str, remaining: u64) -> Finding {
+        if remaining == 0 {
+            return Finding::Clear;
+        }
+        Finding::Hit {
+            reason,
+            retry_after: Some(Duration::from_nanos(remaining).max(Duration::from_secs(1))),
+        }
+    }
+}
+
 /// How the upstream answered a protected request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {

@@ -108,10 +108,8 @@ impl Defense for RateLimit {
         match self.limiter.check_key(&key) {
             Ok(()) => Finding::Clear,
             Err(not_until) => {
-                if let (Some(known), Some(account)) = (&self.known_sources, subject.account) {
-                    if known.is_known(account, subject.ip_key, now) {
-                        return Finding::Clear;
-                    }
+                if KnownSources::spares(self.known_sources.as_deref(), subject, now) {
+                    return Finding::Clear;
                 }
                 let wait = not_until.wait_time_from(self.clock.now());
                 Finding::Hit {
