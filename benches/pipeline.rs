@@ -221,7 +221,7 @@ fn pipeline_benches(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
 
     {
-        let bench = Bench::new(Clock::monotonic());
+        let bench = Bench::new(Clock::system());
         let (mut next, mut refused, mut total) = (0u64, 0u64, 0u64);
         let mut account = Numbered::new("user########@example.com");
         let mut password = Numbered::new("Summer########!");
@@ -237,7 +237,7 @@ fn pipeline_benches(c: &mut Criterion) {
     }
 
     {
-        let bench = Bench::new(Clock::monotonic());
+        let bench = Bench::new(Clock::system());
         let (mut next, mut refused, mut total) = (0u64, 0u64, 0u64);
         let mut body = Numbered::new(JSON_TEMPLATE);
         group.bench_function("login_full", |b| {
@@ -252,7 +252,7 @@ fn pipeline_benches(c: &mut Criterion) {
     }
 
     {
-        let bench = Bench::new(Clock::monotonic());
+        let bench = Bench::new(Clock::system());
         let route = &bench.policy.routes[bench.login];
         let attacker = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 66));
         // Exhaust the burst first so every timed call is a refusal.
@@ -274,7 +274,7 @@ fn pipeline_benches(c: &mut Criterion) {
     }
 
     {
-        let bench = Bench::new(Clock::monotonic());
+        let bench = Bench::new(Clock::system());
         group.bench_function("route_match", |b| {
             b.iter(|| bench.policy.match_route(black_box(&http::Method::GET), black_box("/static/app.js")))
         });
@@ -292,7 +292,7 @@ fn report_refused(name: &str, refused: u64, total: u64) {
 }
 
 fn body_benches(c: &mut Criterion) {
-    let bench = Bench::new(Clock::monotonic());
+    let bench = Bench::new(Clock::system());
     let route = &bench.policy.routes[bench.login];
     let wanted = || route.wanted_fields();
     let mut group = c.benchmark_group("body");

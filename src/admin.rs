@@ -28,7 +28,7 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         match session.req_header().uri.path() {
             "/metrics" => {
-                self.policy.maintain();
+                // The gauges are published by the maintenance timer: a scrape never walks the stores.
                 let mut out = Vec::new();
                 match TextEncoder::new().encode(&prometheus::gather(), &mut out) {
                     Ok(()) => respond(200, "text/plain; version=0.0.4", out),
@@ -54,14 +54,23 @@ impl ServeHttp for AdminApp {
                             "defenses": r.slots.iter().map(|s| serde_json::json!({
                                 "type": s.defense.name(),
                                 "mode": s.mode.as_str(),
-                                "action": match s.action { crate::defense::Action::Tag => "tag".to_string(),
-                                    crate::defense::Action::Block { status } => format!("block {status}") },
-                                "tracked_keys": s.defense.tracked_keys(),
+                                "action": match s.action {
+                                    crate::defense::Action::Block { status } => format!("block {status}"),
+                                    other => other.as_str().to_string(),
+                                },
                             })).collect::<Vec<_>>(),
                         })
                     })
                     .collect();
-                let body = serde_json::json!({ "files": policy.files, "routes": routes });
+                let tracked: serde_json::Map<String, serde_json::Value> = self
+                    .policy
+                    .env()
+                    .store
+                    .tracked_keys()
+                    .iter()
+                    .map(|(kind, n)| (kind.as_str().to_string(), serde_json::json!(n)))
+                    .collect();
+                let body = serde_json::json!({ "files": policy.files, "routes": routes, "tracked_keys": tracked });
                 respond(200, "application/json", body.to_string().into_bytes())
             }
             _ => respond(404, "text/plain", b"not found: try /metrics, /healthz or /policy\n".to_vec()),

@@ -1,52 +1,49 @@
-//! The one clock every defense reads.
+//! The one clock every defense and store reads: wall-clock nanoseconds since the UNIX epoch.
 //!
-//! Rate limiters (governor) and our own windowed stores share it, so a test — or the offline replay — can move time
-//! for all of them at once instead of sleeping.
+//! Wall-clock, not monotonic, because expiries are written into a store that other gateways share (Redis): two
+//! machines agree on "blocked until 12:05:00", not on each other's uptime. A test — or the offline replay — uses a
+//! manual clock and moves time for every defense at once instead of sleeping.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use governor::nanos::Nanos;
+/// 2026-01-01T00:00:00Z: where manual clocks start, so stored times look like real ones.
+const MANUAL_START: u64 = 1_767_225_600 * 1_000_000_000;
 
-/// Monotonic nanoseconds since the clock was made, or a manually advanced virtual time.
+/// The system's wall clock, or a manually advanced virtual time.
 #[derive(Clone, Debug)]
 pub enum Clock {
-    Monotonic { base: Instant },
+    System,
     Manual(Arc<AtomicU64>),
 }
 
 impl Clock {
-    pub fn monotonic() -> Clock {
-        Clock::Monotonic {
-            base: Instant::now(),
-        }
+    pub fn system() -> Clock {
+        Clock::System
     }
 
-    /// A virtual clock starting at an arbitrary non-zero time (zero would read as "never" in some stores).
+    /// A virtual clock starting at 2026-01-01 (never zero, which would read as "never" in some stores).
     pub fn manual() -> Clock {
-        Clock::Manual(Arc::new(AtomicU64::new(1_000_000_000)))
+        Clock::Manual(Arc::new(AtomicU64::new(MANUAL_START)))
     }
 
-    /// Move a manual clock forward; a monotonic clock ignores this.
+    /// Move a manual clock forward; the system clock ignores this.
     pub fn advance(&self, by: Duration) {
         if let Clock::Manual(t) = self {
             t.fetch_add(by.as_nanos() as u64, Ordering::Relaxed);
         }
     }
 
+    /// Nanoseconds since the UNIX epoch.
     pub fn now_nanos(&self) -> u64 {
         match self {
-            Clock::Monotonic { base } => base.elapsed().as_nanos() as u64 + 1_000_000_000,
+            Clock::System => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(MANUAL_START),
             Clock::Manual(t) => t.load(Ordering::Relaxed),
         }
-    }
-}
-
-impl governor::clock::Clock for Clock {
-    type Instant = Nanos;
-    fn now(&self) -> Nanos {
-        Nanos::new(self.now_nanos())
     }
 }
 

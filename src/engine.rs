@@ -1,134 +1,270 @@
-//! The decision engine: the same calls decide for the live proxy and for the offline replay, so a what-if run
-//! judges exactly the code that will serve.
+//! The decision engine: one [`decide`] for the live proxy and the offline replay alike, so a what-if run judges
+//! exactly the sequence that serves.
+//!
+//! ```text
+//! address      client address → its key (and the session header's); facts the address phase needs (geo);
+//!              the address-phase defenses: one store round trip, then each decides       → may answer here
+//! body         read (bounded) only when the route reads one and nothing answered yet       → 413 / 400 / forward
+//! credentials  account normalised and keyed, password keyed (never kept)
+//! facts        breach lookups, known source (read in the same round trip as the phase's state)
+//! defenses     the credential-phase defenses: one round trip, then each decides             → may answer here
+//! ```
+//!
+//! The upstream's answer comes back through [`observe`]: the defenses name their writes, the store applies them.
 
+use std::future::Future;
 use std::net::IpAddr;
 
+use bytes::Bytes;
+
+use crate::attempt::{normalise_account, Attempt, Credentials, IpKey, Subject};
+use crate::body::{self, BodyProblem};
 use crate::config::{BadBody, CompileEnv, Route, RouteKind};
-use crate::proxy::body::{self, BodyError};
-use crate::defense::pipeline::{self, Phase};
-use crate::defense::{normalise_account, AccountHasher, Credentials, Decision, Outcome, Subject};
+use crate::defense::pipeline::{self, Batch};
+use crate::defense::{known_sources, Decision, Effects, Outcome, Phase, Verdict};
+use crate::keys::pair_id;
+use crate::store::{KeyKind, Read, Replies, Reply, StateKey, Store, StoreError, Write};
 
-/// Start deciding on a request to `route` from `ip`: runs the defenses that need no body. The returned decision
-/// has a verdict when an enforced block already ended it.
-///
-/// `session` is the value of the route's session header (e.g. `Authorization`), for session-keyed limits.
-pub fn check_address(
-    route: &Route,
-    env: &CompileEnv,
-    ip: IpAddr,
-    session: Option<&[u8]>,
-    now: u64,
-) -> (Subject, Decision) {
-    let mut subject = Subject::new(ip, route.ipv6_prefix);
-    if route.session_header.is_some() {
-        subject.session_key = session.map(|value| env.session_hasher.hash_one(value));
-    }
-    if let Some(geo) = &env.geo {
-        subject.geo = geo.load().lookup(ip);
-    }
-    let mut decision = Decision::default();
-    pipeline::run(&route.slots, Phase::BeforeBody, &subject, &Credentials::default(), now, &mut decision);
-    (subject, decision)
+/// A request as the engine sees it: the client connection (proxy) or a scenario's event (offline replay).
+pub trait Request {
+    type Error;
+    /// The client address, already resolved through trusted proxies.
+    fn ip(&self) -> IpAddr;
+    fn headers(&self) -> &http::HeaderMap;
+    /// Read the whole body, refusing more than `limit` bytes.
+    fn read_body(&mut self, limit: usize) -> impl Future<Output = Result<BodyRead, Self::Error>> + Send;
 }
 
-/// Continue with what the body carried: hashes the account into the subject and runs the remaining defenses.
-#[allow(clippy::too_many_arguments)]
-pub fn check_credentials(
-    route: &Route,
-    env: &CompileEnv,
-    hasher: &AccountHasher,
-    subject: &mut Subject,
-    account: Option<&str>,
-    password: Option<&[u8]>,
-    target: Option<&str>,
-    now: u64,
-    decision: &mut Decision,
-) {
-    let account = account.map(normalise_account);
-    subject.account = account.as_deref().map(|a| hasher.key(a));
-    subject.password_key = password.map(|p| hasher.password_key(p));
-    if route.checks_breach {
-        if let (Some(filter), Some(password)) = (&env.breached_passwords, password) {
-            subject.breach.password = filter.load().contains_password_any_case(password);
-        }
-        if let (Some(filter), Some(password), Some(account)) = (&env.leaked_pairs, password, account.as_deref()) {
-            subject.breach.pair = filter.load().contains_pair(account, password);
-        }
-    }
-    let credentials = Credentials {
-        account: account.as_deref(),
-        password,
-        target,
-    };
-    pipeline::run(&route.slots, Phase::AfterBody, subject, &credentials, now, decision);
-}
-
-/// What became of a protected request's body.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BodyGate {
-    /// Credentials were read and the account defenses ran (the decision may now hold a block).
-    Checked,
-    /// The body was unusable and the route forwards such requests unchecked.
-    Forward,
-    /// The body was unusable and the route refuses it: answer 400 with this message.
-    Reject(&'static str),
-    /// Larger than the route accepts: answer 413.
+/// A protected request's body, as far as the engine is concerned.
+pub enum BodyRead {
+    Read(Bytes),
+    /// Larger than the limit it was read with (and not read to its end).
     TooLarge,
 }
 
-/// Read the credentials out of a body (already read, bounded) and run the account defenses on them.
-#[allow(clippy::too_many_arguments)]
-pub fn check_body(
-    route: &Route,
-    env: &CompileEnv,
-    hasher: &AccountHasher,
-    content_type: Option<&[u8]>,
-    bytes: &[u8],
-    subject: &mut Subject,
-    now: u64,
-    decision: &mut Decision,
-) -> BodyGate {
-    if bytes.len() > route.max_body_bytes {
-        return BodyGate::TooLarge;
+/// A request held in memory (offline replay, tests, benchmarks).
+pub struct InMemory {
+    pub ip: IpAddr,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Request for InMemory {
+    type Error = std::convert::Infallible;
+    fn ip(&self) -> IpAddr {
+        self.ip
     }
-    let extracted = body::body_type(content_type, bytes)
-        .and_then(|kind| body::extract(kind, bytes, route.wanted_fields()));
-    let problem = match &extracted {
-        Ok(fields) if fields.account().is_some() || route.account_field.is_none() => None,
-        Ok(_) => Some("The request has no account field."),
-        Err(BodyError::UnsupportedType) => Some("The body must be JSON or a URL-encoded form."),
-        Err(BodyError::Malformed(_)) => Some("The body could not be parsed."),
-        Err(BodyError::Ambiguous("target")) => Some("The reset must name one address."),
-        Err(BodyError::Ambiguous(_)) => Some("A credential field must be a single string."),
-    };
-    match (problem, route.on_bad_body, extracted) {
-        (None, _, Ok(fields)) => {
-            check_credentials(
-                route,
-                env,
-                hasher,
-                subject,
-                fields.account(),
-                fields.password().map(str::as_bytes),
-                fields.target(),
-                now,
-                decision,
-            );
-            BodyGate::Checked
-        }
-        (_, BadBody::Forward, _) => BodyGate::Forward,
-        (problem, BadBody::Reject, _) => BodyGate::Reject(problem.unwrap_or("The body could not be parsed.")),
+    fn headers(&self) -> &http::HeaderMap {
+        &self.headers
+    }
+    async fn read_body(&mut self, limit: usize) -> Result<BodyRead, Self::Error> {
+        Ok(if self.body.len() > limit { BodyRead::TooLarge } else { BodyRead::Read(self.body.clone()) })
     }
 }
 
-/// Feed the upstream's answer back into the route's defenses.
-pub fn observe(route: &Route, env: &CompileEnv, subject: &Subject, status: u16, now: u64) -> Outcome {
+/// The engine's verdict on a request, with what it keeps for the upstream's answer.
+pub struct Judged {
+    pub subject: Subject,
+    pub decision: Decision,
+    /// The body was read (so an answer need not drain it).
+    pub body_read: bool,
+    /// Headers for the upstream request (tags) — see also [`observe`] for the response's.
+    pub effects: Effects,
+}
+
+impl Judged {
+    pub fn verdict(&self) -> Verdict {
+        self.decision.verdict()
+    }
+}
+
+/// Who is asking, from the address alone.
+fn address_subject<R: Request>(route: &Route, env: &CompileEnv, request: &R) -> Subject {
+    let ip = request.ip();
+    let ip_key = IpKey::new(ip, route.ipv6_prefix);
+    let session = route
+        .needs
+        .session_header
+        .as_ref()
+        .and_then(|name| request.headers().get(name))
+        .map(|value| env.keys.key(KeyKind::Session, value.as_bytes()));
+    Subject {
+        ip,
+        ip_key,
+        address: env.keys.key(KeyKind::Address, &ip_key.0.to_le_bytes()),
+        account: None,
+        account_address: None,
+        password: None,
+        session,
+        facts: Default::default(),
+    }
+}
+
+/// Serve a phase's reads. A failing store never fails the request: its reads answer as if nothing were stored
+/// (fail open to what the local defenses decide), and the fallback is counted.
+async fn read_phase(store: &dyn Store, batch: &mut Batch, now: u64) {
+    if batch.reads.is_empty() {
+        return;
+    }
+    let result = store.read(&batch.reads, now, &mut batch.replies).await;
+    if let Err(error) = result {
+        fallback(&batch.reads, &mut batch.replies, &error);
+    }
+}
+
+fn fallback(reads: &[Read], replies: &mut Replies, error: &StoreError) {
+    crate::telemetry::metrics::STORE_FALLBACKS.with_label_values(&[match error {
+        StoreError::Timeout => "timeout",
+        StoreError::Backend(_) => "error",
+    }])
+    .inc();
+    replies.clear();
+    replies.extend(reads.iter().map(|read| match read {
+        Read::Gcra { .. } => Reply::Admit,
+        Read::Penalty { .. } => Reply::Penalty(0),
+        Read::Contains { .. } => Reply::Contains(false),
+        Read::Last { .. } => Reply::Last(None),
+    }));
+}
+
+/// Decide on one request to `route`. Reads the body from `body` only when the route needs it and no address-phase
+/// defense answered first.
+pub async fn decide<R: Request>(route: &Route, env: &CompileEnv, request: &mut R, now: u64) -> Result<Judged, R::Error> {
+    let mut subject = address_subject(route, env, request);
+    if route.needs.facts.geo {
+        locate(env, &mut subject);
+    }
+    let mut decision = Decision::default();
+    let mut batch = Batch::default();
+    {
+        let attempt = Attempt { subject, credentials: Credentials::default(), headers: request.headers() };
+        batch.gather(&route.slots, Phase::Address, &attempt);
+        read_phase(env.store.as_ref(), &mut batch, now).await;
+        pipeline::judge(&route.slots, &batch, &attempt, now, &mut decision);
+    }
+    let mut judged = Judged { subject, decision, body_read: false, effects: Effects::default() };
+    if !judged.decision.open() || !route.reads_body() {
+        finish(&mut judged);
+        return Ok(judged);
+    }
+
+    let bytes = match request.read_body(route.max_body_bytes).await? {
+        BodyRead::Read(bytes) => {
+            judged.body_read = true;
+            bytes
+        }
+        BodyRead::TooLarge => {
+            judged.decision.answered = Some(Verdict::Invalid(BodyProblem::TooLarge));
+            return Ok(judged);
+        }
+    };
+    let headers = request.headers();
+    let content_type = headers.get(http::header::CONTENT_TYPE).map(|v| v.as_bytes());
+    let extracted =
+        body::body_type(content_type, &bytes).and_then(|kind| body::extract(kind, &bytes, route.wanted_fields()));
+    let fields = match extracted {
+        Ok(fields) if fields.account().is_some() || route.account_field.is_none() => fields,
+        refused => {
+            let problem = match &refused {
+                Ok(_) => BodyProblem::NoAccount,
+                Err(error) => BodyProblem::from_error(error),
+            };
+            if route.on_bad_body == BadBody::Reject {
+                judged.decision.answered = Some(Verdict::Invalid(problem));
+            }
+            finish(&mut judged);
+            return Ok(judged);
+        }
+    };
+
+    let account = fields.account().map(normalise_account);
+    let password = fields.password().map(str::as_bytes);
+    let subject = &mut judged.subject;
+    if let Some(account) = account.as_deref() {
+        let key = env.keys.key(KeyKind::Account, account.as_bytes());
+        subject.account = Some(key);
+        subject.account_address =
+            Some(StateKey { kind: KeyKind::AccountAddress, id: pair_id(key.id, subject.address.id) });
+    }
+    if let (true, Some(password)) = (route.needs.fields.password, password) {
+        subject.password = Some(env.keys.key(KeyKind::Password, password));
+    }
+    let facts = route.needs.facts;
+    if let Some(password) = password {
+        if let (true, Some(filter)) = (facts.breached_password, &env.breached_passwords) {
+            subject.facts.breach.password = filter.load().contains_password_any_case(password);
+        }
+        if let (true, Some(filter), Some(account)) = (facts.leaked_pair, &env.leaked_pairs, account.as_deref()) {
+            subject.facts.breach.pair = filter.load().contains_pair(account, password);
+        }
+    }
+
+    let credentials = Credentials { account: account.as_deref(), password, target: fields.target() };
+    let mut attempt = Attempt { subject: judged.subject, credentials, headers };
+    batch.clear();
+    let known_source_read = if facts.known_source { known_sources::read(&attempt.subject) } else { None };
+    batch.reads.extend(known_source_read);
+    batch.gather(&route.slots, Phase::Credentials, &attempt);
+    read_phase(env.store.as_ref(), &mut batch, now).await;
+    if known_source_read.is_some() {
+        attempt.subject.facts.known_source = batch.replies.first() == Some(&Reply::Contains(true));
+    }
+    pipeline::judge(&route.slots, &batch, &attempt, now, &mut judged.decision);
+    judged.subject = attempt.subject;
+    finish(&mut judged);
+    Ok(judged)
+}
+
+/// The tags for the app, once the decision is final.
+fn finish(judged: &mut Judged) {
+    if !judged.decision.verdict().forwards() || judged.decision.tags().next().is_none() {
+        return;
+    }
+    let mut signals = String::new();
+    for tag in judged.decision.tags() {
+        if !signals.is_empty() {
+            signals.push(',');
+        }
+        signals.push_str(tag.defense);
+    }
+    judged.effects.upstream.push(("x-stuffgate-signals", signals));
+    let own: Vec<_> = judged.decision.tags().filter_map(|tag| tag.header.clone()).collect();
+    judged.effects.upstream.extend(own);
+}
+
+/// Locate the subject's address, once.
+pub fn locate(env: &CompileEnv, subject: &mut Subject) {
+    if let Some(geo) = &env.geo {
+        subject.facts.geo = geo.load().lookup(subject.ip);
+    }
+}
+
+/// Feed the upstream's answer back: the defenses' writes go to the store; returns the outcome and the headers the
+/// client's response gets.
+pub fn observe(route: &Route, env: &CompileEnv, subject: &Subject, status: u16, now: u64) -> (Outcome, Effects) {
     let outcome = route.outcome_of(status);
+    let mut writes: Vec<Write> = Vec::new();
+    let mut effects = Effects::default();
     for slot in &route.slots {
-        slot.defense.observe(subject, outcome, now);
+        slot.defense.record(subject, outcome, &mut writes);
+        slot.defense.on_answer(subject, outcome, &mut effects);
     }
-    if let (Outcome::Success, RouteKind::Login, Some(account)) = (outcome, route.kind, subject.account) {
-        env.known_sources.record_success(account, subject.ip_key, now);
+    if let (Outcome::Success, RouteKind::Login) = (outcome, route.kind) {
+        writes.extend(known_sources::record_success(subject));
     }
-    outcome
+    if !writes.is_empty() {
+        env.store.write(&writes, now);
+    }
+    (outcome, effects)
+}
+
+/// Poll a decision that cannot wait: the offline replay and benchmarks run on the local store, which answers at
+/// once, and on in-memory bodies.
+pub fn decide_now<R: Request>(route: &Route, env: &CompileEnv, request: &mut R, now: u64) -> Result<Judged, R::Error> {
+    let future = std::pin::pin!(decide(route, env, request, now));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.poll(&mut cx) {
+        std::task::Poll::Ready(result) => result,
+        std::task::Poll::Pending => unreachable!("decide_now is used with the local store and in-memory bodies only"),
+    }
 }

@@ -14,6 +14,9 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;
+pub mod answer;
+pub mod attempt;
+pub mod body;
 pub mod breach;
 pub mod clock;
 pub mod config;
@@ -21,6 +24,7 @@ pub mod defense;
 pub mod demo_api;
 pub mod engine;
 pub mod geoip;
+pub mod keys;
 pub mod proxy;
 pub mod reload;
 pub mod replay;

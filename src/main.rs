@@ -145,7 +145,7 @@ fn start(config: GatewayConfig) -> ExitCode {
     if config.hash_secret.is_none() {
         tracing::warn!("no privacy.hash_key_env set: account hashes in logs change at every restart");
     }
-    let state = match stuffgate::server::build_state(&config, Clock::monotonic()) {
+    let state = match stuffgate::server::build_state(&config, Clock::system()) {
         Ok(state) => state,
         Err(error) => {
             eprintln!("stuffgate: {error}");
@@ -176,7 +176,7 @@ fn check(files: &[PathBuf]) -> ExitCode {
 fn check_one(file: &Path) -> Result<String, config::ConfigError> {
     let source = std::fs::read_to_string(file)
         .map_err(|e| config::ConfigError::new(file, None, None, format!("cannot read the file: {e}")))?;
-    let mut env = CompileEnv::new(Clock::monotonic(), 1024);
+    let mut env = CompileEnv::new(Clock::system(), 1024);
     match config::sniff_kind(&source) {
         FileKind::Gateway => {
             let gateway = config::load_gateway(file)?;

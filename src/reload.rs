@@ -91,19 +91,12 @@ impl PolicyHandle {
         Some(self.reload())
     }
 
-    /// Prune every defense's state and publish the tracked-key gauges.
+    /// Prune the state store and publish the tracked-key gauges.
     pub fn maintain(&self) {
         let now = self.env.clock.now_nanos();
-        let policy = self.current.load();
-        for (route, slot) in policy.slots() {
-            slot.defense.prune(now);
-            metrics::TRACKED_KEYS
-                .with_label_values(&[route.name.as_str(), slot.defense.name()])
-                .set(slot.defense.tracked_keys() as i64);
+        self.env.store.prune(now);
+        for (kind, records) in self.env.store.tracked_keys() {
+            metrics::TRACKED_KEYS.with_label_values(&[kind.as_str()]).set(records as i64);
         }
-        self.env.known_sources.prune(now);
-        metrics::TRACKED_KEYS
-            .with_label_values(&["*", "known_sources"])
-            .set(self.env.known_sources.len() as i64);
     }
 }

@@ -15,7 +15,6 @@ use pingora::upstreams::peer::HttpPeer;
 use crate::admin::AdminApp;
 use crate::clock::Clock;
 use crate::config::{CompileEnv, ConfigError, GatewayConfig};
-use crate::defense::AccountHasher;
 use crate::proxy::{Gateway, GatewayState};
 use crate::reload::PolicyHandle;
 
@@ -38,6 +37,9 @@ pub fn build_state(config: &GatewayConfig, clock: Clock) -> Result<Arc<GatewaySt
         None => None,
     };
     let mut env = CompileEnv::new(clock, config.max_tracked_keys).with_geo(geo);
+    if let Some(secret) = &config.hash_secret {
+        env = env.with_secret(secret);
+    }
     env.open_breach_filters(config.password_filter.as_deref(), config.pair_filter.as_deref())?;
     let policy = Arc::new(PolicyHandle::load(config.policy_files.clone(), env)?);
     let upstream_address = config
@@ -56,14 +58,9 @@ pub fn build_state(config: &GatewayConfig, clock: Clock) -> Result<Arc<GatewaySt
     let mut upstream = HttpPeer::new(upstream_address, config.upstream.tls, config.upstream.sni.clone());
     upstream.options.connection_timeout = Some(Duration::from_secs(3));
     upstream.options.read_timeout = Some(Duration::from_secs(30));
-    let hasher = match &config.hash_secret {
-        Some(secret) => AccountHasher::from_secret(secret),
-        None => AccountHasher::random(),
-    };
     Ok(Arc::new(GatewayState {
         policy,
         trusted_proxies: config.trusted_proxies.clone(),
-        hasher,
         upstream,
     }))
 }

@@ -97,11 +97,11 @@ pub struct PolicyFile {
 #[serde(deny_unknown_fields)]
 pub struct DefaultsFile {
     /// "enforce" or "observe"; defenses without their own `mode` take this one.
-    pub mode: Option<String>,
+    pub mode: Option<Mode>,
     /// IPv6 clients are keyed by this prefix length (one subscriber usually holds a whole /64).
     pub ipv6_prefix: Option<u8>,
     /// What to do with a protected request whose body cannot be read: "reject" (400) or "forward".
-    pub on_bad_body: Option<String>,
+    pub on_bad_body: Option<BadBody>,
     /// Largest body read on a protected route; larger ones get 413. At most 65536 (pingora's replay buffer).
     pub max_body_bytes: Option<usize>,
 }
@@ -111,7 +111,7 @@ pub struct DefaultsFile {
 pub struct RouteFile {
     pub name: String,
     /// login | reset | signup | generic
-    pub kind: String,
+    pub kind: RouteKind,
     #[serde(default = "default_method")]
     pub method: String,
     /// Exact path, e.g. "/api/login".
@@ -122,7 +122,7 @@ pub struct RouteFile {
     pub body: BodyFile,
     #[serde(default)]
     pub outcome: OutcomeFile,
-    pub on_bad_body: Option<String>,
+    pub on_bad_body: Option<BadBody>,
     #[serde(default, rename = "defense")]
     pub defenses: Vec<Spanned<DefenseFile>>,
 }
@@ -151,82 +151,74 @@ pub struct OutcomeFile {
     pub failure: Option<Vec<u16>>,
 }
 
-/// One defense of a route. All parameters of all kinds live in one flat table; `compile.rs` checks that each kind
-/// gets the parameters it needs and none it would ignore.
-#[derive(Debug, Deserialize, Default, Clone, PartialEq)]
-#[serde(deny_unknown_fields)]
+/// One defense of a route: the settings every defense shares, and its own parameters, which its module
+/// deserializes into its own struct (unknown keys refused there, see `defense::registry`).
+#[derive(Debug, Deserialize, Clone, PartialEq)]
 pub struct DefenseFile {
     #[serde(rename = "type")]
     pub kind: String,
-    pub mode: Option<String>,
-    /// block | tag
-    pub action: Option<String>,
+    pub mode: Option<Mode>,
+    pub action: Option<ActionName>,
     pub status: Option<u16>,
-    // rate limits
-    pub limit: Option<u32>,
-    pub per: Option<String>,
-    pub burst: Option<u32>,
-    // failure counting and distinct accounts
-    pub key: Option<String>,
-    pub threshold: Option<u32>,
-    pub window: Option<String>,
-    pub penalty: Option<String>,
-    pub max_penalty: Option<String>,
-    pub count: Option<String>,
-    pub suspect_threshold: Option<u32>,
-    pub suspect_success_ratio: Option<f64>,
-    pub exempt_known_sources: Option<bool>,
-    // address lists
-    pub allow: Option<Vec<String>>,
-    pub deny: Option<Vec<String>>,
-    // geography
-    pub allow_countries: Option<Vec<String>>,
-    pub deny_countries: Option<Vec<String>>,
-    pub allow_asns: Option<Vec<u32>>,
-    pub deny_asns: Option<Vec<u32>>,
-    pub unknown_country: Option<String>,
-    pub private_addresses: Option<String>,
-    // e-mail domains
-    pub deny_domains: Option<Vec<String>>,
-    pub deny_domains_file: Option<String>,
-    pub deny_disposable: Option<bool>,
-    // session-keyed limits
-    pub header: Option<String>,
+    #[serde(flatten)]
+    pub params: toml::Table,
 }
 
-impl DefenseFile {
-    /// Names of the parameters this table sets, to refuse the ones its kind would silently ignore.
-    pub fn set_parameters(&self) -> Vec<&'static str> {
-        let mut set = Vec::new();
-        let mut note = |present: bool, name: &'static str| {
-            if present {
-                set.push(name)
-            }
-        };
-        note(self.limit.is_some(), "limit");
-        note(self.per.is_some(), "per");
-        note(self.burst.is_some(), "burst");
-        note(self.key.is_some(), "key");
-        note(self.threshold.is_some(), "threshold");
-        note(self.window.is_some(), "window");
-        note(self.penalty.is_some(), "penalty");
-        note(self.max_penalty.is_some(), "max_penalty");
-        note(self.count.is_some(), "count");
-        note(self.suspect_threshold.is_some(), "suspect_threshold");
-        note(self.suspect_success_ratio.is_some(), "suspect_success_ratio");
-        note(self.exempt_known_sources.is_some(), "exempt_known_sources");
-        note(self.allow.is_some(), "allow");
-        note(self.deny.is_some(), "deny");
-        note(self.allow_countries.is_some(), "allow_countries");
-        note(self.deny_countries.is_some(), "deny_countries");
-        note(self.allow_asns.is_some(), "allow_asns");
-        note(self.deny_asns.is_some(), "deny_asns");
-        note(self.unknown_country.is_some(), "unknown_country");
-        note(self.private_addresses.is_some(), "private_addresses");
-        note(self.deny_domains.is_some(), "deny_domains");
-        note(self.deny_domains_file.is_some(), "deny_domains_file");
-        note(self.deny_disposable.is_some(), "deny_disposable");
-        note(self.header.is_some(), "header");
-        set
+/// `mode`: whether findings act or are only logged and counted.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Enforce,
+    /// Decide, log and count, but forward anyway: how an operator starts in front of a live login API.
+    Observe,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Observe => "observe",
+        }
     }
+}
+
+/// `action`: what an enforced finding does.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionName {
+    Block,
+    Tag,
+    Challenge,
+}
+
+/// `kind` of a route.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteKind {
+    Login,
+    Reset,
+    Signup,
+    Generic,
+}
+
+impl RouteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Login => "login",
+            RouteKind::Reset => "reset",
+            RouteKind::Signup => "signup",
+            RouteKind::Generic => "generic",
+        }
+    }
+}
+
+/// `on_bad_body`: what to do with a protected request whose body cannot be read.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BadBody {
+    /// Answer 400 (the default): an unparsed login is never forwarded.
+    #[default]
+    Reject,
+    /// Forward without credentials-based checks (the address-based ones still ran).
+    Forward,
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 pub use compile::{compile_policies, CompileEnv};
 pub use gateway::{load_gateway, GatewayConfig, LogFormat, Upstream};
-pub use policy::{BadBody, FieldPath, PathMatch, Policy, Route, RouteKind};
+pub use policy::{BadBody, FieldPath, PathMatch, Policy, Route, RouteKind, RouteNeeds};
 
 /// A configuration problem, located.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,26 +4,8 @@ use std::path::PathBuf;
 
 use http::Method;
 
-use crate::defense::Slot;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RouteKind {
-    Login,
-    Reset,
-    Signup,
-    Generic,
-}
-
-impl RouteKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteKind::Login => "login",
-            RouteKind::Reset => "reset",
-            RouteKind::Signup => "signup",
-            RouteKind::Generic => "generic",
-        }
-    }
-}
+pub use super::file::{BadBody, RouteKind};
+use crate::defense::{FactNeeds, Fields, Slot};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PathMatch {
@@ -127,12 +109,13 @@ impl FieldPath {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BadBody {
-    /// Answer 400 (the default): an unparsed login is never forwarded.
-    Reject,
-    /// Forward without credentials-based checks (the address-based ones still ran).
-    Forward,
+/// What a route's defenses need together: the engine gathers exactly this per request.
+#[derive(Clone, Debug, Default)]
+pub struct RouteNeeds {
+    pub fields: Fields,
+    pub facts: FactNeeds,
+    /// The header session-keyed limits read (lower case), when the route has any.
+    pub session_header: Option<http::HeaderName>,
 }
 
 pub struct Route {
@@ -144,8 +127,7 @@ pub struct Route {
     pub password_field: Option<FieldPath>,
     /// Where a reset asks its link to be sent (7pay let callers choose).
     pub target_field: Option<FieldPath>,
-    /// The header session-keyed limits read (lower case), when the route has any.
-    pub session_header: Option<http::HeaderName>,
+    pub needs: RouteNeeds,
     pub success_status: Vec<u16>,
     pub failure_status: Vec<u16>,
     pub on_bad_body: BadBody,
@@ -153,8 +135,6 @@ pub struct Route {
     pub ipv6_prefix: u8,
     pub slots: Vec<Slot>,
     pub source: PathBuf,
-    /// Whether the engine must look the credentials up in the breach filters.
-    pub checks_breach: bool,
 }
 
 impl Route {
@@ -163,8 +143,8 @@ impl Route {
         self.account_field.is_some() || self.password_field.is_some() || self.target_field.is_some()
     }
 
-    pub fn wanted_fields(&self) -> crate::proxy::body::Wanted<'_> {
-        crate::proxy::body::Wanted::new(
+    pub fn wanted_fields(&self) -> crate::body::Wanted<'_> {
+        crate::body::Wanted::new(
             self.account_field.as_ref(),
             self.password_field.as_ref(),
             self.target_field.as_ref(),

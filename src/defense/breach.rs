@@ -1,7 +1,7 @@
 //! Breached passwords and leaked credential pairs.
 //!
 //! The engine looks the submitted password (SHA-1, as Have I Been Pwned publishes it) and the account+password pair
-//! up once per request on routes that use these defenses, and records the answer in `subject.breach`:
+//! up once per request on routes whose defenses ask for it, and records the answer in the attempt's facts:
 //!
 //! * `breached_password` — the password is in a breach corpus. Real users reuse breached passwords too, so on login
 //!   the default is to tag (`X-Stuffgate-Breached: password`) and let the app force a reset; on sign-up and on a
@@ -16,16 +16,29 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-use super::{Credentials, Defense, Finding, Outcome, Subject};
-use crate::breach::{BreachFilter, FilterKind};
-use crate::store::{BoundedMap, CountWithPenalty, Escalation};
+use serde::Deserialize;
 
-/// What the breach filters said about one request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BreachSignal {
-    pub password: bool,
-    pub pair: bool,
-}
+use super::failures::strike_memory;
+use super::registry::{self, block, error, BuildContext, BuildError, DefaultAction, DefenseSpec, Span};
+use super::{Defense, FactNeeds, Fields, Finding, Message, Needs, Outcome, Phase};
+use crate::attempt::{Attempt, Subject};
+use crate::breach::{BreachFilter, FilterKind};
+use crate::config::RouteKind;
+use crate::store::{CellId, Escalation, Read, Reads, Reply, Write};
+
+pub const BREACHED_PASSWORD: DefenseSpec = DefenseSpec {
+    name: "breached_password",
+    build: build_password_match,
+    // Real users reuse breached passwords: on login tag it and let the app force a reset; where a new password is
+    // being chosen (sign-up, reset) refuse it.
+    default_action: |kind| match kind {
+        RouteKind::Login | RouteKind::Generic => DefaultAction::Tag,
+        RouteKind::Reset | RouteKind::Signup => DefaultAction::Block,
+    },
+};
+pub const LEAKED_PAIR: DefenseSpec =
+    DefenseSpec { name: "leaked_pair", build: build_pair_match, default_action: |_| DefaultAction::Tag };
+pub const BREACHED_SOURCE: DefenseSpec = DefenseSpec { name: "breached_source", build: build_source, default_action: block };
 
 /// A filter file that can be replaced while requests read it.
 pub struct SharedFilter {
@@ -104,6 +117,36 @@ pub struct BreachMatch {
     pub kind: FilterKind,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
+fn missing_filter(cx: &BuildContext<'_>, name: &str, setting: &str) -> Result<(), BuildError> {
+    let filter = if setting == "pair_filter" { &cx.env.leaked_pairs } else { &cx.env.breached_passwords };
+    if filter.is_none() && cx.env.require_data {
+        return Err(error(
+            "type",
+            format!(
+                "`{name}` needs a filter: add `[breach] {setting} = \"...\"` to the gateway file (the shipped \
+                 policies/data/common-passwords.bloom, or one built with `stuffgate breach build`)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn build_password_match(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>, BuildError> {
+    let NoParams {} = registry::params(table)?;
+    missing_filter(cx, "breached_password", "password_filter")?;
+    Ok(Arc::new(BreachMatch { kind: FilterKind::Password }))
+}
+
+fn build_pair_match(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>, BuildError> {
+    let NoParams {} = registry::params(table)?;
+    missing_filter(cx, "leaked_pair", "pair_filter")?;
+    Ok(Arc::new(BreachMatch { kind: FilterKind::Pair }))
+}
+
 impl Defense for BreachMatch {
     fn name(&self) -> &'static str {
         match self.kind {
@@ -112,23 +155,24 @@ impl Defense for BreachMatch {
         }
     }
 
-    fn needs_credentials(&self) -> bool {
-        true
+    fn needs(&self) -> Needs {
+        let pair = self.kind == FilterKind::Pair;
+        Needs {
+            phase: Some(Phase::Credentials),
+            fields: Fields { account: pair, password: true, target: false },
+            facts: FactNeeds { breached_password: !pair, leaked_pair: pair, ..FactNeeds::default() },
+            session_header: None,
+        }
     }
 
-    fn check(&self, subject: &Subject, _credentials: &Credentials<'_>, _now: u64) -> Finding {
-        let hit = match self.kind {
-            FilterKind::Password => subject.breach.password,
-            FilterKind::Pair => subject.breach.pair,
+    fn decide(&self, attempt: &Attempt<'_>, _replies: &[Reply], _now: u64) -> Finding {
+        let breach = attempt.subject.facts.breach;
+        let (hit, reason) = match self.kind {
+            FilterKind::Password => (breach.password, "password_in_breach_corpus"),
+            FilterKind::Pair => (breach.pair, "credential_pair_leaked"),
         };
         if hit {
-            Finding::Hit {
-                reason: match self.kind {
-                    FilterKind::Password => "password_in_breach_corpus",
-                    FilterKind::Pair => "credential_pair_leaked",
-                },
-                retry_after: None,
-            }
+            Finding::Hit { reason, retry_after: None }
         } else {
             Finding::Clear
         }
@@ -138,7 +182,7 @@ impl Defense for BreachMatch {
         Some("x-stuffgate-breached")
     }
 
-    fn explain(&self, _subject: &Subject, _now: u64) -> Option<String> {
+    fn explain(&self, _attempt: &Attempt<'_>, _replies: &[Reply]) -> Option<String> {
         Some(self.kind.to_string())
     }
 
@@ -148,28 +192,53 @@ impl Defense for BreachMatch {
             FilterKind::Pair => 403,
         }
     }
+
+    fn message(&self) -> Option<Message> {
+        (self.kind == FilterKind::Password).then_some(Message {
+            error: "breached_password",
+            text: "This password appears in known data breaches. Please choose another.",
+        })
+    }
 }
 
 /// `breached_source`: attempts with breached passwords per address; many of them is a list being replayed.
 pub struct BreachedSource {
+    cell: CellId,
     rule: Escalation,
-    map: BoundedMap<u128, CountWithPenalty>,
 }
 
-impl BreachedSource {
-    pub fn new(threshold: u32, window: Duration, penalty: Duration, max_penalty: Duration, max_keys: usize) -> Self {
-        let nanos = |d: Duration| d.as_nanos() as u64;
-        BreachedSource {
-            rule: Escalation {
-                threshold,
-                window: nanos(window),
-                penalty: nanos(penalty),
-                max_penalty: nanos(max_penalty),
-                memory: nanos(max_penalty.max(Duration::from_secs(86_400))),
-            },
-            map: BoundedMap::new(max_keys),
-        }
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceParams {
+    threshold: u32,
+    window: Span,
+    penalty: Option<Span>,
+    max_penalty: Option<Span>,
+}
+
+fn build_source(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>, BuildError> {
+    let p: SourceParams = registry::params(table)?;
+    if cx.env.breached_passwords.is_none() && cx.env.require_data {
+        return Err(error(
+            "type",
+            "`breached_source` needs a password filter: add `[breach] password_filter = \"...\"` to the gateway file",
+        ));
     }
+    let penalty = p.penalty.unwrap_or(Span(Duration::from_secs(900)));
+    let max_penalty = p.max_penalty.unwrap_or(Span(Duration::from_secs(6 * 3600)));
+    if max_penalty.0 < penalty.0 {
+        return Err(error("max_penalty", "must not be shorter than `penalty`"));
+    }
+    Ok(Arc::new(BreachedSource {
+        cell: cx.cell,
+        rule: Escalation {
+            threshold: registry::positive("threshold", p.threshold)?,
+            window: p.window.nanos(),
+            penalty: penalty.nanos(),
+            max_penalty: max_penalty.nanos(),
+            memory: strike_memory(max_penalty.0),
+        },
+    }))
 }
 
 impl Defense for BreachedSource {
@@ -177,77 +246,75 @@ impl Defense for BreachedSource {
         "breached_source"
     }
 
-    fn needs_credentials(&self) -> bool {
-        false
+    /// Blocks on the address alone; learns from the password lookup of the attempts it lets through.
+    fn needs(&self) -> Needs {
+        Needs {
+            phase: Some(Phase::Address),
+            fields: Fields { password: true, ..Fields::default() },
+            facts: FactNeeds { breached_password: true, ..FactNeeds::default() },
+            session_header: None,
+        }
     }
 
-    fn check(&self, subject: &Subject, _credentials: &Credentials<'_>, now: u64) -> Finding {
-        let remaining = self.map.read(&subject.ip_key.0, now, |s| s.penalty.remaining(now)).unwrap_or(0);
-        Finding::penalty("breached_passwords_from_source", remaining)
+    fn reads(&self, attempt: &Attempt<'_>, out: &mut Reads) {
+        out.push(Read::Penalty { key: attempt.subject.address, cell: self.cell });
+    }
+
+    fn decide(&self, _attempt: &Attempt<'_>, replies: &[Reply], _now: u64) -> Finding {
+        match replies.first() {
+            Some(&Reply::Penalty(remaining)) => Finding::penalty("breached_passwords_from_source", remaining),
+            _ => Finding::Clear,
+        }
     }
 
     /// Counted once the attempt was forwarded (whatever the outcome): a breached password that *works* is the
     /// worst case, not an excuse.
-    fn observe(&self, subject: &Subject, _outcome: Outcome, now: u64) {
-        if !subject.breach.password {
-            return;
+    fn record(&self, subject: &Subject, _outcome: Outcome, out: &mut Vec<Write>) {
+        if subject.facts.breach.password {
+            out.push(Write::Count { key: subject.address, cell: self.cell, rule: self.rule });
         }
-        let (rule, keep_for) = (self.rule, self.rule.window.max(self.rule.memory));
-        self.map.update(
-            subject.ip_key.0,
-            now,
-            || CountWithPenalty {
-                keep_for,
-                ..CountWithPenalty::default()
-            },
-            |state| state.record(now, &rule),
-        );
-    }
-
-    fn prune(&self, now: u64) {
-        self.map.prune(now);
-    }
-
-    fn tracked_keys(&self) -> usize {
-        self.map.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
-    use std::net::IpAddr;
+    use crate::defense::testing::Harness;
 
-    fn with_breached(password: bool, ip: &str) -> Subject {
-        let mut s = Subject::new(ip.parse::<IpAddr>().unwrap(), 64);
-        s.breach.password = password;
-        s
-    }
+    const S: u64 = 1_000_000_000;
 
     #[test]
     fn many_breached_passwords_from_one_address_block_it() {
-        let clock = Clock::manual();
-        let d = BreachedSource::new(3, Duration::from_secs(600), Duration::from_secs(60), Duration::from_secs(600), 1000);
-        let creds = Credentials::default();
-        d.observe(&with_breached(false, "198.51.100.1"), Outcome::Failure, clock.now_nanos());
+        let h = Harness::new();
+        let d = BreachedSource {
+            cell: 4,
+            rule: Escalation { threshold: 3, window: 600 * S, penalty: 60 * S, max_penalty: 600 * S, memory: 86_400 * S },
+        };
+        let with_breached = |password: bool, ip: &str| {
+            let mut s = h.subject(ip, None);
+            s.facts.breach.password = password;
+            s
+        };
+        h.observe(&d, &with_breached(false, "198.51.100.1"), Outcome::Failure);
         for _ in 0..2 {
-            d.observe(&with_breached(true, "198.51.100.1"), Outcome::Failure, clock.now_nanos());
+            h.observe(&d, &with_breached(true, "198.51.100.1"), Outcome::Failure);
         }
-        assert_eq!(d.check(&with_breached(false, "198.51.100.1"), &creds, clock.now_nanos()), Finding::Clear);
-        d.observe(&with_breached(true, "198.51.100.1"), Outcome::Success, clock.now_nanos());
-        assert!(matches!(d.check(&with_breached(false, "198.51.100.1"), &creds, clock.now_nanos()), Finding::Hit { .. }));
-        assert_eq!(d.check(&with_breached(true, "198.51.100.2"), &creds, clock.now_nanos()), Finding::Clear);
+        assert_eq!(h.check(&d, &with_breached(false, "198.51.100.1")), Finding::Clear);
+        h.observe(&d, &with_breached(true, "198.51.100.1"), Outcome::Success);
+        assert!(matches!(h.check(&d, &with_breached(false, "198.51.100.1")), Finding::Hit { .. }));
+        assert_eq!(h.check(&d, &with_breached(true, "198.51.100.2")), Finding::Clear);
     }
 
     #[test]
     fn a_match_reads_the_engine_signal_and_explains_itself() {
+        let h = Harness::new();
         let d = BreachMatch { kind: FilterKind::Pair };
-        let mut s = with_breached(true, "198.51.100.1");
-        assert_eq!(d.check(&s, &Credentials::default(), 0), Finding::Clear, "a breached password is not a leaked pair");
-        s.breach.pair = true;
-        assert!(matches!(d.check(&s, &Credentials::default(), 0), Finding::Hit { .. }));
-        assert_eq!(d.explain(&s, 0).as_deref(), Some("pair"));
+        let mut s = h.subject("198.51.100.1", Some("a"));
+        s.facts.breach.password = true;
+        assert_eq!(h.check(&d, &s), Finding::Clear, "a breached password is not a leaked pair");
+        s.facts.breach.pair = true;
+        assert!(matches!(h.check(&d, &s), Finding::Hit { .. }));
+        assert_eq!(h.explain(&d, &s).as_deref(), Some("pair"));
     }
 
     #[test]

@@ -14,13 +14,24 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::known_sources::KnownSources;
-use super::{Credentials, Defense, Finding, Outcome, Subject};
-use crate::store::{BoundedMap, Expiring, Penalty};
+use serde::Deserialize;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+use super::failures::strike_memory;
+use super::registry::{self, block, error, BuildContext, BuildError, DefenseSpec, Span};
+use super::{Defense, FactNeeds, Fields, Finding, Needs, Outcome, Phase};
+use crate::attempt::{print32, Attempt, Subject};
+use crate::store::{CellId, DistinctRule, Read, Reads, Reply, StateKey, Write};
+
+pub const DISTINCT_ACCOUNTS: DefenseSpec =
+    DefenseSpec { name: "distinct_accounts", build: build_per_address, default_action: block };
+pub const PASSWORD_SPRAY: DefenseSpec =
+    DefenseSpec { name: "password_spray", build: build_per_password, default_action: block };
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DistinctCount {
-    /// Accounts whose latest outcome from this address failed.
+    /// Accounts whose latest outcome from this key failed.
+    #[default]
     Failed,
     /// Every account tried, whatever the outcome.
     Attempted,
@@ -33,78 +44,80 @@ pub enum DistinctKey {
     Password,
 }
 
-#[derive(Clone, Copy)]
-struct Seen {
-    account_print: u32,
-    at: u64,
-    failed: bool,
-}
-
-struct AddressAccounts {
-    seen: Vec<Seen>,
-    penalty: Penalty,
-    last_seen: u64,
-    keep_for: u64,
-}
-
-impl Expiring for AddressAccounts {
-    fn is_expired(&self, now: u64) -> bool {
-        now >= self.last_seen + self.keep_for && !self.penalty.is_blocked(now)
-    }
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    threshold: u32,
+    window: Span,
+    penalty: Option<Span>,
+    max_penalty: Option<Span>,
+    #[serde(default)]
+    count: DistinctCount,
+    suspect_threshold: Option<u32>,
+    suspect_success_ratio: Option<f32>,
 }
 
 pub struct DistinctAccounts {
     key: DistinctKey,
-    /// Password-keyed blocks spare the account's known sources: a sprayed password that is some real user's own
-    /// must not lock that user out at home.
-    known_sources: Option<Arc<KnownSources>>,
+    cell: CellId,
     count: DistinctCount,
-    threshold: u32,
-    /// Block at this many failed accounts already, when the share of accounts that got in is at most the ratio.
-    suspect: Option<(u32, f64)>,
-    window: u64,
-    penalty: u64,
-    max_penalty: u64,
-    memory: u64,
-    per_address_cap: usize,
-    map: BoundedMap<u128, AddressAccounts>,
+    rule: DistinctRule,
 }
 
-pub struct DistinctAccountsSettings {
-    pub key: DistinctKey,
-    pub count: DistinctCount,
-    pub threshold: u32,
-    pub suspect: Option<(u32, f64)>,
-    pub window: Duration,
-    pub penalty: Duration,
-    pub max_penalty: Duration,
-    pub max_keys: usize,
+fn build_per_address(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>, BuildError> {
+    build(DistinctKey::Ip, table, cx)
 }
 
-impl DistinctAccounts {
-    pub fn new(settings: DistinctAccountsSettings, known_sources: Option<Arc<KnownSources>>) -> DistinctAccounts {
-        let nanos = |d: Duration| d.as_nanos() as u64;
-        DistinctAccounts {
-            key: settings.key,
-            known_sources,
-            count: settings.count,
-            threshold: settings.threshold,
-            suspect: settings.suspect,
-            window: nanos(settings.window),
-            penalty: nanos(settings.penalty),
-            max_penalty: nanos(settings.max_penalty),
-            memory: nanos(settings.max_penalty.max(Duration::from_secs(86_400))),
-            per_address_cap: (settings.threshold as usize * 2).clamp(16, 1024),
-            map: BoundedMap::new(settings.max_keys),
+fn build_per_password(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>, BuildError> {
+    build(DistinctKey::Password, table, cx)
+}
+
+fn build(key: DistinctKey, table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>, BuildError> {
+    let p: Params = registry::params(table)?;
+    let threshold = registry::positive("threshold", p.threshold)?;
+    let suspect = match (p.suspect_threshold, p.suspect_success_ratio) {
+        (None, None) => None,
+        (Some(early), Some(ratio)) => {
+            if early == 0 || early > threshold {
+                return Err(error("suspect_threshold", format!("must be between 1 and `threshold` ({threshold})")));
+            }
+            if !(0.0..1.0).contains(&ratio) {
+                return Err(error("suspect_success_ratio", "must be at least 0 and below 1"));
+            }
+            Some((early, ratio))
         }
+        (Some(_), None) => return Err(error("suspect_success_ratio", "goes with `suspect_threshold`")),
+        (None, Some(_)) => return Err(error("suspect_threshold", "goes with `suspect_success_ratio`")),
+    };
+    let penalty = p.penalty.unwrap_or(Span(Duration::from_secs(900)));
+    let max_penalty = p.max_penalty.unwrap_or(Span(Duration::from_secs(6 * 3600)));
+    if max_penalty.0 < penalty.0 {
+        return Err(error("max_penalty", "must not be shorter than `penalty`"));
     }
+    if p.window.0 < Duration::from_secs(1) {
+        return Err(error("window", "must be at least 1s (accounts are timed per second)"));
+    }
+    Ok(Arc::new(DistinctAccounts {
+        key,
+        cell: cx.cell,
+        count: p.count,
+        rule: DistinctRule {
+            threshold,
+            suspect,
+            window: p.window.nanos(),
+            penalty: penalty.nanos(),
+            max_penalty: max_penalty.nanos(),
+            memory: strike_memory(max_penalty.0),
+            cap: (threshold * 2).clamp(16, 1024) as u16,
+        },
+    }))
 }
 
 impl DistinctAccounts {
-    fn key_of(&self, subject: &Subject) -> Option<u128> {
+    fn key_of(&self, subject: &Subject) -> Option<StateKey> {
         match self.key {
-            DistinctKey::Ip => Some(subject.ip_key.0),
-            DistinctKey::Password => subject.password_key.map(u128::from),
+            DistinctKey::Ip => Some(subject.address),
+            DistinctKey::Password => subject.password,
         }
     }
 }
@@ -117,17 +130,30 @@ impl Defense for DistinctAccounts {
         }
     }
 
-    /// Per address, the block needs only the address (accounts are learned in `observe`); per password, the body.
-    fn needs_credentials(&self) -> bool {
-        self.key == DistinctKey::Password
+    /// Per address, the block needs only the address (accounts are learned from answers); per password, the body.
+    /// Password-keyed blocks spare the account's known sources: a sprayed password that is some real user's own
+    /// must not lock that user out at home.
+    fn needs(&self) -> Needs {
+        let by_password = self.key == DistinctKey::Password;
+        Needs {
+            phase: Some(if by_password { Phase::Credentials } else { Phase::Address }),
+            fields: Fields { account: true, password: by_password, target: false },
+            facts: FactNeeds { known_source: by_password, ..FactNeeds::default() },
+            session_header: None,
+        }
     }
 
-    fn check(&self, subject: &Subject, _credentials: &Credentials<'_>, now: u64) -> Finding {
-        let Some(key) = self.key_of(subject) else {
+    fn reads(&self, attempt: &Attempt<'_>, out: &mut Reads) {
+        if let Some(key) = self.key_of(&attempt.subject) {
+            out.push(Read::Penalty { key, cell: self.cell });
+        }
+    }
+
+    fn decide(&self, attempt: &Attempt<'_>, replies: &[Reply], _now: u64) -> Finding {
+        let Some(&Reply::Penalty(remaining)) = replies.first() else {
             return Finding::Clear;
         };
-        let remaining = self.map.read(&key, now, |state| state.penalty.remaining(now)).unwrap_or(0);
-        if remaining > 0 && KnownSources::spares(self.known_sources.as_deref(), subject, now) {
+        if remaining > 0 && self.key == DistinctKey::Password && attempt.subject.facts.known_source {
             return Finding::Clear;
         }
         let reason = match self.key {
@@ -137,7 +163,7 @@ impl Defense for DistinctAccounts {
         Finding::penalty(reason, remaining)
     }
 
-    fn observe(&self, subject: &Subject, outcome: Outcome, now: u64) {
+    fn record(&self, subject: &Subject, outcome: Outcome, out: &mut Vec<Write>) {
         let (Some(account), Some(key)) = (subject.account, self.key_of(subject)) else {
             return;
         };
@@ -146,209 +172,126 @@ impl Defense for DistinctAccounts {
             (DistinctCount::Failed, Outcome::Failure | Outcome::Success) => true,
             (DistinctCount::Failed, Outcome::Other) => false,
         };
-        if !counts {
-            return;
+        if counts {
+            let failed = outcome == Outcome::Failure || self.count == DistinctCount::Attempted;
+            out.push(Write::Distinct { key, cell: self.cell, member: print32(account.id), failed, rule: self.rule });
         }
-        let account_print = ((account.0 >> 32) as u32) ^ (account.0 as u32);
-        let failed = outcome == Outcome::Failure || self.count == DistinctCount::Attempted;
-        let (window, cap, threshold, suspect) = (self.window, self.per_address_cap, self.threshold, self.suspect);
-        let (penalty, max_penalty, memory) = (self.penalty, self.max_penalty, self.memory);
-        self.map.update(
-            key,
-            now,
-            || AddressAccounts {
-                seen: Vec::new(),
-                penalty: Penalty::default(),
-                last_seen: now,
-                keep_for: window.max(memory),
-            },
-            |state| {
-                state.last_seen = now;
-                if state.penalty.is_blocked(now) {
-                    return;
-                }
-                let horizon = now.saturating_sub(window);
-                match state.seen.iter_mut().find(|s| s.account_print == account_print) {
-                    Some(seen) => {
-                        seen.at = now;
-                        seen.failed = failed;
-                    }
-                    None => {
-                        if state.seen.len() >= cap {
-                            state.seen.retain(|s| s.at >= horizon);
-                        }
-                        if state.seen.len() >= cap {
-                            if let Some(oldest) = (0..state.seen.len()).min_by_key(|&i| state.seen[i].at) {
-                                state.seen.swap_remove(oldest);
-                            }
-                        }
-                        state.seen.push(Seen {
-                            account_print,
-                            at: now,
-                            failed,
-                        });
-                    }
-                }
-                let recent = || state.seen.iter().filter(|s| s.at >= horizon);
-                let failed = recent().filter(|s| s.failed).count() as u32;
-                let succeeded = recent().filter(|s| !s.failed).count() as u32;
-                let suspicious = suspect.is_some_and(|(early, ratio)| {
-                    failed >= early && f64::from(succeeded) <= ratio * f64::from(failed + succeeded)
-                });
-                if failed >= threshold || suspicious {
-                    state.penalty.strike(now, penalty, max_penalty, memory);
-                    state.seen.clear();
-                    state.seen.shrink_to_fit();
-                }
-            },
-        );
-    }
-
-    fn prune(&self, now: u64) {
-        self.map.prune(now);
-    }
-
-    fn tracked_keys(&self) -> usize {
-        self.map.len()
-    }
-
-    fn default_status(&self) -> u16 {
-        429
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
-    use crate::defense::AccountKey;
-    use std::net::{IpAddr, Ipv4Addr};
+    use crate::defense::testing::Harness;
 
-    fn settings(key: DistinctKey, count: DistinctCount) -> DistinctAccountsSettings {
-        DistinctAccountsSettings {
+    const S: u64 = 1_000_000_000;
+
+    fn defense(key: DistinctKey, count: DistinctCount) -> DistinctAccounts {
+        DistinctAccounts {
             key,
+            cell: 5,
             count,
-            threshold: 10,
-            suspect: None,
-            window: Duration::from_secs(600),
-            penalty: Duration::from_secs(300),
-            max_penalty: Duration::from_secs(3600),
-            max_keys: 10_000,
+            rule: DistinctRule {
+                threshold: 10,
+                suspect: None,
+                window: 600 * S,
+                penalty: 300 * S,
+                max_penalty: 3600 * S,
+                memory: 86_400 * S,
+                cap: 20,
+            },
         }
     }
 
-    fn defense(count: DistinctCount) -> DistinctAccounts {
-        DistinctAccounts::new(settings(DistinctKey::Ip, count), None)
-    }
-
-    fn from(ip: u8, account: u64) -> Subject {
-        let mut s = Subject::new(IpAddr::V4(Ipv4Addr::new(100, 64, 0, ip)), 64);
-        s.account = Some(AccountKey(account.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-        s
+    fn from(h: &Harness, ip: u8, account: u64) -> Subject {
+        h.subject(&format!("100.64.0.{ip}"), Some(&format!("user{account}@example.com")))
     }
 
     #[test]
     fn many_failing_accounts_from_one_address_block_it() {
-        let clock = Clock::manual();
-        let d = defense(DistinctCount::Failed);
+        let h = Harness::new();
+        let d = defense(DistinctKey::Ip, DistinctCount::Failed);
         for account in 0..9 {
-            d.observe(&from(1, account), Outcome::Failure, clock.now_nanos());
+            h.observe(&d, &from(&h, 1, account), Outcome::Failure);
         }
-        assert_eq!(d.check(&from(1, 100), &Credentials::default(), clock.now_nanos()), Finding::Clear);
-        d.observe(&from(1, 9), Outcome::Failure, clock.now_nanos());
-        assert!(matches!(
-            d.check(&from(1, 100), &Credentials::default(), clock.now_nanos()),
-            Finding::Hit { .. }
-        ));
-        assert_eq!(d.check(&from(2, 100), &Credentials::default(), clock.now_nanos()), Finding::Clear);
+        assert_eq!(h.check(&d, &from(&h, 1, 100)), Finding::Clear);
+        h.observe(&d, &from(&h, 1, 9), Outcome::Failure);
+        assert!(matches!(h.check(&d, &from(&h, 1, 100)), Finding::Hit { .. }));
+        assert_eq!(h.check(&d, &from(&h, 2, 100)), Finding::Clear);
     }
 
     #[test]
     fn a_carrier_nat_full_of_real_users_who_mostly_succeed_is_not_blocked() {
-        let clock = Clock::manual();
-        let d = defense(DistinctCount::Failed);
+        let h = Harness::new();
+        let d = defense(DistinctKey::Ip, DistinctCount::Failed);
         // 2,000 users over an hour behind one address; every tenth mistypes once and then gets in.
         for user in 0..2000u64 {
             if user % 10 == 0 {
-                d.observe(&from(1, user), Outcome::Failure, clock.now_nanos());
-                clock.advance(Duration::from_secs(1));
+                h.observe(&d, &from(&h, 1, user), Outcome::Failure);
+                h.clock.advance(Duration::from_secs(1));
             }
-            d.observe(&from(1, user), Outcome::Success, clock.now_nanos());
-            assert_eq!(d.check(&from(1, user), &Credentials::default(), clock.now_nanos()), Finding::Clear);
-            clock.advance(Duration::from_millis(1800));
+            h.observe(&d, &from(&h, 1, user), Outcome::Success);
+            assert_eq!(h.check(&d, &from(&h, 1, user)), Finding::Clear);
+            h.clock.advance(Duration::from_millis(1800));
         }
     }
 
     #[test]
     fn the_same_account_failing_repeatedly_counts_once() {
-        let clock = Clock::manual();
-        let d = defense(DistinctCount::Failed);
+        let h = Harness::new();
+        let d = defense(DistinctKey::Ip, DistinctCount::Failed);
         for _ in 0..50 {
-            d.observe(&from(1, 1), Outcome::Failure, clock.now_nanos());
+            h.observe(&d, &from(&h, 1, 1), Outcome::Failure);
         }
-        assert_eq!(d.check(&from(1, 1), &Credentials::default(), clock.now_nanos()), Finding::Clear);
+        assert_eq!(h.check(&d, &from(&h, 1, 1)), Finding::Clear);
     }
 
     #[test]
     fn attempted_counting_blocks_without_outcomes() {
-        let clock = Clock::manual();
-        let d = defense(DistinctCount::Attempted);
+        let h = Harness::new();
+        let d = defense(DistinctKey::Ip, DistinctCount::Attempted);
         for account in 0..10 {
-            d.observe(&from(3, account), Outcome::Other, clock.now_nanos());
+            h.observe(&d, &from(&h, 3, account), Outcome::Other);
         }
-        assert!(matches!(
-            d.check(&from(3, 0), &Credentials::default(), clock.now_nanos()),
-            Finding::Hit { .. }
-        ));
+        assert!(matches!(h.check(&d, &from(&h, 3, 0)), Finding::Hit { .. }));
     }
 
     #[test]
     fn one_password_failing_on_many_accounts_from_many_addresses_is_blocked_but_not_for_known_owners() {
-        let clock = Clock::manual();
-        let known = Arc::new(KnownSources::new(1000, Duration::from_secs(86_400)));
-        let d = DistinctAccounts::new(settings(DistinctKey::Password, DistinctCount::Failed), Some(known.clone()));
-        let sprayed = |ip: u8, account: u64| {
-            let mut s = from(ip, account);
-            s.password_key = Some(0xDEAD);
-            s
-        };
-        let owner = sprayed(250, 99);
-        known.record_success(owner.account.unwrap(), owner.ip_key, clock.now_nanos());
+        let h = Harness::new();
+        let d = defense(DistinctKey::Password, DistinctCount::Failed);
+        let sprayed = |ip: u8, account: u64| h.with_password(from(&h, ip, account), "Summer2026!");
         for i in 0..10u8 {
             // Each attempt from a different address: per-address counters see one attempt each.
-            d.observe(&sprayed(i, i as u64), Outcome::Failure, clock.now_nanos());
+            h.observe(&d, &sprayed(i, i as u64), Outcome::Failure);
         }
-        assert!(matches!(d.check(&sprayed(77, 500), &Credentials::default(), clock.now_nanos()), Finding::Hit { .. }));
-        assert_eq!(d.check(&owner, &Credentials::default(), clock.now_nanos()), Finding::Clear);
-        let mut other_password = sprayed(77, 500);
-        other_password.password_key = Some(0xBEEF);
-        assert_eq!(d.check(&other_password, &Credentials::default(), clock.now_nanos()), Finding::Clear);
+        assert!(matches!(h.check(&d, &sprayed(77, 500)), Finding::Hit { .. }));
+        let mut owner = sprayed(250, 99);
+        owner.facts.known_source = true;
+        assert_eq!(h.check(&d, &owner), Finding::Clear);
+        let other_password = h.with_password(from(&h, 77, 500), "another one");
+        assert_eq!(h.check(&d, &other_password), Finding::Clear);
     }
 
     #[test]
     fn a_source_where_nothing_succeeds_is_blocked_early_but_a_busy_nat_is_not() {
-        let clock = Clock::manual();
-        let d = DistinctAccounts::new(
-            DistinctAccountsSettings {
-                threshold: 30,
-                suspect: Some((5, 0.25)),
-                ..settings(DistinctKey::Ip, DistinctCount::Failed)
-            },
-            None,
-        );
-        let creds = Credentials::default();
+        let h = Harness::new();
+        let mut d = defense(DistinctKey::Ip, DistinctCount::Failed);
+        d.rule.threshold = 30;
+        d.rule.suspect = Some((5, 0.25));
+        d.rule.cap = 60;
         // A list: five failures, nothing gets in.
         for account in 0..5 {
-            d.observe(&from(1, account), Outcome::Failure, clock.now_nanos());
+            h.observe(&d, &from(&h, 1, account), Outcome::Failure);
         }
-        assert!(matches!(d.check(&from(1, 99), &creds, clock.now_nanos()), Finding::Hit { .. }));
+        assert!(matches!(h.check(&d, &from(&h, 1, 99)), Finding::Hit { .. }));
         // A carrier NAT: the same five failures among twenty users who got in.
         for account in 100..120 {
-            d.observe(&from(2, account), Outcome::Success, clock.now_nanos());
+            h.observe(&d, &from(&h, 2, account), Outcome::Success);
         }
         for account in 0..5 {
-            d.observe(&from(2, account), Outcome::Failure, clock.now_nanos());
+            h.observe(&d, &from(&h, 2, account), Outcome::Failure);
         }
-        assert_eq!(d.check(&from(2, 99), &creds, clock.now_nanos()), Finding::Clear);
+        assert_eq!(h.check(&d, &from(&h, 2, 99)), Finding::Clear);
     }
 }

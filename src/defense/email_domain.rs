@@ -3,8 +3,48 @@
 //! `policies/data/`.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
-use super::{Credentials, Defense, Finding, Subject};
+use serde::Deserialize;
+
+use super::registry::{self, block, error, BuildContext, BuildError, DefenseSpec};
+use super::{Defense, Fields, Finding, Message, Needs, Phase};
+use crate::attempt::Attempt;
+use crate::store::Reply;
+
+pub const SPEC: DefenseSpec = DefenseSpec { name: "email_domain", build, default_action: block };
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default)]
+    deny_domains: Vec<String>,
+    /// A list file (one domain a line), relative to the policy file.
+    deny_domains_file: Option<String>,
+    #[serde(default)]
+    deny_disposable: bool,
+}
+
+fn build(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>, BuildError> {
+    let p: Params = registry::params(table)?;
+    let mut domains = p.deny_domains;
+    if let Some(list) = &p.deny_domains_file {
+        let path = cx.base_dir.join(list);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| error("deny_domains_file", format!("cannot read {}: {e}", path.display())))?;
+        domains.extend(EmailDomain::parse_list(&text));
+    }
+    if p.deny_disposable {
+        domains.extend(EmailDomain::parse_list(DISPOSABLE_DOMAINS));
+    }
+    if domains.is_empty() {
+        return Err(error(
+            "deny_domains",
+            "`email_domain` needs `deny_disposable = true`, `deny_domains` or a non-empty `deny_domains_file`",
+        ));
+    }
+    Ok(Arc::new(EmailDomain::new(domains)))
+}
 
 /// The shipped disposable-domain list, compiled in so that `deny_disposable = true` needs no file at run time.
 pub const DISPOSABLE_DOMAINS: &str = include_str!("../../policies/data/disposable-email-domains.txt");
@@ -59,12 +99,12 @@ impl Defense for EmailDomain {
         "email_domain"
     }
 
-    fn needs_credentials(&self) -> bool {
-        true
+    fn needs(&self) -> Needs {
+        Needs { phase: Some(Phase::Credentials), fields: Fields { account: true, ..Fields::default() }, ..Needs::default() }
     }
 
-    fn check(&self, _subject: &Subject, credentials: &Credentials<'_>, _now: u64) -> Finding {
-        match credentials.account {
+    fn decide(&self, attempt: &Attempt<'_>, _replies: &[Reply], _now: u64) -> Finding {
+        match attempt.credentials.account {
             Some(account) if self.denies(account) => Finding::Hit {
                 reason: "denied_email_domain",
                 retry_after: None,
@@ -75,6 +115,10 @@ impl Defense for EmailDomain {
 
     fn default_status(&self) -> u16 {
         422
+    }
+
+    fn message(&self) -> Option<Message> {
+        Some(Message { error: "email_domain_not_accepted", text: "Addresses at this e-mail domain are not accepted." })
     }
 }
 

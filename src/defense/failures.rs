@@ -7,58 +7,80 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::known_sources::KnownSources;
-use super::{Credentials, Defense, Finding, Outcome, Subject};
-use crate::store::{BoundedMap, CountWithPenalty, Escalation};
+use serde::Deserialize;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+use super::registry::{self, block, error, BuildContext, BuildError, DefenseSpec, Span};
+use super::{Defense, FactNeeds, Fields, Finding, Needs, Outcome, Phase};
+use crate::attempt::{Attempt, Subject};
+use crate::store::{CellId, Escalation, Read, Reads, Reply, StateKey, Write};
+
+pub const SPEC: DefenseSpec = DefenseSpec { name: "failed_logins", build, default_action: block };
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FailureKey {
     Ip,
     Account,
     AccountIp,
 }
 
-pub struct FailedLogins {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
     key: FailureKey,
-    rule: Escalation,
-    map: BoundedMap<u128, CountWithPenalty>,
-    known_sources: Option<Arc<KnownSources>>,
+    threshold: u32,
+    window: Span,
+    penalty: Option<Span>,
+    max_penalty: Option<Span>,
+    /// Account key only: spare addresses that logged in to the account recently (default true).
+    exempt_known_sources: Option<bool>,
 }
 
-pub struct FailedLoginsSettings {
-    pub key: FailureKey,
-    pub threshold: u32,
-    pub window: Duration,
-    pub penalty: Duration,
-    pub max_penalty: Duration,
-    pub max_keys: usize,
+pub struct FailedLogins {
+    key: FailureKey,
+    cell: CellId,
+    rule: Escalation,
+    exempt_known_sources: bool,
+}
+
+/// Strikes are remembered at least a day, so a patient attacker still escalates.
+pub fn strike_memory(max_penalty: Duration) -> u64 {
+    max_penalty.max(Duration::from_secs(86_400)).as_nanos() as u64
+}
+
+fn build(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>, BuildError> {
+    let p: Params = registry::params(table)?;
+    let penalty = p.penalty.unwrap_or(Span(Duration::from_secs(300)));
+    let max_penalty = p.max_penalty.unwrap_or(Span(Duration::from_secs(3600)));
+    if max_penalty.0 < penalty.0 {
+        return Err(error("max_penalty", "must not be shorter than `penalty`"));
+    }
+    if p.window.0 < Duration::from_secs(1) {
+        return Err(error("window", "must be at least 1s (counts are kept per second)"));
+    }
+    if p.exempt_known_sources.is_some() && p.key != FailureKey::Account {
+        return Err(error("exempt_known_sources", "applies to `key = \"account\"` only"));
+    }
+    Ok(Arc::new(FailedLogins {
+        key: p.key,
+        cell: cx.cell,
+        rule: Escalation {
+            threshold: registry::positive("threshold", p.threshold)?,
+            window: p.window.nanos(),
+            penalty: penalty.nanos(),
+            max_penalty: max_penalty.nanos(),
+            memory: strike_memory(max_penalty.0),
+        },
+        exempt_known_sources: p.key == FailureKey::Account && p.exempt_known_sources.unwrap_or(true),
+    }))
 }
 
 impl FailedLogins {
-    pub fn new(settings: FailedLoginsSettings, known_sources: Option<Arc<KnownSources>>) -> FailedLogins {
-        let nanos = |d: Duration| d.as_nanos() as u64;
-        FailedLogins {
-            key: settings.key,
-            rule: Escalation {
-                threshold: settings.threshold,
-                window: nanos(settings.window),
-                penalty: nanos(settings.penalty),
-                max_penalty: nanos(settings.max_penalty),
-                // Strikes are remembered at least a day, so a patient attacker still escalates.
-                memory: nanos(settings.max_penalty.max(Duration::from_secs(86_400))),
-            },
-            map: BoundedMap::new(settings.max_keys),
-            known_sources,
-        }
-    }
-
-    fn key_of(&self, subject: &Subject) -> Option<u128> {
+    fn key_of(&self, subject: &Subject) -> Option<StateKey> {
         match self.key {
-            FailureKey::Ip => Some(subject.ip_key.0),
-            FailureKey::Account => subject.account.map(|a| a.0 as u128),
-            FailureKey::AccountIp => subject
-                .account
-                .map(|a| ((a.0 as u128) << 64) ^ subject.ip_key.0.rotate_left(17)),
+            FailureKey::Ip => Some(subject.address),
+            FailureKey::Account => subject.account,
+            FailureKey::AccountIp => subject.account_address,
         }
     }
 }
@@ -72,99 +94,86 @@ impl Defense for FailedLogins {
         }
     }
 
-    fn needs_credentials(&self) -> bool {
-        self.key != FailureKey::Ip
+    /// Per address, the block needs only the address; the failures are counted against whatever account was tried.
+    fn needs(&self) -> Needs {
+        let by_account = self.key != FailureKey::Ip;
+        Needs {
+            phase: Some(if by_account { Phase::Credentials } else { Phase::Address }),
+            fields: Fields { account: by_account, ..Fields::default() },
+            facts: FactNeeds { known_source: self.exempt_known_sources, ..FactNeeds::default() },
+            session_header: None,
+        }
     }
 
-    fn check(&self, subject: &Subject, _credentials: &Credentials<'_>, now: u64) -> Finding {
-        let Some(key) = self.key_of(subject) else {
+    fn reads(&self, attempt: &Attempt<'_>, out: &mut Reads) {
+        if let Some(key) = self.key_of(&attempt.subject) {
+            out.push(Read::Penalty { key, cell: self.cell });
+        }
+    }
+
+    fn decide(&self, attempt: &Attempt<'_>, replies: &[Reply], _now: u64) -> Finding {
+        let Some(&Reply::Penalty(remaining)) = replies.first() else {
             return Finding::Clear;
         };
-        let remaining = self.map.read(&key, now, |state| state.penalty.remaining(now)).unwrap_or(0);
-        if remaining > 0 && KnownSources::spares(self.known_sources.as_deref(), subject, now) {
+        if remaining > 0 && self.exempt_known_sources && attempt.subject.facts.known_source {
             return Finding::Clear;
         }
         Finding::penalty("too_many_failures", remaining)
     }
 
-    fn observe(&self, subject: &Subject, outcome: Outcome, now: u64) {
+    fn record(&self, subject: &Subject, outcome: Outcome, out: &mut Vec<Write>) {
         let Some(key) = self.key_of(subject) else {
             return;
         };
         match outcome {
-            Outcome::Failure => {
-                let (rule, keep_for) = (self.rule, self.rule.window.max(self.rule.memory));
-                self.map.update(
-                    key,
-                    now,
-                    || CountWithPenalty {
-                        keep_for,
-                        ..CountWithPenalty::default()
-                    },
-                    |state| state.record(now, &rule),
-                );
-            }
-            Outcome::Success if self.key == FailureKey::AccountIp => {
-                // The owner typed it right: earlier typos from this address should not count against them.
-                self.map.modify(&key, |state| state.count.reset());
-            }
+            Outcome::Failure => out.push(Write::Count { key, cell: self.cell, rule: self.rule }),
+            // The owner typed it right: earlier typos from this address should not count against them.
+            Outcome::Success if self.key == FailureKey::AccountIp => out.push(Write::ResetCount { key, cell: self.cell }),
             Outcome::Success | Outcome::Other => {}
         }
-    }
-
-    fn prune(&self, now: u64) {
-        self.map.prune(now);
-    }
-
-    fn tracked_keys(&self) -> usize {
-        self.map.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
-    use crate::defense::{AccountKey, IpKey};
-    use std::net::{IpAddr, Ipv4Addr};
+    use crate::defense::testing::Harness;
 
-    fn settings(key: FailureKey) -> FailedLoginsSettings {
-        FailedLoginsSettings {
+    fn defense(key: FailureKey) -> FailedLogins {
+        FailedLogins {
             key,
-            threshold: 3,
-            window: Duration::from_secs(600),
-            penalty: Duration::from_secs(60),
-            max_penalty: Duration::from_secs(3600),
-            max_keys: 10_000,
+            cell: 7,
+            rule: Escalation {
+                threshold: 3,
+                window: 600_000_000_000,
+                penalty: 60_000_000_000,
+                max_penalty: 3_600_000_000_000,
+                memory: strike_memory(Duration::from_secs(3600)),
+            },
+            exempt_known_sources: key == FailureKey::Account,
         }
-    }
-
-    fn from(ip: u8, account: u64) -> Subject {
-        let mut s = Subject::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, ip)), 64);
-        s.account = Some(AccountKey(account));
-        s
     }
 
     #[test]
     fn failures_from_one_address_block_it_with_escalating_penalties() {
-        let clock = Clock::manual();
-        let defense = FailedLogins::new(settings(FailureKey::Ip), None);
-        let creds = Credentials::default();
-        for account in 0..3 {
-            assert_eq!(defense.check(&from(1, account), &creds, clock.now_nanos()), Finding::Clear);
-            defense.observe(&from(1, account), Outcome::Failure, clock.now_nanos());
+        let h = Harness::new();
+        let d = defense(FailureKey::Ip);
+        for account in ["a", "b", "c"] {
+            let s = h.subject("203.0.113.1", Some(account));
+            assert_eq!(h.check(&d, &s), Finding::Clear);
+            h.observe(&d, &s, Outcome::Failure);
         }
-        let Finding::Hit { retry_after, .. } = defense.check(&from(1, 9), &creds, clock.now_nanos()) else {
+        let Finding::Hit { retry_after, .. } = h.check(&d, &h.subject("203.0.113.1", Some("z"))) else {
             panic!("third failure must block the address");
         };
         assert_eq!(retry_after, Some(Duration::from_secs(60)));
-        assert_eq!(defense.check(&from(2, 9), &creds, clock.now_nanos()), Finding::Clear);
-        clock.advance(Duration::from_secs(61));
-        assert_eq!(defense.check(&from(1, 9), &creds, clock.now_nanos()), Finding::Clear);
-        for account in 0..3 {
-            defense.observe(&from(1, account), Outcome::Failure, clock.now_nanos());
+        assert_eq!(h.check(&d, &h.subject("203.0.113.2", Some("z"))), Finding::Clear);
+        h.clock.advance(Duration::from_secs(61));
+        assert_eq!(h.check(&d, &h.subject("203.0.113.1", Some("z"))), Finding::Clear);
+        for account in ["a", "b", "c"] {
+            h.observe(&d, &h.subject("203.0.113.1", Some(account)), Outcome::Failure);
         }
-        let Finding::Hit { retry_after, .. } = defense.check(&from(1, 9), &creds, clock.now_nanos()) else {
+        let Finding::Hit { retry_after, .. } = h.check(&d, &h.subject("203.0.113.1", Some("z"))) else {
             panic!("repeat offence must block again");
         };
         assert_eq!(retry_after, Some(Duration::from_secs(120)), "second penalty doubles");
@@ -172,42 +181,41 @@ mod tests {
 
     #[test]
     fn failures_spread_over_many_addresses_block_the_account_but_not_its_known_owner() {
-        let clock = Clock::manual();
-        let known = Arc::new(KnownSources::new(1000, Duration::from_secs(30 * 86_400)));
-        let defense = FailedLogins::new(settings(FailureKey::Account), Some(known.clone()));
-        let owner = from(200, 5);
-        known.record_success(AccountKey(5), IpKey::new(owner.ip, 64), clock.now_nanos());
+        let h = Harness::new();
+        let d = defense(FailureKey::Account);
         for ip in 1..=3 {
-            defense.observe(&from(ip, 5), Outcome::Failure, clock.now_nanos());
+            h.observe(&d, &h.subject(&format!("203.0.113.{ip}"), Some("victim")), Outcome::Failure);
         }
-        let creds = Credentials::default();
-        assert!(matches!(defense.check(&from(50, 5), &creds, clock.now_nanos()), Finding::Hit { .. }));
-        assert_eq!(defense.check(&owner, &creds, clock.now_nanos()), Finding::Clear);
-        assert_eq!(defense.check(&from(50, 6), &creds, clock.now_nanos()), Finding::Clear);
+        assert!(matches!(h.check(&d, &h.subject("203.0.113.50", Some("victim"))), Finding::Hit { .. }));
+        let mut owner = h.subject("203.0.113.200", Some("victim"));
+        owner.facts.known_source = true;
+        assert_eq!(h.check(&d, &owner), Finding::Clear);
+        assert_eq!(h.check(&d, &h.subject("203.0.113.50", Some("other"))), Finding::Clear);
     }
 
     #[test]
     fn a_success_clears_account_ip_typos() {
-        let clock = Clock::manual();
-        let defense = FailedLogins::new(settings(FailureKey::AccountIp), None);
-        let user = from(7, 1);
+        let h = Harness::new();
+        let d = defense(FailureKey::AccountIp);
+        let user = h.subject("203.0.113.7", Some("u"));
         for _ in 0..2 {
-            defense.observe(&user, Outcome::Failure, clock.now_nanos());
+            h.observe(&d, &user, Outcome::Failure);
         }
-        defense.observe(&user, Outcome::Success, clock.now_nanos());
-        defense.observe(&user, Outcome::Failure, clock.now_nanos());
-        assert_eq!(defense.check(&user, &Credentials::default(), clock.now_nanos()), Finding::Clear);
+        h.observe(&d, &user, Outcome::Success);
+        h.observe(&d, &user, Outcome::Failure);
+        assert_eq!(h.check(&d, &user), Finding::Clear);
     }
 
     #[test]
     fn old_failures_slide_out_of_the_window() {
-        let clock = Clock::manual();
-        let defense = FailedLogins::new(settings(FailureKey::Ip), None);
+        let h = Harness::new();
+        let d = defense(FailureKey::Ip);
+        let s = h.subject("203.0.113.1", Some("a"));
         for _ in 0..2 {
-            defense.observe(&from(1, 1), Outcome::Failure, clock.now_nanos());
+            h.observe(&d, &s, Outcome::Failure);
         }
-        clock.advance(Duration::from_secs(1300));
-        defense.observe(&from(1, 1), Outcome::Failure, clock.now_nanos());
-        assert_eq!(defense.check(&from(1, 1), &Credentials::default(), clock.now_nanos()), Finding::Clear);
+        h.clock.advance(Duration::from_secs(1300));
+        h.observe(&d, &s, Outcome::Failure);
+        assert_eq!(h.check(&d, &s), Finding::Clear);
     }
 }

@@ -2,43 +2,53 @@
 //! within `window` of it is flagged — by default tagged (`X-Stuffgate-Geo-Velocity: JP->BR`) so the app can ask for
 //! a second factor, because real travellers exist and a VPN switch looks the same.
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use super::{AccountKey, Credentials, Defense, Finding, Outcome, Subject};
+use serde::Deserialize;
+
+use super::registry::{self, block, BuildContext, BuildError, DefenseSpec, Span};
+use super::{Defense, FactNeeds, Fields, Finding, Needs, Outcome, Phase};
+use crate::attempt::{Attempt, Subject};
 use crate::geoip::CountryCode;
-use crate::store::{BoundedMap, Expiring};
+use crate::store::{CellId, Read, Reads, Reply, Write};
 
-#[derive(Clone, Copy)]
-struct LastLogin {
-    country: CountryCode,
-    at: u64,
-    window: u64,
+pub const SPEC: DefenseSpec = DefenseSpec { name: "geo_velocity", build, default_action: block };
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    window: Span,
 }
 
-impl Expiring for LastLogin {
-    fn is_expired(&self, now: u64) -> bool {
-        now >= self.at + self.window
-    }
+fn build(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>, BuildError> {
+    let p: Params = registry::params(table)?;
+    super::geo::require_geoip(cx, "geo_velocity")?;
+    Ok(Arc::new(GeoVelocity { cell: cx.cell, window: p.window.nanos() }))
 }
 
 pub struct GeoVelocity {
+    cell: CellId,
     window: u64,
-    map: BoundedMap<AccountKey, LastLogin>,
+}
+
+fn code(country: CountryCode) -> u32 {
+    let [a, b] = country.as_str().as_bytes().try_into().unwrap_or([b'?', b'?']);
+    u32::from(a) << 8 | u32::from(b)
+}
+
+fn country(code: u32) -> Option<CountryCode> {
+    let letters = [(code >> 8) as u8, code as u8];
+    std::str::from_utf8(&letters).ok()?.parse().ok()
 }
 
 impl GeoVelocity {
-    pub fn new(window: Duration, max_keys: usize) -> GeoVelocity {
-        GeoVelocity {
-            window: window.as_nanos() as u64,
-            map: BoundedMap::new(max_keys),
-        }
-    }
-
-    /// The previous country when the subject's differs from it within the window.
-    fn moved_from(&self, subject: &Subject, now: u64) -> Option<CountryCode> {
-        let (account, country) = (subject.account?, subject.geo.country?);
-        let previous = self.map.read(&account, now, |last| last.country)?;
-        (previous != country).then_some(previous)
+    /// The previous country when the attempt's differs from it within the window.
+    fn moved_from(&self, attempt: &Attempt<'_>, replies: &[Reply]) -> Option<CountryCode> {
+        let current = attempt.subject.facts.geo.country?;
+        let Some(&Reply::Last(Some(previous))) = replies.first() else {
+            return None;
+        };
+        (previous != code(current)).then(|| country(previous)).flatten()
     }
 }
 
@@ -47,51 +57,41 @@ impl Defense for GeoVelocity {
         "geo_velocity"
     }
 
-    fn needs_credentials(&self) -> bool {
-        true
+    fn needs(&self) -> Needs {
+        Needs {
+            phase: Some(Phase::Credentials),
+            fields: Fields { account: true, ..Fields::default() },
+            facts: FactNeeds { geo: true, ..FactNeeds::default() },
+            session_header: None,
+        }
     }
 
-    fn check(&self, subject: &Subject, _credentials: &Credentials<'_>, now: u64) -> Finding {
-        match self.moved_from(subject, now) {
-            Some(_) => Finding::Hit {
-                reason: "impossible_travel",
-                retry_after: None,
-            },
+    fn reads(&self, attempt: &Attempt<'_>, out: &mut Reads) {
+        if let (Some(account), Some(_)) = (attempt.subject.account, attempt.subject.facts.geo.country) {
+            out.push(Read::Last { key: account, cell: self.cell });
+        }
+    }
+
+    fn decide(&self, attempt: &Attempt<'_>, replies: &[Reply], _now: u64) -> Finding {
+        match self.moved_from(attempt, replies) {
+            Some(_) => Finding::Hit { reason: "impossible_travel", retry_after: None },
             None => Finding::Clear,
         }
     }
 
-    fn observe(&self, subject: &Subject, outcome: Outcome, now: u64) {
-        let (Outcome::Success, Some(account), Some(country)) = (outcome, subject.account, subject.geo.country) else {
-            return;
-        };
-        let window = self.window;
-        self.map.update(
-            account,
-            now,
-            || LastLogin { country, at: now, window },
-            |last| {
-                last.country = country;
-                last.at = now;
-            },
-        );
-    }
-
-    fn prune(&self, now: u64) {
-        self.map.prune(now);
-    }
-
-    fn tracked_keys(&self) -> usize {
-        self.map.len()
+    fn record(&self, subject: &Subject, outcome: Outcome, out: &mut Vec<Write>) {
+        if let (Outcome::Success, Some(account), Some(country)) = (outcome, subject.account, subject.facts.geo.country) {
+            out.push(Write::SetLast { key: account, cell: self.cell, value: code(country), keep: self.window });
+        }
     }
 
     fn tag_header(&self) -> Option<&'static str> {
         Some("x-stuffgate-geo-velocity")
     }
 
-    fn explain(&self, subject: &Subject, now: u64) -> Option<String> {
-        let previous = self.moved_from(subject, now)?;
-        Some(format!("{previous}->{}", subject.geo.country?))
+    fn explain(&self, attempt: &Attempt<'_>, replies: &[Reply]) -> Option<String> {
+        let previous = self.moved_from(attempt, replies)?;
+        Some(format!("{previous}->{}", attempt.subject.facts.geo.country?))
     }
 
     fn default_status(&self) -> u16 {
@@ -102,36 +102,36 @@ impl Defense for GeoVelocity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
-    use std::net::IpAddr;
+    use crate::defense::testing::Harness;
+    use std::time::Duration;
 
-    fn user_in(country: &str) -> Subject {
-        let mut s = Subject::new("198.51.100.1".parse::<IpAddr>().unwrap(), 64);
-        s.account = Some(AccountKey(1));
-        s.geo.country = Some(country.parse().unwrap());
+    fn user_in(h: &Harness, country: &str) -> Subject {
+        let mut s = h.subject("198.51.100.1", Some("traveller"));
+        s.facts.geo.country = Some(country.parse().unwrap());
         s
+    }
+
+    fn velocity() -> GeoVelocity {
+        GeoVelocity { cell: 3, window: Duration::from_secs(3600).as_nanos() as u64 }
     }
 
     #[test]
     fn another_country_soon_after_a_login_is_flagged_and_not_after_the_window() {
-        let clock = Clock::manual();
-        let velocity = GeoVelocity::new(Duration::from_secs(3600), 1000);
-        let creds = Credentials::default();
-        velocity.observe(&user_in("JP"), Outcome::Success, clock.now_nanos());
-        clock.advance(Duration::from_secs(600));
-        assert_eq!(velocity.check(&user_in("JP"), &creds, clock.now_nanos()), Finding::Clear);
-        assert!(matches!(velocity.check(&user_in("BR"), &creds, clock.now_nanos()), Finding::Hit { .. }));
-        assert_eq!(velocity.explain(&user_in("BR"), clock.now_nanos()).as_deref(), Some("JP->BR"));
-        clock.advance(Duration::from_secs(3001));
-        assert_eq!(velocity.check(&user_in("BR"), &creds, clock.now_nanos()), Finding::Clear);
+        let (h, v) = (Harness::new(), velocity());
+        h.observe(&v, &user_in(&h, "JP"), Outcome::Success);
+        h.clock.advance(Duration::from_secs(600));
+        assert_eq!(h.check(&v, &user_in(&h, "JP")), Finding::Clear);
+        assert!(matches!(h.check(&v, &user_in(&h, "BR")), Finding::Hit { .. }));
+        assert_eq!(h.explain(&v, &user_in(&h, "BR")).as_deref(), Some("JP->BR"));
+        h.clock.advance(Duration::from_secs(3001));
+        assert_eq!(h.check(&v, &user_in(&h, "BR")), Finding::Clear);
     }
 
     #[test]
     fn failed_logins_do_not_move_the_account() {
-        let clock = Clock::manual();
-        let velocity = GeoVelocity::new(Duration::from_secs(3600), 1000);
-        velocity.observe(&user_in("JP"), Outcome::Success, clock.now_nanos());
-        velocity.observe(&user_in("BR"), Outcome::Failure, clock.now_nanos());
-        assert_eq!(velocity.check(&user_in("JP"), &Credentials::default(), clock.now_nanos()), Finding::Clear);
+        let (h, v) = (Harness::new(), velocity());
+        h.observe(&v, &user_in(&h, "JP"), Outcome::Success);
+        h.observe(&v, &user_in(&h, "BR"), Outcome::Failure);
+        assert_eq!(h.check(&v, &user_in(&h, "JP")), Finding::Clear);
     }
 }

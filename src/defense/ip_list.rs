@@ -4,9 +4,46 @@
 
 use std::net::IpAddr;
 
-use ipnet::IpNet;
+use std::sync::Arc;
 
-use super::{Credentials, Defense, Finding, Subject};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::registry::{self, block, error, BuildContext, BuildError, DefenseSpec};
+use super::{Defense, Finding, Needs, Phase};
+use crate::attempt::Attempt;
+use crate::store::Reply;
+
+pub const SPEC: DefenseSpec = DefenseSpec { name: "ip_list", build, default_action: block };
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+}
+
+/// Addresses or CIDR blocks, each checked with its text in the error.
+pub fn parse_nets(key: &str, list: &[String]) -> Result<Vec<IpNet>, BuildError> {
+    list.iter()
+        .map(|text| {
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| error(key, format!("`{text}` is not an address or CIDR block")))
+        })
+        .collect()
+}
+
+fn build(table: &toml::Table, _cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>, BuildError> {
+    let p: Params = registry::params(table)?;
+    let (allow, deny) = (parse_nets("allow", &p.allow)?, parse_nets("deny", &p.deny)?);
+    if allow.is_empty() && deny.is_empty() {
+        return Err(error("allow", "`ip_list` needs a non-empty `allow` or `deny`"));
+    }
+    Ok(Arc::new(IpList::new(&allow, &deny)))
+}
 
 /// Sorted, non-overlapping inclusive ranges over one 128-bit space (IPv4 mapped into ::ffff:0:0/96).
 #[derive(Debug, Default, Clone)]
@@ -72,18 +109,19 @@ impl Defense for IpList {
         "ip_list"
     }
 
-    fn needs_credentials(&self) -> bool {
-        false
+    fn needs(&self) -> Needs {
+        Needs { phase: Some(Phase::Address), ..Needs::default() }
     }
 
     /// Deny wins over allow, so a narrow deny inside a broad allow still refuses.
-    fn check(&self, subject: &Subject, _credentials: &Credentials<'_>, _now: u64) -> Finding {
-        if self.deny.contains(subject.ip) {
+    fn decide(&self, attempt: &Attempt<'_>, _replies: &[Reply], _now: u64) -> Finding {
+        let ip = attempt.subject.ip;
+        if self.deny.contains(ip) {
             Finding::Hit {
                 reason: "denied_network",
                 retry_after: None,
             }
-        } else if self.allow.contains(subject.ip) {
+        } else if self.allow.contains(ip) {
             Finding::Trusted
         } else {
             Finding::Clear
@@ -118,7 +156,8 @@ mod tests {
     #[test]
     fn deny_beats_allow_and_allow_trusts() {
         let list = IpList::new(&nets(&["198.51.100.0/24"]), &nets(&["198.51.100.66/32"]));
-        let check = |ip: &str| list.check(&Subject::new(ip.parse().unwrap(), 64), &Credentials::default(), 0);
+        let h = crate::defense::testing::Harness::new();
+        let check = |ip: &str| h.check(&list, &h.subject(ip, None));
         assert_eq!(check("198.51.100.1"), Finding::Trusted);
         assert!(matches!(check("198.51.100.66"), Finding::Hit { .. }));
         assert_eq!(check("203.0.113.1"), Finding::Clear);

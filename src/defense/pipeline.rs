@@ -1,33 +1,37 @@
-//! Runs a route's defenses in order and turns their findings into one decision, applying each slot's action and
-//! mode. Defenses that need no credentials run before the body is read, so a flood from a blocked address costs
-//! no body read and no parse.
+//! Runs a route's defenses phase by phase and turns their findings into one decision, applying each slot's action
+//! and mode. A phase first *gathers* every read its defenses name (one batch, one store round trip), then *judges*:
+//! each defense decides on its own replies, in the policy's order, until an enforced block or challenge ends it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Credentials, Defense, Finding, Subject};
+use smallvec::SmallVec;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    Enforce,
-    /// Decide, log and count, but forward anyway: how an operator starts in front of a live login API.
-    Observe,
-}
+use super::{Defense, Finding, Phase};
+use crate::attempt::Attempt;
+use crate::body::BodyProblem;
+use crate::store::{Reads, Replies, Reply};
 
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Enforce => "enforce",
-            Mode::Observe => "observe",
-        }
-    }
-}
+pub use crate::config::file::Mode;
 
+/// What an enforced finding does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     Block { status: u16 },
+    /// Answer with a challenge the client must pass before the request is forwarded.
+    Challenge,
     /// Forward with `X-Stuffgate-Signals` naming the defense, for the app to step up.
     Tag,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Block { .. } => "block",
+            Action::Challenge => "challenge",
+            Action::Tag => "tag",
+        }
+    }
 }
 
 /// One configured defense of a route.
@@ -35,22 +39,37 @@ pub struct Slot {
     pub defense: Arc<dyn Defense>,
     pub mode: Mode,
     pub action: Action,
-    /// The defense's parameters without mode and action: equal fingerprints on reload keep the defense's state.
+    pub phase: Phase,
+    /// The defense's type and parameters without mode and action: equal fingerprints on reload keep the defense.
     pub fingerprint: String,
 }
 
+/// What the gateway does with the request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Allow,
+    /// Forwarded, with enforced tags for the app.
+    Tag,
+    Challenge,
     Block { status: u16, retry_after: Option<Duration> },
+    /// The request itself was unusable (body too large, unparsable, ambiguous): answered 400/413.
+    Invalid(BodyProblem),
 }
 
 impl Verdict {
     pub fn as_str(&self) -> &'static str {
         match self {
             Verdict::Allow => "allow",
+            Verdict::Tag => "tag",
+            Verdict::Challenge => "challenge",
             Verdict::Block { .. } => "block",
+            Verdict::Invalid(problem) => problem.label(),
         }
+    }
+
+    /// Whether the request goes on to the upstream.
+    pub fn forwards(&self) -> bool {
+        matches!(self, Verdict::Allow | Verdict::Tag)
     }
 }
 
@@ -59,7 +78,7 @@ impl Verdict {
 pub struct Reason {
     pub defense: &'static str,
     pub reason: &'static str,
-    /// "block", "tag", or "trusted".
+    /// "block", "challenge", "tag", or "trusted".
     pub action: &'static str,
     pub mode: Mode,
     /// The defense's own tag header and its value, for defenses that have one.
@@ -69,51 +88,75 @@ pub struct Reason {
 /// The decision for one request, filled in as the phases run.
 #[derive(Debug, Default)]
 pub struct Decision {
-    pub verdict: Option<Verdict>,
-    pub decided_by: Option<&'static str>,
+    /// Set when the request is answered by the gateway (block, challenge, invalid).
+    pub answered: Option<Verdict>,
+    /// The slot (index in the route) whose finding decided the answer.
+    pub decided_by: Option<usize>,
     pub reasons: Vec<Reason>,
     pub trusted: bool,
 }
 
 impl Decision {
     pub fn verdict(&self) -> Verdict {
-        self.verdict.unwrap_or(Verdict::Allow)
+        match self.answered {
+            Some(verdict) => verdict,
+            None if self.tags().next().is_some() => Verdict::Tag,
+            None => Verdict::Allow,
+        }
     }
 
     /// The enforced `tag` findings, for the upstream headers.
     pub fn tags(&self) -> impl Iterator<Item = &Reason> + '_ {
-        self.reasons
-            .iter()
-            .filter(|r| r.action == "tag" && r.mode == Mode::Enforce)
+        self.reasons.iter().filter(|r| r.action == "tag" && r.mode == Mode::Enforce)
+    }
+
+    /// Whether a phase may still change the outcome.
+    pub fn open(&self) -> bool {
+        !self.trusted && self.answered.is_none()
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Defenses that need only the address.
-    BeforeBody,
-    /// Defenses that need the account or password.
-    AfterBody,
+/// A phase's batch: the reads of its defenses, where each defense's reads start, and the store's replies.
+#[derive(Default)]
+pub struct Batch {
+    pub reads: Reads,
+    pub replies: Replies,
+    starts: SmallVec<[(u16, u16); 16]>,
 }
 
-/// Run the slots of one phase. Returns true when an enforced block ended the pipeline.
-pub fn run(
-    slots: &[Slot],
-    phase: Phase,
-    subject: &Subject,
-    credentials: &Credentials<'_>,
-    now: u64,
-    decision: &mut Decision,
-) -> bool {
-    if decision.trusted || decision.verdict.is_some() {
-        return decision.verdict.is_some();
+impl Batch {
+    pub fn clear(&mut self) {
+        self.reads.clear();
+        self.replies.clear();
+        self.starts.clear();
     }
-    for slot in slots {
-        let wants_body = slot.defense.needs_credentials();
-        if wants_body != (phase == Phase::AfterBody) {
-            continue;
+
+    /// Collect the reads of the phase's defenses, after `prefix` reads the engine put first.
+    pub fn gather(&mut self, slots: &[Slot], phase: Phase, attempt: &Attempt<'_>) {
+        for (index, slot) in slots.iter().enumerate().filter(|(_, s)| s.phase == phase) {
+            self.starts.push((index as u16, self.reads.len() as u16));
+            slot.defense.reads(attempt, &mut self.reads);
         }
-        match slot.defense.check(subject, credentials, now) {
+    }
+
+    /// The replies to one gathered slot's reads.
+    fn replies_of(&self, at: usize) -> &[Reply] {
+        let start = self.starts[at].1 as usize;
+        let end = self.starts.get(at + 1).map(|s| s.1 as usize).unwrap_or(self.reads.len());
+        self.replies.get(start..end).unwrap_or(&[])
+    }
+}
+
+/// Judge a gathered phase. Returns true when an enforced block or challenge ended the pipeline.
+pub fn judge(slots: &[Slot], batch: &Batch, attempt: &Attempt<'_>, now: u64, decision: &mut Decision) -> bool {
+    if !decision.open() {
+        return decision.answered.is_some();
+    }
+    for at in 0..batch.starts.len() {
+        let index = batch.starts[at].0 as usize;
+        let slot = &slots[index];
+        let replies = batch.replies_of(at);
+        match slot.defense.decide(attempt, replies, now) {
             Finding::Clear => {}
             Finding::Trusted => {
                 decision.reasons.push(Reason {
@@ -128,33 +171,29 @@ pub fn run(
                     return false;
                 }
             }
-            Finding::Hit {
-                reason,
-                retry_after,
-            } => {
-                let action = match slot.action {
-                    Action::Block { .. } => "block",
-                    Action::Tag => "tag",
-                };
+            Finding::Hit { reason, retry_after } => {
                 let header = slot
                     .defense
                     .tag_header()
-                    .and_then(|name| slot.defense.explain(subject, now).map(|value| (name, value)));
+                    .and_then(|name| slot.defense.explain(attempt, replies).map(|value| (name, value)));
                 decision.reasons.push(Reason {
                     defense: slot.defense.name(),
                     reason,
-                    action,
+                    action: slot.action.as_str(),
                     mode: slot.mode,
                     header,
                 });
-                if let (Action::Block { status }, Mode::Enforce) = (slot.action, slot.mode) {
-                    decision.verdict = Some(Verdict::Block {
-                        status,
-                        retry_after,
-                    });
-                    decision.decided_by = Some(slot.defense.name());
-                    return true;
+                if slot.mode == Mode::Observe {
+                    continue;
                 }
+                let answer = match slot.action {
+                    Action::Block { status } => Verdict::Block { status, retry_after },
+                    Action::Challenge => Verdict::Challenge,
+                    Action::Tag => continue,
+                };
+                decision.answered = Some(answer);
+                decision.decided_by = Some(index);
+                return true;
             }
         }
     }
@@ -164,46 +203,44 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::defense::Outcome;
-    use std::net::{IpAddr, Ipv4Addr};
+    use crate::defense::testing::Harness;
+    use crate::defense::{Needs, Phase};
+    use crate::store::Store;
 
-    struct Always(Finding, bool);
+    struct Always(Finding, Phase);
     impl Defense for Always {
         fn name(&self) -> &'static str {
             "always"
         }
-        fn needs_credentials(&self) -> bool {
-            self.1
+        fn needs(&self) -> Needs {
+            Needs { phase: Some(self.1), ..Needs::default() }
         }
-        fn check(&self, _: &Subject, _: &Credentials<'_>, _: u64) -> Finding {
+        fn decide(&self, _: &Attempt<'_>, _: &[Reply], _: u64) -> Finding {
             self.0
         }
-        fn observe(&self, _: &Subject, _: Outcome, _: u64) {}
     }
 
-    fn slot(finding: Finding, needs_body: bool, mode: Mode, action: Action) -> Slot {
-        Slot {
-            defense: Arc::new(Always(finding, needs_body)),
-            mode,
-            action,
-            fingerprint: String::new(),
-        }
+    fn slot(finding: Finding, phase: Phase, mode: Mode, action: Action) -> Slot {
+        Slot { defense: Arc::new(Always(finding, phase)), mode, action, phase, fingerprint: String::new() }
     }
 
-    const HIT: Finding = Finding::Hit {
-        reason: "over_limit",
-        retry_after: None,
-    };
+    const HIT: Finding = Finding::Hit { reason: "over_limit", retry_after: None };
 
-    fn subject() -> Subject {
-        Subject::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 64)
+    fn run(slots: &[Slot], phase: Phase, decision: &mut Decision) -> bool {
+        let h = Harness::new();
+        let headers = http::HeaderMap::new();
+        let attempt = Attempt { subject: h.subject("192.0.2.1", None), credentials: Default::default(), headers: &headers };
+        let mut batch = Batch::default();
+        batch.gather(slots, phase, &attempt);
+        let _ = h.store.read(&batch.reads, 0, &mut batch.replies).now_or_never();
+        judge(slots, &batch, &attempt, 0, decision)
     }
 
     #[test]
     fn observe_mode_records_but_never_blocks() {
-        let slots = [slot(HIT, false, Mode::Observe, Action::Block { status: 429 })];
+        let slots = [slot(HIT, Phase::Address, Mode::Observe, Action::Block { status: 429 })];
         let mut decision = Decision::default();
-        assert!(!run(&slots, Phase::BeforeBody, &subject(), &Credentials::default(), 0, &mut decision));
+        assert!(!run(&slots, Phase::Address, &mut decision));
         assert_eq!(decision.verdict(), Verdict::Allow);
         assert_eq!(decision.reasons.len(), 1);
         assert_eq!(decision.reasons[0].mode, Mode::Observe);
@@ -212,27 +249,41 @@ mod tests {
     #[test]
     fn enforced_block_stops_and_later_defenses_do_not_run() {
         let slots = [
-            slot(HIT, false, Mode::Enforce, Action::Tag),
-            slot(HIT, false, Mode::Enforce, Action::Block { status: 403 }),
-            slot(HIT, false, Mode::Enforce, Action::Block { status: 429 }),
+            slot(HIT, Phase::Address, Mode::Enforce, Action::Tag),
+            slot(HIT, Phase::Address, Mode::Enforce, Action::Block { status: 403 }),
+            slot(HIT, Phase::Address, Mode::Enforce, Action::Block { status: 429 }),
         ];
         let mut decision = Decision::default();
-        assert!(run(&slots, Phase::BeforeBody, &subject(), &Credentials::default(), 0, &mut decision));
+        assert!(run(&slots, Phase::Address, &mut decision));
         assert_eq!(decision.verdict(), Verdict::Block { status: 403, retry_after: None });
+        assert_eq!(decision.decided_by, Some(1));
         assert_eq!(decision.reasons.len(), 2);
         assert_eq!(decision.tags().map(|r| r.defense).collect::<Vec<_>>(), vec!["always"]);
     }
 
     #[test]
-    fn phases_split_by_need_for_credentials_and_trust_skips_the_rest() {
+    fn a_challenge_ends_the_pipeline_and_tags_alone_forward_tagged() {
         let slots = [
-            slot(Finding::Trusted, false, Mode::Enforce, Action::Tag),
-            slot(HIT, true, Mode::Enforce, Action::Block { status: 429 }),
+            slot(HIT, Phase::Address, Mode::Enforce, Action::Tag),
+            slot(HIT, Phase::Credentials, Mode::Enforce, Action::Challenge),
         ];
         let mut decision = Decision::default();
-        assert!(!run(&slots, Phase::BeforeBody, &subject(), &Credentials::default(), 0, &mut decision));
+        assert!(!run(&slots, Phase::Address, &mut decision));
+        assert_eq!(decision.verdict(), Verdict::Tag);
+        assert!(run(&slots, Phase::Credentials, &mut decision));
+        assert_eq!(decision.verdict(), Verdict::Challenge);
+    }
+
+    #[test]
+    fn phases_split_and_trust_skips_the_rest() {
+        let slots = [
+            slot(Finding::Trusted, Phase::Address, Mode::Enforce, Action::Tag),
+            slot(HIT, Phase::Credentials, Mode::Enforce, Action::Block { status: 429 }),
+        ];
+        let mut decision = Decision::default();
+        assert!(!run(&slots, Phase::Address, &mut decision));
         assert!(decision.trusted);
-        assert!(!run(&slots, Phase::AfterBody, &subject(), &Credentials::default(), 0, &mut decision));
+        assert!(!run(&slots, Phase::Credentials, &mut decision));
         assert_eq!(decision.verdict(), Verdict::Allow);
     }
 }

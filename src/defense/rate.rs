@@ -1,21 +1,54 @@
-//! Request-rate limits per address, per account, or per account and address (GCRA, via governor).
+//! Request-rate limits per address, per account, per account and address, or per session (GCRA).
 //!
-//! governor's keyed limiter forgets nothing by itself: `prune` runs `retain_recent` on a timer. Its memory is
-//! naturally bounded by (request rate × emission interval): a key is dropped as soon as its bucket is full again.
+//! The quota is governor's (`Quota`: a replenish interval and a burst); the bucket is one GCRA cell in the key's
+//! record (see `store`), so the same limit can be kept in a store several gateways share. A cell whose theoretical
+//! arrival time has passed is indistinguishable from none, and the store forgets it then.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::clock::Clock as _;
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::keyed::DashMapStateStore;
-use governor::{Quota, RateLimiter};
+use governor::Quota;
+use serde::Deserialize;
 
-use super::known_sources::KnownSources;
-use super::{Credentials, Defense, Finding, Subject};
-use crate::clock::Clock;
+use super::registry::{self, block, error, BuildContext, BuildError, DefenseSpec, Span};
+use super::{Defense, FactNeeds, Fields, Finding, Needs, Phase};
+use crate::attempt::{Attempt, Subject};
+use crate::store::{CellId, Read, Reads, Reply, StateKey};
+
+pub const IP_RATE: DefenseSpec = DefenseSpec { name: "ip_rate", build: build_ip, default_action: block };
+pub const ACCOUNT_RATE: DefenseSpec = DefenseSpec { name: "account_rate", build: build_account, default_action: block };
+pub const ACCOUNT_IP_RATE: DefenseSpec =
+    DefenseSpec { name: "account_ip_rate", build: build_account_ip, default_action: block };
+pub const SESSION_RATE: DefenseSpec = DefenseSpec { name: "session_rate", build: build_session, default_action: block };
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitParams {
+    limit: u32,
+    per: Span,
+    burst: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountLimitParams {
+    limit: u32,
+    per: Span,
+    burst: Option<u32>,
+    /// Spare addresses that logged in to the account recently (the lockout-DoS guard, see `known_sources`).
+    exempt_known_sources: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionLimitParams {
+    limit: u32,
+    per: Span,
+    burst: Option<u32>,
+    /// The header whose value identifies the session; default `authorization`.
+    header: Option<String>,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RateKey {
@@ -27,196 +60,163 @@ pub enum RateKey {
 }
 
 pub struct RateLimit {
-    name: &'static str,
     key: RateKey,
-    limiter: RateLimiter<u128, DashMapStateStore<u128>, Clock, NoOpMiddleware<Nanos>>,
-    clock: Clock,
-    /// Account-keyed limits spare sources that logged in to the account before (see `known_sources`).
-    known_sources: Option<Arc<KnownSources>>,
-    /// Keys before pruning, decaying by 1/8 per prune: the size the map is likely to regrow to.
-    peak_keys: AtomicUsize,
-    /// Above this many keys, checks prune inline instead of waiting for the timer (a flood of new addresses).
-    key_cap: usize,
-    checks: AtomicUsize,
+    cell: CellId,
+    /// GCRA emission interval and burst tolerance, in nanoseconds.
+    interval: u64,
+    tolerance: u64,
+    exempt_known_sources: bool,
+    session_header: Option<http::HeaderName>,
 }
 
 impl RateLimit {
-    /// `limit` requests per `per`, with bursts of up to `burst`.
-    pub fn new(
-        key: RateKey,
-        limit: u32,
-        per: Duration,
-        burst: u32,
-        clock: Clock,
-        known_sources: Option<Arc<KnownSources>>,
-    ) -> Option<RateLimit> {
-        let period = per.checked_div(limit)?;
-        let quota = Quota::with_period(period)?.allow_burst(std::num::NonZeroU32::new(burst)?);
-        let name = match key {
-            RateKey::Ip => "ip_rate",
-            RateKey::Account => "account_rate",
-            RateKey::AccountIp => "account_ip_rate",
-            RateKey::Session => "session_rate",
-        };
+    /// `limit` requests per `per`, with bursts of up to `burst`; `None` when the rate is finer than a nanosecond.
+    pub fn new(key: RateKey, cell: CellId, limit: u32, per: Duration, burst: u32) -> Option<RateLimit> {
+        let quota = Quota::with_period(per.checked_div(limit)?)?.allow_burst(NonZeroU32::new(burst)?);
+        let interval = quota.replenish_interval().as_nanos() as u64;
         Some(RateLimit {
-            name,
             key,
-            limiter: RateLimiter::new(quota, DashMapStateStore::default(), clock.clone()),
-            clock,
-            known_sources,
-            peak_keys: AtomicUsize::new(0),
-            key_cap: usize::MAX,
-            checks: AtomicUsize::new(0),
+            cell,
+            interval,
+            tolerance: interval.saturating_mul(u64::from(quota.burst_size().get() - 1)),
+            exempt_known_sources: false,
+            session_header: None,
         })
     }
 
-    /// Prune inline (every 1,024 checks at most) once the map holds more than `cap` keys. governor drops a key only
-    /// when its bucket is full again, so what stays is bounded by (new keys per second × emission interval).
-    pub fn with_key_cap(mut self, cap: usize) -> RateLimit {
-        self.key_cap = cap;
-        self
-    }
-
-    fn key_of(&self, subject: &Subject) -> Option<u128> {
+    fn key_of(&self, subject: &Subject) -> Option<StateKey> {
         match self.key {
-            RateKey::Ip => Some(subject.ip_key.0),
-            RateKey::Account => subject.account.map(|a| a.0 as u128),
-            RateKey::AccountIp => subject
-                .account
-                .map(|a| ((a.0 as u128) << 64) ^ subject.ip_key.0.rotate_left(17)),
-            RateKey::Session => subject.session_key.map(u128::from),
+            RateKey::Ip => Some(subject.address),
+            RateKey::Account => subject.account,
+            RateKey::AccountIp => subject.account_address,
+            RateKey::Session => subject.session,
         }
     }
+}
+
+fn build(key: RateKey, limit: u32, per: Span, burst: Option<u32>, cx: &BuildContext<'_>) -> Result<RateLimit, BuildError> {
+    let limit = registry::positive("limit", limit)?;
+    let burst = match burst {
+        Some(0) => return Err(error("burst", "must be greater than zero")),
+        Some(b) => b,
+        None => limit,
+    };
+    RateLimit::new(key, cx.cell, limit, per.0, burst).ok_or_else(|| error("per", format!("{limit} per {:?} is too fine a rate", per.0)))
+}
+
+fn build_ip(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>, BuildError> {
+    let p: LimitParams = registry::params(table)?;
+    Ok(Arc::new(build(RateKey::Ip, p.limit, p.per, p.burst, cx)?))
+}
+
+fn build_account(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>, BuildError> {
+    let p: AccountLimitParams = registry::params(table)?;
+    let mut limit = build(RateKey::Account, p.limit, p.per, p.burst, cx)?;
+    limit.exempt_known_sources = p.exempt_known_sources.unwrap_or(true);
+    Ok(Arc::new(limit))
+}
+
+fn build_account_ip(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>, BuildError> {
+    let p: LimitParams = registry::params(table)?;
+    Ok(Arc::new(build(RateKey::AccountIp, p.limit, p.per, p.burst, cx)?))
+}
+
+fn build_session(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>, BuildError> {
+    let p: SessionLimitParams = registry::params(table)?;
+    let text = p.header.as_deref().unwrap_or("authorization");
+    let name = http::HeaderName::from_bytes(text.to_ascii_lowercase().as_bytes())
+        .map_err(|_| error("header", format!("`{text}` is not a header name")))?;
+    let mut limit = build(RateKey::Session, p.limit, p.per, p.burst, cx)?;
+    limit.session_header = Some(name);
+    Ok(Arc::new(limit))
 }
 
 impl Defense for RateLimit {
     fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn needs_credentials(&self) -> bool {
-        matches!(self.key, RateKey::Account | RateKey::AccountIp)
-    }
-
-    fn check(&self, subject: &Subject, _credentials: &Credentials<'_>, now: u64) -> Finding {
-        let Some(key) = self.key_of(subject) else {
-            return Finding::Clear;
-        };
-        if self.checks.fetch_add(1, Ordering::Relaxed) % 1024 == 0 && self.limiter.len() > self.key_cap {
-            self.limiter.retain_recent();
+        match self.key {
+            RateKey::Ip => "ip_rate",
+            RateKey::Account => "account_rate",
+            RateKey::AccountIp => "account_ip_rate",
+            RateKey::Session => "session_rate",
         }
-        match self.limiter.check_key(&key) {
-            Ok(()) => Finding::Clear,
-            Err(not_until) => {
-                if KnownSources::spares(self.known_sources.as_deref(), subject, now) {
+    }
+
+    fn needs(&self) -> Needs {
+        let by_account = matches!(self.key, RateKey::Account | RateKey::AccountIp);
+        Needs {
+            phase: Some(if by_account { Phase::Credentials } else { Phase::Address }),
+            fields: Fields { account: by_account, ..Fields::default() },
+            facts: FactNeeds { known_source: self.exempt_known_sources, ..FactNeeds::default() },
+            session_header: self.session_header.clone(),
+        }
+    }
+
+    fn reads(&self, attempt: &Attempt<'_>, out: &mut Reads) {
+        if let Some(key) = self.key_of(&attempt.subject) {
+            out.push(Read::Gcra { key, cell: self.cell, interval: self.interval, tolerance: self.tolerance });
+        }
+    }
+
+    fn decide(&self, attempt: &Attempt<'_>, replies: &[Reply], _now: u64) -> Finding {
+        match replies.first() {
+            Some(Reply::Wait(wait)) => {
+                if self.exempt_known_sources && attempt.subject.facts.known_source {
                     return Finding::Clear;
                 }
-                let wait = not_until.wait_time_from(self.clock.now());
                 Finding::Hit {
                     reason: "rate_exceeded",
-                    retry_after: Some(wait.max(Duration::from_secs(1))),
+                    retry_after: Some(Duration::from_nanos(*wait).max(Duration::from_secs(1))),
                 }
             }
+            _ => Finding::Clear,
         }
-    }
-
-    fn prune(&self, _now: u64) {
-        let before = self.limiter.len();
-        self.limiter.retain_recent();
-        // Under steady traffic the map refills to `before` keys by the next prune: shrinking it every time would
-        // rehash it and fault its memory in again. Shrink only once traffic fell well below the recent peak.
-        let peak = self.peak_keys.load(Ordering::Relaxed);
-        let peak = before.max(peak - peak / 8);
-        if before.saturating_mul(4) < peak {
-            self.limiter.shrink_to_fit();
-            self.peak_keys.store(before, Ordering::Relaxed);
-        } else {
-            self.peak_keys.store(peak, Ordering::Relaxed);
-        }
-    }
-
-    fn tracked_keys(&self) -> usize {
-        self.limiter.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::defense::{AccountKey, IpKey};
-    use std::net::{IpAddr, Ipv4Addr};
-
-    fn subject(last_octet: u8) -> Subject {
-        Subject::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, last_octet)), 64)
-    }
+    use crate::defense::testing::Harness;
 
     #[test]
     fn ip_limit_blocks_after_burst_and_recovers_with_time() {
-        let clock = Clock::manual();
-        let limit = RateLimit::new(RateKey::Ip, 5, Duration::from_secs(60), 5, clock.clone(), None).unwrap();
-        let creds = Credentials::default();
+        let h = Harness::new();
+        let limit = RateLimit::new(RateKey::Ip, 9, 5, Duration::from_secs(60), 5).unwrap();
         for _ in 0..5 {
-            assert_eq!(limit.check(&subject(1), &creds, clock.now_nanos()), Finding::Clear);
+            assert_eq!(h.check(&limit, &h.subject("198.51.100.1", None)), Finding::Clear);
         }
-        let Finding::Hit { retry_after, .. } = limit.check(&subject(1), &creds, clock.now_nanos()) else {
+        let Finding::Hit { retry_after, .. } = h.check(&limit, &h.subject("198.51.100.1", None)) else {
             panic!("sixth request in a minute must be over the limit");
         };
         assert_eq!(retry_after, Some(Duration::from_secs(12)));
-        // Another address is unaffected.
-        assert_eq!(limit.check(&subject(2), &creds, clock.now_nanos()), Finding::Clear);
-        clock.advance(Duration::from_secs(12));
-        assert_eq!(limit.check(&subject(1), &creds, clock.now_nanos()), Finding::Clear);
-    }
-
-    #[test]
-    fn pruning_forgets_recovered_keys() {
-        let clock = Clock::manual();
-        let limit = RateLimit::new(RateKey::Ip, 10, Duration::from_secs(10), 10, clock.clone(), None).unwrap();
-        for i in 0..200u8 {
-            limit.check(&subject(i), &Credentials::default(), clock.now_nanos());
-        }
-        assert_eq!(limit.tracked_keys(), 200);
-        clock.advance(Duration::from_secs(2));
-        limit.prune(clock.now_nanos());
-        assert_eq!(limit.tracked_keys(), 0);
+        assert_eq!(h.check(&limit, &h.subject("198.51.100.2", None)), Finding::Clear, "another address");
+        h.clock.advance(Duration::from_secs(12));
+        assert_eq!(h.check(&limit, &h.subject("198.51.100.1", None)), Finding::Clear);
     }
 
     #[test]
     fn account_limit_spares_a_source_that_logged_in_before() {
-        let clock = Clock::manual();
-        let known = Arc::new(KnownSources::new(100, Duration::from_secs(86_400)));
-        let limit = RateLimit::new(
-            RateKey::Account,
-            1,
-            Duration::from_secs(60),
-            1,
-            clock.clone(),
-            Some(known.clone()),
-        )
-        .unwrap();
-        let mut owner = subject(1);
-        owner.account = Some(AccountKey(42));
-        let mut attacker = subject(9);
-        attacker.account = Some(AccountKey(42));
-        known.record_success(AccountKey(42), IpKey::new(owner.ip, 64), clock.now_nanos());
-        let creds = Credentials::default();
-        assert_eq!(limit.check(&attacker, &creds, clock.now_nanos()), Finding::Clear);
-        assert!(matches!(limit.check(&attacker, &creds, clock.now_nanos()), Finding::Hit { .. }));
-        assert_eq!(limit.check(&owner, &creds, clock.now_nanos()), Finding::Clear);
+        let h = Harness::new();
+        let mut limit = RateLimit::new(RateKey::Account, 9, 1, Duration::from_secs(60), 1).unwrap();
+        limit.exempt_known_sources = true;
+        let mut owner = h.subject("198.51.100.1", Some("alice"));
+        owner.facts.known_source = true;
+        let attacker = h.subject("198.51.100.9", Some("alice"));
+        assert_eq!(h.check(&limit, &attacker), Finding::Clear);
+        assert!(matches!(h.check(&limit, &attacker), Finding::Hit { .. }));
+        assert_eq!(h.check(&limit, &owner), Finding::Clear);
     }
 
     #[test]
-    fn a_flood_of_new_addresses_is_pruned_inline_once_over_the_cap() {
-        let clock = Clock::manual();
-        let limit = RateLimit::new(RateKey::Ip, 10, Duration::from_secs(1), 10, clock.clone(), None)
-            .unwrap()
-            .with_key_cap(1000);
-        for i in 0..20_000u32 {
-            let ip = IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + i));
-            limit.check(&Subject::new(ip, 64), &Credentials::default(), clock.now_nanos());
-            clock.advance(Duration::from_micros(500)); // 2,000 new addresses a second
+    fn idle_buckets_are_forgotten() {
+        let h = Harness::new();
+        let limit = RateLimit::new(RateKey::Ip, 9, 10, Duration::from_secs(10), 10).unwrap();
+        for i in 0..200u8 {
+            h.check(&limit, &h.subject(&format!("10.0.0.{i}"), None));
         }
-        // Keys live 0.1 s (one emission interval): ~200 at a time, never far above the cap.
-        assert!(limit.tracked_keys() <= 1000 + 1024, "{}", limit.tracked_keys());
+        assert_eq!(h.records(), 200);
+        h.clock.advance(Duration::from_secs(2));
+        h.prune();
+        assert_eq!(h.records(), 0);
     }
 }

@@ -2,7 +2,6 @@
 //! Unprotected traffic passes with a route lookup and the spoofed-header strip; nothing else.
 
 pub mod answer;
-pub mod body;
 pub mod client_ip;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -15,19 +14,18 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::Result;
 
+use crate::answer::Answer;
 use crate::config::{Policy, Route};
 use crate::defense::ip_list::IpRanges;
-use crate::defense::{AccountHasher, Decision, Outcome, Subject, Verdict};
-use crate::engine::{self, BodyGate};
+use crate::defense::{Effects, Outcome};
+use crate::engine::{self, BodyRead, Judged};
 use crate::reload::PolicyHandle;
 use crate::telemetry::metrics;
-use answer::Answer;
 
 /// Everything the phases share, built once at start.
 pub struct GatewayState {
     pub policy: Arc<PolicyHandle>,
     pub trusted_proxies: IpRanges,
-    pub hasher: AccountHasher,
     pub upstream: HttpPeer,
 }
 
@@ -42,19 +40,11 @@ pub struct RequestCtx {
     /// The policy the request was matched against, kept alive across a concurrent reload.
     policy: Option<Arc<Policy>>,
     route: usize,
-    subject: Option<Subject>,
-    decision: Decision,
-    /// Set when the gateway answered instead of the upstream because the request itself was unusable.
-    invalid: Option<&'static str>,
+    /// The engine's decision, once made.
+    judged: Option<Judged>,
     outcome: Option<Outcome>,
     decision_started: Option<Instant>,
     decision_micros: u64,
-}
-
-impl RequestCtx {
-    fn route(&self) -> Option<&Route> {
-        self.policy.as_ref().map(|p| &p.routes[self.route])
-    }
 }
 
 const HEADER_PREFIX: &str = "x-stuffgate-";
@@ -106,13 +96,9 @@ impl ProxyHttp for Gateway {
         if let Some(ip) = ctx.client_ip {
             request.insert_header("x-stuffgate-client-ip", ip.to_string())?;
         }
-        if ctx.decision.tags().next().is_some() {
-            let list: Vec<&str> = ctx.decision.tags().map(|r| r.defense).collect();
-            request.insert_header("x-stuffgate-signals", list.join(","))?;
-            for tag in ctx.decision.tags() {
-                if let Some((name, value)) = &tag.header {
-                    request.append_header(*name, value.as_str())?;
-                }
+        if let Some(judged) = &ctx.judged {
+            for (name, value) in &judged.effects.upstream {
+                request.append_header(*name, value.as_str())?;
             }
         }
         Ok(())
@@ -124,27 +110,36 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let (Some(policy), Some(subject)) = (ctx.policy.clone(), ctx.subject) else {
+        let (Some(policy), Some(judged)) = (ctx.policy.clone(), ctx.judged.as_ref()) else {
             return Ok(());
         };
         let route = &policy.routes[ctx.route];
         let env = self.state.policy.env();
-        let outcome = engine::observe(route, env, &subject, response.status.as_u16(), env.clock.now_nanos());
+        let (outcome, effects) =
+            engine::observe(route, env, &judged.subject, response.status.as_u16(), env.clock.now_nanos());
+        apply_response_effects(response, &effects)?;
         ctx.outcome = Some(outcome);
         Ok(())
     }
 
     async fn logging(&self, session: &mut Session, _error: Option<&pingora::Error>, ctx: &mut RequestCtx) {
-        let Some(route) = ctx.route() else {
+        let Some(policy) = ctx.policy.clone() else {
             return;
         };
-        let verdict = match (ctx.invalid, ctx.decision.verdict()) {
-            (Some(invalid), _) => invalid,
-            (None, v) => v.as_str(),
+        let route = &policy.routes[ctx.route];
+        let Some(judged) = ctx.judged.as_mut() else {
+            return;
         };
+        let verdict = judged.decision.verdict().as_str();
         metrics::REQUESTS.with_label_values(&[route.name.as_str(), verdict]).inc();
-        if let Some(subject) = ctx.subject.filter(|_| self.state.policy.env().geo.is_some()) {
-            let label = match (subject.geo.country.as_ref(), subject.geo.is_private) {
+        let env = self.state.policy.env();
+        if env.geo.is_some() {
+            if !route.needs.facts.geo {
+                // Located here, after the answer, when no defense needed it before.
+                engine::locate(env, &mut judged.subject);
+            }
+            let geo = &judged.subject.facts.geo;
+            let label = match (geo.country.as_ref(), geo.is_private) {
                 (_, true) => "private",
                 (Some(code), false) => code.as_str(),
                 (None, false) => "unknown",
@@ -154,16 +149,14 @@ impl ProxyHttp for Gateway {
         if let Some(outcome) = ctx.outcome {
             metrics::OUTCOMES.with_label_values(&[route.name.as_str(), outcome.as_str()]).inc();
         }
-        for reason in &ctx.decision.reasons {
+        for reason in &judged.decision.reasons {
             metrics::FINDINGS
                 .with_label_values(&[route.name.as_str(), reason.defense, reason.action, reason.mode.as_str()])
                 .inc();
         }
-        metrics::DECISION_SECONDS
-            .with_label_values(&[route.name.as_str()])
-            .observe(ctx.decision_micros as f64 / 1e6);
+        metrics::DECISION_SECONDS.with_label_values(&[route.name.as_str()]).observe(ctx.decision_micros as f64 / 1e6);
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
-        crate::telemetry::decision_event(route, ctx.client_ip, ctx.subject, &ctx.decision, verdict, ctx.outcome, status, ctx.decision_micros);
+        crate::telemetry::decision_event(route, judged, ctx.outcome, status, ctx.decision_micros);
     }
 }
 
@@ -183,67 +176,52 @@ impl Gateway {
         let ip = ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let env = self.state.policy.env();
         let now = env.clock.now_nanos();
-        let session_value = route
-            .session_header
-            .as_ref()
-            .and_then(|name| session.req_header().headers.get(name))
-            .map(|value| value.as_bytes());
-        let (mut subject, decision) = engine::check_address(route, env, ip, session_value, now);
-        ctx.subject = Some(subject);
-        ctx.decision = decision;
-        if ctx.decision.verdict.is_some() {
-            return self.answer_block(session, ctx, false).await;
-        }
-        if !route.reads_body() || ctx.decision.trusted {
-            return Ok(false);
-        }
-        let body = match read_bounded_body(session, route.max_body_bytes).await? {
-            Ok(body) => body,
-            Err(invalid) => {
-                ctx.invalid = Some("too_large");
-                answer::send(session, &invalid, false).await?;
-                return Ok(true);
-            }
-        };
-        let content_type = session.req_header().headers.get("content-type").map(|v| v.as_bytes());
-        let gate = engine::check_body(
-            route,
-            env,
-            &self.state.hasher,
-            content_type,
-            &body,
-            &mut subject,
-            now,
-            &mut ctx.decision,
-        );
-        ctx.subject = Some(subject);
-        match gate {
-            BodyGate::Checked if ctx.decision.verdict.is_some() => self.answer_block(session, ctx, true).await,
-            BodyGate::Checked | BodyGate::Forward => Ok(false),
-            BodyGate::Reject(message) => {
-                ctx.invalid = Some("bad_request");
-                answer::send(session, &Answer::bad_request(message), true).await?;
-                Ok(true)
-            }
-            BodyGate::TooLarge => {
-                ctx.invalid = Some("too_large");
-                answer::send(session, &Answer::too_large(), true).await?;
+        let judged = engine::decide(route, env, &mut Downstream { session: &mut *session, ip }, now).await?;
+        let answer = Answer::for_decision(route, &judged.decision);
+        let body_read = judged.body_read;
+        ctx.judged = Some(judged);
+        match answer {
+            None => Ok(false),
+            Some(answer) => {
+                answer::send(session, &answer, body_read).await?;
                 Ok(true)
             }
         }
-    }
-
-    async fn answer_block(&self, session: &mut Session, ctx: &RequestCtx, body_consumed: bool) -> Result<bool> {
-        if let Verdict::Block { status, retry_after } = ctx.decision.verdict() {
-            let answer = Answer::block(status, retry_after, ctx.decision.decided_by);
-            answer::send(session, &answer, body_consumed).await?;
-        }
-        Ok(true)
     }
 }
 
+/// The client's request as the engine reads it.
+struct Downstream<'s> {
+    session: &'s mut Session,
+    ip: IpAddr,
+}
+
+impl engine::Request for Downstream<'_> {
+    type Error = Box<pingora::Error>;
+
+    fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    fn headers(&self) -> &http::HeaderMap {
+        &self.session.req_header().headers
+    }
+
+    async fn read_body(&mut self, limit: usize) -> Result<BodyRead> {
+        read_bounded_body(self.session, limit).await
+    }
+}
+
+/// Headers the decision adds to the client's response (e.g. a device cookie).
+fn apply_response_effects(response: &mut ResponseHeader, effects: &Effects) -> Result<()> {
+    for (name, value) in &effects.response {
+        response.append_header(*name, value.as_str())?;
+    }
+    Ok(())
+}
+
 /// Read the whole body into pingora's replay buffer (it is sent upstream from there), refusing more than `limit`.
-async fn read_bounded_body(session: &mut Session, limit: usize) -> Result<std::result::Result<bytes::Bytes, Answer>> {
+async fn read_bounded_body(session: &mut Session, limit: usize) -> Result<BodyRead> {
     let declared = session
         .req_header()
         .headers
@@ -251,7 +229,7 @@ async fn read_bounded_body(session: &mut Session, limit: usize) -> Result<std::r
         .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
-        return Ok(Err(Answer::too_large()));
+        return Ok(BodyRead::TooLarge);
     }
     // A login body is small: a client that trickles it is holding a worker task, not typing slowly.
     session.set_read_timeout(Some(BODY_READ_TIMEOUT));
@@ -260,13 +238,13 @@ async fn read_bounded_body(session: &mut Session, limit: usize) -> Result<std::r
     while let Some(chunk) = session.read_request_body().await? {
         total += chunk.len();
         if total > limit {
-            return Ok(Err(Answer::too_large()));
+            return Ok(BodyRead::TooLarge);
         }
     }
     if session.retry_buffer_truncated() {
-        return Ok(Err(Answer::too_large()));
+        return Ok(BodyRead::TooLarge);
     }
-    Ok(Ok(session.get_retry_buffer().unwrap_or_default()))
+    Ok(BodyRead::Read(session.get_retry_buffer().unwrap_or_default()))
 }
 
 /// Clients must not be able to forge the headers the app trusts from us.

@@ -1,7 +1,7 @@
-//! Offline what-if: the schedule through the gateway's own decision engine (`engine::check_address`,
-//! `check_body`, `observe`) on a virtual clock, with the demo upstream's answers simulated. Same body handling as
-//! the proxy, same route matching, same data files (GeoIP, breach filters), same pruning cadence — so a policy
-//! judged here is judged by the code that will serve it.
+//! Offline what-if: the schedule through the gateway's own decision engine (`engine::decide`, `observe`) on a
+//! virtual clock, with the demo upstream's answers simulated. The same `decide` the proxy calls, same route matching,
+//! same data files (GeoIP, breach filters), same pruning cadence — so a policy judged here is judged by the code
+//! that will serve it.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::config::CompileEnv;
-use crate::defense::{AccountHasher, Decision, Mode};
-use crate::engine;
+use crate::defense::{Decision, Mode};
+use crate::engine::{self, InMemory};
+
+use bytes::Bytes;
 use crate::geoip::SharedGeoDb;
 use crate::reload::PolicyHandle;
 
@@ -40,27 +42,19 @@ pub struct OfflineRun {
     pub elapsed: Duration,
 }
 
-/// What the gateway would do with one request.
-#[derive(Debug, PartialEq, Eq)]
-enum Gate {
-    Forward,
-    Block,
-    Invalid,
-}
-
 pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<OfflineRun> {
     let clock = Clock::manual();
     let geo = match &options.geoip {
         Some(path) => Some(Arc::new(SharedGeoDb::open(path, None)?)),
         None => None,
     };
-    let mut env = CompileEnv::new(clock.clone(), options.max_tracked_keys).with_geo(geo);
+    // A fixed key: offline results depend on the seed alone.
+    let mut env =
+        CompileEnv::new(clock.clone(), options.max_tracked_keys).with_geo(geo).with_secret(b"stuffgate offline replay");
     env.open_breach_filters(options.password_filter.as_deref(), options.pair_filter.as_deref())?;
     let handle = PolicyHandle::load(options.policy_files.clone(), env)?;
     let policy = handle.current();
     let env = handle.env();
-    // A fixed key: offline results depend on the seed alone.
-    let hasher = AccountHasher::from_secret(b"stuffgate offline replay");
     let speed = if options.speed > 0.0 { options.speed } else { 1.0 };
     let origin = clock.now_nanos();
     let mut tally = Tally::new(schedule);
@@ -70,7 +64,6 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
     let mut next_prune = origin + PRUNE_EVERY;
     let mut processed = 0u64;
     let started = Instant::now();
-    let json = Some(&b"application/json"[..]);
     // The route of each endpoint, matched once as the proxy would match every request.
     let routes = Endpoint::ALL.map(|e| policy.match_route(&http::Method::POST, e.path()));
 
@@ -111,39 +104,23 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
             Some(index) => {
                 let route = &policy.routes[index];
                 // The runner sends follow-ups' tokens as `Authorization: Bearer …`; session limits key on that.
-                let authorization = event.bearer.as_deref().map(|token| format!("Bearer {token}"));
-                let (mut subject, mut decision) =
-                    engine::check_address(route, env, event.ip, authorization.as_deref().map(str::as_bytes), now);
-                let gate = if decision.verdict.is_some() {
-                    Gate::Block
-                } else if !route.reads_body() || decision.trusted {
-                    Gate::Forward
-                } else {
-                    // The same body handling as the proxy: one code path decides online and offline.
-                    match engine::check_body(route, env, &hasher, json, event.body.as_bytes(), &mut subject, now, &mut decision) {
-                        engine::BodyGate::Checked if decision.verdict.is_some() => Gate::Block,
-                        engine::BodyGate::Checked | engine::BodyGate::Forward => Gate::Forward,
-                        engine::BodyGate::Reject(_) | engine::BodyGate::TooLarge => Gate::Invalid,
+                let mut headers = http::HeaderMap::with_capacity(2);
+                headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+                if let Some(value) = event.bearer.as_deref().and_then(|t| http::HeaderValue::try_from(format!("Bearer {t}")).ok()) {
+                    headers.insert(http::header::AUTHORIZATION, value);
+                }
+                let mut request = InMemory { ip: event.ip, headers, body: Bytes::copy_from_slice(event.body.as_bytes()) };
+                let Ok(judged) = engine::decide_now(route, env, &mut request, now);
+                flagged = would_block(&judged.decision);
+                match judged.verdict() {
+                    crate::defense::Verdict::Block { status, .. } => Answer { verdict: Verdict::Blocked, status, token: None },
+                    crate::defense::Verdict::Challenge => Answer { verdict: Verdict::Blocked, status: 428, token: None },
+                    crate::defense::Verdict::Invalid(problem) => {
+                        Answer { verdict: Verdict::Invalid, status: problem.status(), token: None }
                     }
-                };
-                flagged = would_block(&decision);
-                match gate {
-                    Gate::Block => Answer {
-                        verdict: Verdict::Blocked,
-                        status: match decision.verdict() {
-                            crate::defense::Verdict::Block { status, .. } => status,
-                            crate::defense::Verdict::Allow => 429,
-                        },
-                        token: None,
-                    },
-                    Gate::Invalid => Answer {
-                        verdict: Verdict::Invalid,
-                        status: 400,
-                        token: None,
-                    },
-                    Gate::Forward => {
+                    crate::defense::Verdict::Allow | crate::defense::Verdict::Tag => {
                         let answer = upstream(event);
-                        engine::observe(route, env, &subject, answer.status, now);
+                        engine::observe(route, env, &judged.subject, answer.status, now);
                         answer
                     }
                 }

@@ -17,7 +17,7 @@ fn registered<T>(result: prometheus::Result<T>) -> T {
 pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     registered(register_int_counter_vec!(
         "stuffgate_requests_total",
-        "Protected requests by route and final verdict (allow, block, bad_request, too_large).",
+        "Protected requests by route and final verdict (allow, tag, challenge, block, bad_request, too_large).",
         &["route", "verdict"]
     ))
 });
@@ -35,7 +35,7 @@ pub static REQUESTS_BY_COUNTRY: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static FINDINGS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     registered(register_int_counter_vec!(
         "stuffgate_defense_findings_total",
-        "Defense findings by route, defense, action (block, tag, trusted) and mode (enforce, observe).",
+        "Defense findings by route, defense, action (block, challenge, tag, trusted) and mode (enforce, observe).",
         &["route", "defense", "action", "mode"]
     ))
 });
@@ -49,12 +49,21 @@ pub static OUTCOMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     ))
 });
 
-/// Keys each defense tracks: the gauge that shows memory staying bounded under a flood of distinct keys.
+/// Records the store holds per key kind: the gauge that shows memory staying bounded under a flood of distinct keys.
 pub static TRACKED_KEYS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     registered(register_int_gauge_vec!(
         "stuffgate_tracked_keys",
-        "Keys currently held by each defense's state.",
-        &["route", "defense"]
+        "Records held in the state store, by key kind (address, account, account_address, password, session, device).",
+        &["kind"]
+    ))
+});
+
+/// Phases decided without the store's answer (it failed or timed out): the local decision stood.
+pub static STORE_FALLBACKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(register_int_counter_vec!(
+        "stuffgate_store_fallbacks_total",
+        "Decision phases that went on without the state store's answer, by reason (timeout, error).",
+        &["reason"]
     ))
 });
 

@@ -28,13 +28,9 @@ pub fn init(format: LogFormat, level: &str) -> tracing_appender::non_blocking::W
 }
 
 /// The one event per protected request. Never a password; the account only as its keyed hash.
-#[allow(clippy::too_many_arguments)]
 pub fn decision_event(
     route: &crate::config::Route,
-    client_ip: Option<std::net::IpAddr>,
-    subject: Option<crate::defense::Subject>,
-    decision: &crate::defense::Decision,
-    verdict: &str,
+    judged: &crate::engine::Judged,
     outcome: Option<crate::defense::Outcome>,
     status: u16,
     decision_micros: u64,
@@ -45,6 +41,8 @@ pub fn decision_event(
         return;
     }
     use std::fmt::Write;
+    let decision = &judged.decision;
+    let verdict = decision.verdict();
     let mut reasons = String::new();
     for (i, r) in decision.reasons.iter().enumerate() {
         let _ = write!(
@@ -57,17 +55,21 @@ pub fn decision_event(
             r.mode.as_str()
         );
     }
-    let account = subject.and_then(|s| s.account).map(|a| a.log_form());
-    let country = subject.and_then(|s| s.geo.country);
+    if let crate::defense::Verdict::Invalid(problem) = verdict {
+        reasons = format!("body:{}", problem.reason());
+    }
+    let subject = &judged.subject;
+    let decided_by = decision.decided_by.and_then(|i| route.slots.get(i)).map(|s| s.defense.name());
+    let account = subject.account.map(|a| format!("{:016x}", a.id));
     tracing::info!(
         target: "stuffgate::decision",
         route = route.name.as_str(),
         kind = route.kind.as_str(),
-        verdict,
-        decided_by = decision.decided_by.unwrap_or(""),
+        verdict = verdict.as_str(),
+        decided_by = decided_by.unwrap_or(""),
         reasons = reasons.as_str(),
-        client_ip = client_ip.map(tracing::field::display),
-        country = country.as_ref().map(|c| c.as_str()),
+        client_ip = %subject.ip,
+        country = subject.facts.geo.country.as_ref().map(|c| c.as_str()),
         account = account.as_deref(),
         outcome = outcome.map(|o| o.as_str()),
         status,

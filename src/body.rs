@@ -347,3 +347,65 @@ mod tests {
         assert_eq!(listed.unwrap_err(), BodyError::Ambiguous("target"));
     }
 }
+
+/// Why a protected request's body was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyProblem {
+    TooLarge,
+    UnsupportedType,
+    Malformed,
+    NoAccount,
+    /// The reset names more than one destination (GitLab CVE-2023-7028).
+    AmbiguousTarget,
+    /// A credential field is an object, an array or repeated.
+    AmbiguousField,
+}
+
+impl BodyProblem {
+    pub fn from_error(error: &BodyError) -> BodyProblem {
+        match error {
+            BodyError::UnsupportedType => BodyProblem::UnsupportedType,
+            BodyError::Malformed(_) => BodyProblem::Malformed,
+            BodyError::Ambiguous("target") => BodyProblem::AmbiguousTarget,
+            BodyError::Ambiguous(_) => BodyProblem::AmbiguousField,
+        }
+    }
+
+    /// The verdict label (metrics): `too_large` or `bad_request`.
+    pub fn label(self) -> &'static str {
+        match self {
+            BodyProblem::TooLarge => "too_large",
+            _ => "bad_request",
+        }
+    }
+
+    /// A short reason for the decision log.
+    pub fn reason(self) -> &'static str {
+        match self {
+            BodyProblem::TooLarge => "body_too_large",
+            BodyProblem::UnsupportedType => "unsupported_content_type",
+            BodyProblem::Malformed => "malformed_body",
+            BodyProblem::NoAccount => "no_account_field",
+            BodyProblem::AmbiguousTarget => "ambiguous_target",
+            BodyProblem::AmbiguousField => "ambiguous_field",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            BodyProblem::TooLarge => 413,
+            _ => 400,
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            BodyProblem::TooLarge => "The request body is larger than this endpoint accepts.",
+            BodyProblem::UnsupportedType => "The body must be JSON or a URL-encoded form.",
+            BodyProblem::Malformed => "The body could not be parsed.",
+            BodyProblem::NoAccount => "The request has no account field.",
+            BodyProblem::AmbiguousTarget => "The reset must name one address.",
+            BodyProblem::AmbiguousField => "A credential field must be a single string.",
+        }
+    }
+}

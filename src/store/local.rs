@@ -1,0 +1,372 @@
+//! The in-process backend: per key kind, a sharded map from key to record, with a hard cap.
+//!
+//! Keys are already uniform keyed hashes, so the maps use them as their own hash (no second hashing). When a shard
+//! reaches its share of the cap it drops expired records; if that frees less than a tenth of it, it evicts records
+//! without a live penalty, and only then any. A flood of distinct keys therefore costs at most `max_tracked_keys`
+//! records per kind and never lifts a penalty that is in force while unpenalised records remain.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+
+use super::cell::{self, secs, Cell, RecentSet};
+use super::{CellId, KeyCounts, KeyKind, Read, ReadFuture, Replies, Reply, StateKey, Store, Write};
+
+const SHARDS: usize = 64;
+
+/// A record: the cells of every defense keyed on one key, and until when any of them matters.
+#[derive(Debug, Default)]
+struct Record {
+    /// Second after which nothing in the record matters.
+    expires: u32,
+    /// Second until which some cell holds a penalty (eviction spares these).
+    penalised: u32,
+    cells: SmallVec<[Cell; 2]>,
+}
+
+/// The size of a record as the map stores it (key and value), for the memory figures in the README.
+pub const RECORD_BYTES: usize = std::mem::size_of::<(u64, Record)>();
+
+impl Record {
+    fn cell(&self, id: CellId) -> Option<&Cell> {
+        self.cells.iter().find(|c| c.id() == id)
+    }
+
+    fn cell_or(&mut self, id: CellId, make: impl FnOnce() -> Cell) -> &mut Cell {
+        let at = match self.cells.iter().position(|c| c.id() == id) {
+            Some(at) => at,
+            None => {
+                self.cells.push(make());
+                self.cells.len() - 1
+            }
+        };
+        &mut self.cells[at]
+    }
+
+    fn extend(&mut self, until: u32) {
+        self.expires = self.expires.max(until);
+    }
+}
+
+/// Keys are keyed hashes already: use them as the map's hash.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Shard = Mutex<HashMap<u64, Record, BuildHasherDefault<IdHasher>>>;
+
+pub struct LocalStore {
+    kinds: Vec<Box<[Shard]>>,
+    per_shard_cap: usize,
+}
+
+impl LocalStore {
+    /// At most `max_keys` records per key kind.
+    pub fn new(max_keys: usize) -> LocalStore {
+        let per_shard_cap = (max_keys / SHARDS).max(8);
+        let kinds = KeyKind::ALL
+            .iter()
+            .map(|_| (0..SHARDS).map(|_| Mutex::new(HashMap::default())).collect())
+            .collect();
+        LocalStore { kinds, per_shard_cap }
+    }
+
+    fn shard(&self, key: &StateKey) -> &Shard {
+        // The top bits pick the shard; hashbrown uses the low and top-7 bits inside it, which stay uniform.
+        &self.kinds[key.kind as usize][(key.id >> 40) as usize % SHARDS]
+    }
+
+    /// The most records one key kind may hold.
+    pub fn capacity_per_kind(&self) -> usize {
+        self.per_shard_cap * SHARDS
+    }
+
+    fn read_one(&self, read: &Read, now: u64) -> Reply {
+        let at = secs(now);
+        match *read {
+            Read::Gcra { key, cell: id, interval, tolerance } => {
+                let mut shard = self.shard(&key).lock();
+                if !shard.contains_key(&key.id) && shard.len() >= self.per_shard_cap {
+                    make_room(&mut shard, self.per_shard_cap, at);
+                }
+                let record = shard.entry(key.id).or_default();
+                let Cell::Gcra { tat, .. } = record.cell_or(id, || Cell::Gcra { id, tat: 0 }) else {
+                    return Reply::Admit;
+                };
+                match cell::gcra(tat, now, interval, tolerance) {
+                    Ok(until) => {
+                        record.extend(until);
+                        Reply::Admit
+                    }
+                    Err(wait) => Reply::Wait(wait),
+                }
+            }
+            Read::Penalty { key, cell } => {
+                let shard = self.shard(&key).lock();
+                let remaining = shard
+                    .get(&key.id)
+                    .and_then(|r| r.cell(cell))
+                    .map(|c| c.penalty_remaining(now))
+                    .unwrap_or(0);
+                Reply::Penalty(remaining)
+            }
+            Read::Contains { key, cell, member } => {
+                let shard = self.shard(&key).lock();
+                let found = shard.get(&key.id).and_then(|r| r.cell(cell)).is_some_and(|c| c.contains(member, now));
+                Reply::Contains(found)
+            }
+            Read::Last { key, cell } => {
+                let shard = self.shard(&key).lock();
+                Reply::Last(shard.get(&key.id).and_then(|r| r.cell(cell)).and_then(|c| c.last(now)))
+            }
+        }
+    }
+
+    fn write_one(&self, write: &Write, now: u64) {
+        let key = match write {
+            Write::Count { key, .. }
+            | Write::ResetCount { key, .. }
+            | Write::Distinct { key, .. }
+            | Write::Remember { key, .. }
+            | Write::SetLast { key, .. } => *key,
+        };
+        let at = secs(now);
+        let mut shard = self.shard(&key).lock();
+        if let Write::ResetCount { cell: id, .. } = write {
+            if let Some(cell) = shard.get_mut(&key.id).and_then(|r| r.cells.iter_mut().find(|c| c.id() == *id)) {
+                cell::reset_count(cell);
+            }
+            return;
+        }
+        if !shard.contains_key(&key.id) && shard.len() >= self.per_shard_cap {
+            make_room(&mut shard, self.per_shard_cap, at);
+        }
+        let record = shard.entry(key.id).or_default();
+        let until = match *write {
+            Write::Count { cell: id, rule, .. } => {
+                let cell = record.cell_or(id, || Cell::Count { id, start: 0, current: 0, previous: 0, until: 0, strikes: 0 });
+                let keep = cell::count(cell, now, &rule);
+                let penalised = cell.penalty_until();
+                record.penalised = record.penalised.max(penalised);
+                keep
+            }
+            Write::Distinct { cell: id, member, failed, rule, .. } => {
+                let cell = record.cell_or(id, || Cell::Distinct { id, set: Box::default() });
+                let Cell::Distinct { set, .. } = cell else { return };
+                let keep = cell::distinct(set, now, member, failed, &rule);
+                let penalised = cell.penalty_until();
+                record.penalised = record.penalised.max(penalised);
+                keep
+            }
+            Write::Remember { cell: id, member, cap, keep, .. } => {
+                let cell = record.cell_or(id, || Cell::Recent { id, set: Box::<RecentSet>::default() });
+                let Cell::Recent { set, .. } = cell else { return };
+                cell::remember(set, now, member, cap, keep)
+            }
+            Write::SetLast { cell: id, value, keep, .. } => {
+                let until = secs(now + keep);
+                let cell = record.cell_or(id, || Cell::Last { id, value, until });
+                if let Cell::Last { value: v, until: u, .. } = cell {
+                    (*v, *u) = (value, until);
+                }
+                until
+            }
+            Write::ResetCount { .. } => 0,
+        };
+        record.extend(until);
+    }
+
+    /// Records per kind, and how many hold a penalty in force (for the memory benchmark and tests).
+    pub fn census(&self, now: u64) -> Vec<(KeyKind, usize, usize)> {
+        let at = secs(now);
+        KeyKind::ALL
+            .iter()
+            .map(|&kind| {
+                let (mut records, mut penalised) = (0, 0);
+                for shard in self.kinds[kind as usize].iter() {
+                    let shard = shard.lock();
+                    records += shard.len();
+                    penalised += shard.values().filter(|r| r.penalised > at).count();
+                }
+                (kind, records, penalised)
+            })
+            .collect()
+    }
+}
+
+/// Free a tenth of a full shard: expired records first, then records without a live penalty, then any.
+fn make_room<S: std::hash::BuildHasher>(shard: &mut HashMap<u64, Record, S>, cap: usize, now: u32) {
+    shard.retain(|_, r| r.expires > now);
+    let target = cap - cap / 10 - 1;
+    for spare_penalties in [true, false] {
+        if shard.len() <= target {
+            return;
+        }
+        let mut excess = shard.len() - target;
+        shard.retain(|_, r| {
+            if excess == 0 || (spare_penalties && r.penalised > now) {
+                return true;
+            }
+            excess -= 1;
+            false
+        });
+    }
+}
+
+impl Store for LocalStore {
+    fn read<'a>(&'a self, reads: &'a [Read], now: u64, replies: &'a mut Replies) -> ReadFuture<'a> {
+        replies.extend(reads.iter().map(|read| self.read_one(read, now)));
+        ReadFuture::Ready(Ok(()))
+    }
+
+    fn write(&self, writes: &[Write], now: u64) {
+        for write in writes {
+            self.write_one(write, now);
+        }
+    }
+
+    fn prune(&self, now: u64) {
+        let at = secs(now);
+        for shards in &self.kinds {
+            for shard in shards.iter() {
+                let mut shard = shard.lock();
+                let before = shard.len();
+                shard.retain(|_, r| r.expires > at);
+                // Shrink only once most of the shard is gone: under steady traffic it refills to its size by the next
+                // prune, and shrinking every time would rehash it and fault its memory in again.
+                if shard.len() < before / 4 && shard.capacity() > 4 * shard.len().max(16) {
+                    shard.shrink_to_fit();
+                }
+            }
+        }
+    }
+
+    fn tracked_keys(&self) -> KeyCounts {
+        KeyKind::ALL.map(|kind| (kind, self.kinds[kind as usize].iter().map(|s| s.lock().len()).sum()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DistinctRule, Escalation};
+
+    const S: u64 = 1_000_000_000;
+    const T0: u64 = 1_767_225_600 * S;
+
+    fn key(kind: KeyKind, id: u64) -> StateKey {
+        // Spread test ids over the shards as real keyed hashes would be.
+        StateKey { kind, id: id.wrapping_mul(0x9E37_79B9_7F4A_7C15) }
+    }
+
+    fn rule(threshold: u32) -> Escalation {
+        Escalation { threshold, window: 600 * S, penalty: 900 * S, max_penalty: 3600 * S, memory: 86_400 * S }
+    }
+
+    fn penalty(store: &LocalStore, key: StateKey, cell: CellId, now: u64) -> u64 {
+        let mut replies = Replies::new();
+        let _ = store.read(&[Read::Penalty { key, cell }], now, &mut replies).now_or_never();
+        match replies[0] {
+            Reply::Penalty(left) => left,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_record_holds_one_cell_per_defense_and_a_login_touches_one_record_per_key() {
+        let store = LocalStore::new(10_000);
+        let address = key(KeyKind::Address, 1);
+        store.write(&[Write::Count { key: address, cell: 10, rule: rule(5) }], T0);
+        store.write(&[Write::Count { key: address, cell: 11, rule: rule(1) }], T0);
+        let counts = store.tracked_keys();
+        assert_eq!(counts[KeyKind::Address as usize].1, 1, "two defenses, one record");
+        assert_eq!(penalty(&store, address, 10, T0), 0);
+        assert_eq!(penalty(&store, address, 11, T0), 900 * S, "cells are apart");
+    }
+
+    #[test]
+    fn records_without_a_strike_expire_after_their_window_and_penalties_are_remembered() {
+        let store = LocalStore::new(10_000);
+        let quiet = key(KeyKind::Address, 1);
+        let struck = key(KeyKind::Address, 2);
+        store.write(&[Write::Count { key: quiet, cell: 10, rule: rule(5) }], T0);
+        store.write(&[Write::Count { key: struck, cell: 10, rule: rule(1) }], T0);
+        // Two windows (the sliding window's reach) later the unstruck record is gone, not kept a day.
+        store.prune(T0 + 1201 * S);
+        assert_eq!(store.tracked_keys()[0].1, 1);
+        store.prune(T0 + 900 * S + 86_400 * S + S);
+        assert_eq!(store.tracked_keys()[0].1, 0, "strike memory over");
+    }
+
+    #[test]
+    fn eviction_under_the_cap_keeps_live_penalties() {
+        let store = LocalStore::new(8 * SHARDS);
+        let blocked: Vec<StateKey> = (0..40).map(|i| key(KeyKind::Account, i)).collect();
+        for &k in &blocked {
+            store.write(&[Write::Count { key: k, cell: 3, rule: rule(1) }], T0);
+        }
+        for i in 1000..200_000 {
+            store.write(&[Write::Count { key: key(KeyKind::Account, i), cell: 3, rule: rule(5) }], T0 + S);
+        }
+        assert!(store.tracked_keys()[1].1 <= store.capacity_per_kind());
+        for &k in &blocked {
+            assert!(penalty(&store, k, 3, T0 + 2 * S) > 0, "a live penalty was evicted by a flood");
+        }
+    }
+
+    #[test]
+    fn gcra_state_lives_in_the_record() {
+        let store = LocalStore::new(1000);
+        let k = key(KeyKind::Address, 9);
+        let read = [Read::Gcra { key: k, cell: 2, interval: 12 * S, tolerance: 48 * S }];
+        let mut replies = Replies::new();
+        for _ in 0..6 {
+            let _ = store.read(&read, T0, &mut replies).now_or_never();
+        }
+        assert_eq!(replies[..5], [Reply::Admit; 5]);
+        assert_eq!(replies[5], Reply::Wait(12 * S));
+    }
+
+    #[test]
+    fn distinct_and_recent_sets_round_trip() {
+        let store = LocalStore::new(1000);
+        let k = key(KeyKind::Password, 4);
+        let rule = DistinctRule {
+            threshold: 2,
+            suspect: None,
+            window: 600 * S,
+            penalty: 60 * S,
+            max_penalty: 600 * S,
+            memory: 3600 * S,
+            cap: 16,
+        };
+        store.write(&[Write::Distinct { key: k, cell: 5, member: 100, failed: true, rule }], T0);
+        assert_eq!(penalty(&store, k, 5, T0), 0);
+        store.write(&[Write::Distinct { key: k, cell: 5, member: 200, failed: true, rule }], T0);
+        assert_eq!(penalty(&store, k, 5, T0), 60 * S);
+        let account = key(KeyKind::Account, 4);
+        store.write(&[Write::Remember { key: account, cell: 1, member: 77, cap: 4, keep: 100 * S }], T0);
+        let mut replies = Replies::new();
+        let reads = [
+            Read::Contains { key: account, cell: 1, member: 77 },
+            Read::Contains { key: account, cell: 1, member: 78 },
+        ];
+        let _ = store.read(&reads, T0, &mut replies).now_or_never();
+        assert_eq!(replies[..], [Reply::Contains(true), Reply::Contains(false)]);
+    }
+}
