@@ -2,16 +2,16 @@
 //!
 //! `cargo bench --bench pipeline` (all), or with a filter, e.g. `cargo bench --bench pipeline -- pipeline/login`.
 //!
-//! * `pipeline/login_allowed`  — one allowed login on `policies/default.toml`'s `login` route:
-//!   `check_address` + `check_credentials` + `observe` (9 in 10 answers 401, 1 in 10 answers 200), each from one of
+//! * `pipeline/login_allowed`  — one allowed login on `policies/default.toml`'s `login` route: `engine::decide` on a
+//!   minimal JSON body (`{"email":…,"password":…}`: the engine's one entry point reads credentials from the body) +
+//!   `observe` (9 in 10 answers 401, 1 in 10 answers 200), each from one of
 //!   2^20 distinct client addresses and with an account and password never seen before — the pattern of a
 //!   distributed stuffing run, where every lookup misses the CPU caches and every observe inserts state. The policy
 //!   is compiled as the gateway compiles it: with the shipped GeoIP database and breached-password filter.
-//! * `pipeline/login_full`     — the same starting from the raw JSON body (`engine::check_body`: Content-Type,
-//!   extraction, then the account defenses): everything the gateway decides per protected login besides HTTP and
-//!   logging.
-//! * `pipeline/flood_blocked`  — one address over its `ip_rate` limit: `check_address` answers Block before any
-//!   body read (this is what a blocked flood request costs the gateway in decision work).
+//! * `pipeline/login_full`     — the same with a typical app's larger JSON body (extra fields skipped): everything
+//!   the gateway decides per protected login besides HTTP and logging.
+//! * `pipeline/flood_blocked`  — one address over its `ip_rate` limit: `decide` answers Block in the address phase,
+//!   before any body read (what a blocked flood request costs the gateway in decision work).
 //! * `pipeline/route_match`    — `Policy::match_route` for an unprotected path (the only per-request work the
 //!   pipeline adds to unprotected traffic).
 //! * `body/*`                  — `body_type` + `extract` of typical JSON and form login bodies.
@@ -33,10 +33,12 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, Criterion, Throughput};
 use stuffgate::clock::Clock;
 use stuffgate::config::{compile_policies, CompileEnv, Policy};
-use stuffgate::defense::{AccountHasher, Outcome, Verdict};
-use stuffgate::engine;
+use stuffgate::defense::{Outcome, Verdict};
+use stuffgate::engine::{self, InMemory};
 use stuffgate::geoip::SharedGeoDb;
-use stuffgate::proxy::body::{body_type, extract};
+use stuffgate::body::{body_type, extract};
+
+use std::cell::RefCell;
 
 // The gateway binary runs on mimalloc (src/main.rs); so does this bench, or allocation-heavy paths would be
 // judged on glibc's malloc.
@@ -57,7 +59,8 @@ struct Bench {
     env: CompileEnv,
     policy: Policy,
     login: usize,
-    hasher: AccountHasher,
+    /// One request reused across calls, as the proxy reuses the parsed header map: only address and body change.
+    request: RefCell<InMemory>,
 }
 
 impl Bench {
@@ -75,69 +78,42 @@ impl Bench {
             env,
             policy,
             login,
-            hasher: AccountHasher::from_secret(b"bench secret, 16+ bytes long"),
+            request: RefCell::new(InMemory {
+                ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                headers: [(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"))]
+                    .into_iter()
+                    .collect(),
+                body: bytes::Bytes::new(),
+            }),
         }
     }
 
     fn prune(&self) {
-        let now = self.env.clock.now_nanos();
-        for (_, slot) in self.policy.slots() {
-            slot.defense.prune(now);
-        }
-        self.env.known_sources.prune(now);
+        self.env.store.prune(self.env.clock.now_nanos());
     }
 
-    /// One protected login decided and observed; returns whether it was allowed.
-    fn login(&self, ip: IpAddr, account: &str, password: &[u8], status: u16) -> bool {
+    /// One protected login decided from its JSON body and observed; returns whether it was forwarded.
+    fn login(&self, ip: IpAddr, body: &[u8], status: u16) -> bool {
         let route = &self.policy.routes[self.login];
         let now = self.env.clock.now_nanos();
-        let (mut subject, mut decision) = engine::check_address(route, &self.env, ip, None, now);
-        if decision.verdict.is_some() {
+        let mut request = self.request.borrow_mut();
+        request.ip = ip;
+        request.body = bytes::Bytes::copy_from_slice(body);
+        let Ok(judged) = engine::decide_now(route, &self.env, &mut *request, now);
+        if !judged.verdict().forwards() {
             return false;
         }
-        engine::check_credentials(
-            route,
-            &self.env,
-            &self.hasher,
-            &mut subject,
-            Some(account),
-            Some(password),
-            None,
-            now,
-            &mut decision,
-        );
-        if decision.verdict.is_some() {
-            return false;
-        }
-        let outcome = engine::observe(route, &self.env, &subject, status, now);
-        black_box(outcome);
+        black_box(engine::observe(route, &self.env, &judged.subject, status, now));
         true
     }
 
-    /// The same, starting from the raw body as the proxy sees it (`check_body`: type sniffing, extraction, checks).
-    fn login_from_body(&self, ip: IpAddr, content_type: &[u8], body: &[u8], status: u16) -> bool {
+    /// Only the decision (no observe), for a request expected to be refused.
+    fn decide(&self, ip: IpAddr) -> Verdict {
         let route = &self.policy.routes[self.login];
-        let now = self.env.clock.now_nanos();
-        let (mut subject, mut decision) = engine::check_address(route, &self.env, ip, None, now);
-        if decision.verdict.is_some() {
-            return false;
-        }
-        let gate = engine::check_body(
-            route,
-            &self.env,
-            &self.hasher,
-            Some(content_type),
-            body,
-            &mut subject,
-            now,
-            &mut decision,
-        );
-        assert_eq!(gate, engine::BodyGate::Checked, "the bench body parses");
-        if decision.verdict.is_some() {
-            return false;
-        }
-        black_box(engine::observe(route, &self.env, &subject, status, now));
-        true
+        let mut request = self.request.borrow_mut();
+        request.ip = ip;
+        let Ok(judged) = engine::decide_now(route, &self.env, &mut *request, self.env.clock.now_nanos());
+        judged.verdict()
     }
 }
 
@@ -174,11 +150,10 @@ impl Numbered {
         }
         &self.text
     }
-
-    fn set_str(&mut self, n: u64) -> &str {
-        std::str::from_utf8(self.set(n)).expect("ascii template")
-    }
 }
+
+/// The smallest JSON login body.
+const MINIMAL_TEMPLATE: &str = r#"{"email":"user########@example.com","password":"Summer########!"}"#;
 
 /// A typical JSON login body; account and password differ per request (stuffing lists pair each account with its
 /// own leaked password, so `password_spray` stays quiet as it should).
@@ -223,14 +198,11 @@ fn pipeline_benches(c: &mut Criterion) {
     {
         let bench = Bench::new(Clock::system());
         let (mut next, mut refused, mut total) = (0u64, 0u64, 0u64);
-        let mut account = Numbered::new("user########@example.com");
-        let mut password = Numbered::new("Summer########!");
+        let mut body = Numbered::new(MINIMAL_TEMPLATE);
         group.bench_function("login_allowed", |b| {
             b.iter_custom(|iters| {
                 total += iters;
-                timed(&bench, &mut next, &mut refused, iters, |i| {
-                    bench.login(address(i), account.set_str(i), password.set(i), status_for(i))
-                })
+                timed(&bench, &mut next, &mut refused, iters, |i| bench.login(address(i), body.set(i), status_for(i)))
             })
         });
         report_refused("pipeline/login_allowed", refused, total);
@@ -243,9 +215,7 @@ fn pipeline_benches(c: &mut Criterion) {
         group.bench_function("login_full", |b| {
             b.iter_custom(|iters| {
                 total += iters;
-                timed(&bench, &mut next, &mut refused, iters, |i| {
-                    bench.login_from_body(address(i), b"application/json", body.set(i), status_for(i))
-                })
+                timed(&bench, &mut next, &mut refused, iters, |i| bench.login(address(i), body.set(i), status_for(i)))
             })
         });
         report_refused("pipeline/login_full", refused, total);
@@ -253,24 +223,14 @@ fn pipeline_benches(c: &mut Criterion) {
 
     {
         let bench = Bench::new(Clock::system());
-        let route = &bench.policy.routes[bench.login];
         let attacker = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 66));
         // Exhaust the burst first so every timed call is a refusal.
         for _ in 0..1000 {
-            let _ = engine::check_address(route, &bench.env, attacker, None, bench.env.clock.now_nanos());
+            let _ = bench.decide(attacker);
         }
-        let (_, probe) = engine::check_address(route, &bench.env, attacker, None, bench.env.clock.now_nanos());
-        assert!(
-            matches!(probe.verdict, Some(Verdict::Block { status: 429, .. })),
-            "the flood address must be blocked by now: {probe:?}"
-        );
-        group.bench_function("flood_blocked", |b| {
-            b.iter(|| {
-                let now = bench.env.clock.now_nanos();
-                let (subject, decision) = engine::check_address(route, &bench.env, black_box(attacker), None, now);
-                black_box((subject, decision))
-            })
-        });
+        let probe = bench.decide(attacker);
+        assert!(matches!(probe, Verdict::Block { status: 429, .. }), "the flood address must be blocked by now: {probe:?}");
+        group.bench_function("flood_blocked", |b| b.iter(|| black_box(bench.decide(black_box(attacker)))));
     }
 
     {
@@ -362,8 +322,7 @@ fn memory_check(addresses: u64) {
     let clock = Clock::manual();
     let bench = Bench::new(clock.clone());
     let route = &bench.policy.routes[bench.login];
-    let mut account = Numbered::new("user########@example.com");
-    let mut password = Numbered::new("Summer########!");
+    let mut body = Numbered::new(MINIMAL_TEMPLATE);
     let rss0 = rss_mib();
     let start = Instant::now();
     let mut refused = 0u64;
@@ -371,7 +330,7 @@ fn memory_check(addresses: u64) {
         // Distinct addresses over the whole IPv4 space (a bijection of u32), one fresh account each, all failing,
         // at 100k requests per virtual second.
         let ip = IpAddr::V4(Ipv4Addr::from((i as u32).wrapping_mul(0x9E37_79B1)));
-        if !bench.login(ip, account.set_str(i), password.set(i), 401) {
+        if !bench.login(ip, body.set(i), 401) {
             refused += 1;
         }
         if i % 10 == 9 {
@@ -386,14 +345,20 @@ fn memory_check(addresses: u64) {
         feed.as_secs_f64(),
         feed.as_nanos() as f64 / addresses as f64
     );
+    let _ = route;
     let row = |label: &str| {
-        let mut cells = Vec::new();
-        for (_, slot) in bench.policy.slots().filter(|(r, _)| r.name == route.name) {
-            cells.push(format!("{}={}", slot.defense.name(), slot.defense.tracked_keys()));
-        }
-        cells.push(format!("known_sources={}", bench.env.known_sources.len()));
-        println!("  {label:<34} {}  rss={:.0} MiB", cells.join(" "), rss_mib());
+        let counts = bench.env.store.tracked_keys();
+        let records: usize = counts.iter().map(|(_, n)| n).sum();
+        let cells: Vec<String> =
+            counts.iter().filter(|(_, n)| *n > 0).map(|(kind, n)| format!("{}={n}", kind.as_str())).collect();
+        let rss = rss_mib();
+        let per_record = if records > 0 { (rss - rss0) * 1024.0 * 1024.0 / records as f64 } else { 0.0 };
+        println!(
+            "  {label:<34} {} records={records} rss={rss:.0} MiB ({per_record:.0} B of RSS growth per record)",
+            cells.join(" ")
+        );
     };
+    println!("  record size in the map: {} B (key + record, before heap cells)", stuffgate::store::RECORD_BYTES);
     println!("  {:<34} rss={rss0:.0} MiB", "before the feed");
     row("after the feed, before prune");
     let timed_prune = |label: &str| {
