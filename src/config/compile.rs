@@ -374,6 +374,32 @@ body = { account = "email", password = "password" }
     }
 
     #[test]
+    fn every_defense_refuses_an_unknown_parameter_with_its_line_and_key() {
+        for name in registry::names() {
+            let source = format!(
+                "[[route]]\nname = \"r\"\nkind = \"login\"\npath = \"/x\"\n\
+                 body = {{ account = \"a\", password = \"p\", target = \"t\" }}\n\n  [[route.defense]]\n  \
+                 type = \"{name}\"\n  mode = \"observe\"\n  bogus_setting = 1\n"
+            );
+            let error = compile(&source).unwrap_err();
+            assert_eq!(error.key.as_deref(), Some("route[r].defense[0].bogus_setting"), "{name}: {error}");
+            assert_eq!(error.line, Some(10), "{name}: {error}");
+            assert!(error.message.contains("unknown parameter `bogus_setting`"), "{name}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_closed_vocabulary_names_its_choices() {
+        let error = compile(&GOOD.replace("key = \"account\"", "key = \"acount\"")).unwrap_err();
+        assert!(error.message.contains("acount") && error.message.contains("account_ip"), "{error}");
+        assert_eq!(error.key.as_deref(), Some("route[login].defense[1].key"), "{error}");
+        let error = compile(&GOOD.replace("kind = \"login\"", "kind = \"logon\"")).unwrap_err();
+        assert!(error.message.contains("logon") && error.line == Some(4), "{error}");
+        let error = compile(&GOOD.replace("per = \"1m\"", "per = \"1m\"\n  action = \"blok\"")).unwrap_err();
+        assert!(error.message.contains("blok") && error.line == Some(12), "{error}");
+    }
+
+    #[test]
     fn account_defenses_need_an_account_field() {
         let source = GOOD.replace("body = { account = \"email\", password = \"password\" }", "");
         let error = compile(&source).unwrap_err();

@@ -12,11 +12,14 @@ use super::{breach, distinct, email_domain, failures, geo, geo_velocity, ip_list
 use crate::config::{CompileEnv, RouteKind};
 use crate::store::CellId;
 
+/// Builds a defense from its parameter table.
+pub type Builder = fn(&toml::Table, &BuildContext<'_>) -> Result<Arc<dyn Defense>, BuildError>;
+
 /// How a policy's `type = "..."` becomes a defense.
 pub struct DefenseSpec {
     /// The `type` in a policy file.
     pub name: &'static str,
-    pub build: fn(&toml::Table, &BuildContext<'_>) -> Result<Arc<dyn Defense>, BuildError>,
+    pub build: Builder,
     /// The action when the policy names none, by route kind.
     pub default_action: fn(RouteKind) -> DefaultAction,
 }
