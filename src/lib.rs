@@ -13,8 +13,8 @@
 //! ```
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod admin;
-pub mod answer;
+pub(crate) mod admin;
+pub(crate) mod answer;
 pub mod attempt;
 pub mod body;
 pub mod breach;

@@ -24,7 +24,8 @@ mod code;
 mod db;
 mod private;
 mod shared;
-pub mod writer;
+#[cfg(test)]
+pub(crate) mod writer;
 
 #[cfg(test)]
 mod tests;

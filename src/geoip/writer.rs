@@ -111,12 +111,6 @@ impl MmdbWriter {
         }
     }
 
-    /// Sets the metadata `build_epoch` (seconds since 1970).
-    pub fn build_epoch(mut self, epoch: u64) -> MmdbWriter {
-        self.build_epoch = epoch;
-        self
-    }
-
     /// Sets the metadata `description` map to a single English entry
     /// (an empty string leaves the map empty, as ip-location-db files do).
     pub fn description(mut self, en: &str) -> MmdbWriter {
