@@ -18,7 +18,7 @@ pub struct GatewayFile {
     pub trusted_proxies: Vec<Spanned<String>>,
     /// Worker threads of the proxy service; default: one per core.
     pub threads: Option<usize>,
-    /// Upper bound on keys each keyed store tracks (per defense).
+    /// Upper bound on the records the state store keeps per key kind (address, account, ...).
     pub max_tracked_keys: Option<usize>,
     /// Seconds between file-change checks for hot reload; 0 disables polling (SIGHUP still reloads).
     pub watch_interval_secs: Option<u64>,
