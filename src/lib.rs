@@ -13,6 +13,7 @@
 //! ```
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod account;
 pub mod admin;
 pub mod breach;
 pub mod clock;

@@ -127,12 +127,7 @@ impl AccountHasher {
 
 /// Accounts compare trimmed and lower-cased: " Alice@Example.com" and "alice@example.com" are one account.
 pub fn normalise_account(raw: &str) -> std::borrow::Cow<'_, str> {
-    let trimmed = raw.trim();
-    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) || !trimmed.is_ascii() {
-        std::borrow::Cow::Owned(trimmed.to_lowercase())
-    } else {
-        std::borrow::Cow::Borrowed(trimmed)
-    }
+    crate::account::normalise_account(raw)
 }
 
 /// What a request carried, available once the body is read. The password is borrowed from the request buffer for
