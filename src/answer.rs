@@ -51,6 +51,19 @@ impl Answer {
         Some(answer)
     }
 
+    /// A trusted proxy named something that is not an address as the client: no key would be the client's own.
+    pub fn unknown_client() -> Answer {
+        Answer {
+            status: 400,
+            decision: "invalid",
+            message: Message {
+                error: "bad_request",
+                text: "The client address could not be determined from the forwarding header.",
+            },
+            retry_after: None,
+        }
+    }
+
     /// Whole seconds to wait, rounded up (Retry-After takes no fractions).
     pub fn retry_secs(&self) -> Option<u64> {
         self.retry_after.map(|d| d.as_secs().max(1) + u64::from(d.subsec_nanos() > 0))

@@ -91,12 +91,8 @@ pub struct Attempt<'r> {
     pub headers: &'r http::HeaderMap,
 }
 
-/// Accounts compare trimmed and lower-cased: " Alice@Example.com" and "alice@example.com" are one account.
+/// Accounts compare as an upstream may compare them: NFKC-normalised, controls and zero-width characters removed,
+/// trimmed and lower-cased (see `crate::account`).
 pub fn normalise_account(raw: &str) -> std::borrow::Cow<'_, str> {
-    let trimmed = raw.trim();
-    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) || !trimmed.is_ascii() {
-        std::borrow::Cow::Owned(trimmed.to_lowercase())
-    } else {
-        std::borrow::Cow::Borrowed(trimmed)
-    }
+    crate::account::normalise_account(raw)
 }

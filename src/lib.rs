@@ -13,6 +13,7 @@
 //! ```
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod account;
 pub(crate) mod admin;
 pub(crate) mod answer;
 pub mod attempt;

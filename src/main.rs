@@ -251,6 +251,7 @@ fn demo(
             .then(|| (PathBuf::from(stuffgate::geoip::DEFAULT_COUNTRY_DB), None)),
         password_filter: Path::new(SHIPPED_PASSWORD_FILTER).exists().then(|| PathBuf::from(SHIPPED_PASSWORD_FILTER)),
         pair_filter: None,
+        hardening: Default::default(),
     };
     let (name, password) = stuffgate::demo_api::NAMED_USERS[0];
     println!(

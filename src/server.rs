@@ -15,6 +15,7 @@ use pingora::upstreams::peer::HttpPeer;
 use crate::admin::AdminApp;
 use crate::clock::Clock;
 use crate::config::{CompileEnv, ConfigError, GatewayConfig};
+use crate::proxy::connections::{GuardedApp, Tracker};
 use crate::proxy::{Gateway, GatewayState};
 use crate::reload::PolicyHandle;
 
@@ -56,11 +57,12 @@ pub fn build_state(config: &GatewayConfig, clock: Clock) -> Result<Arc<GatewaySt
             why: "no address".into(),
         })?;
     let mut upstream = HttpPeer::new(upstream_address, config.upstream.tls, config.upstream.sni.clone());
-    upstream.options.connection_timeout = Some(Duration::from_secs(3));
-    upstream.options.read_timeout = Some(Duration::from_secs(30));
+    upstream.options.connection_timeout = Some(config.hardening.upstream_connect_timeout);
+    upstream.options.read_timeout = Some(config.hardening.upstream_read_timeout);
     Ok(Arc::new(GatewayState {
         policy,
         trusted_proxies: config.trusted_proxies.clone(),
+        forwarded_header: config.hardening.forwarded_header,
         upstream,
     }))
 }
@@ -85,11 +87,10 @@ pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway { state: state.clone() },
-        "stuffgate",
-    );
+    // Connection caps and header/idle deadlines sit between the listener and pingora's HTTP handling.
+    let tracker = Tracker::new(config.hardening.connections.clone(), config.trusted_proxies.clone());
+    let app = pingora::proxy::http_proxy(&server.configuration, Gateway { state: state.clone() });
+    let mut proxy = Service::new("stuffgate".to_string(), GuardedApp::new(app, tracker));
     for address in &config.listen {
         proxy.add_tcp(address);
     }

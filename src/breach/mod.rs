@@ -150,8 +150,8 @@ pub fn password_sha1(password: &[u8]) -> [u8; 20] {
     Sha1::digest(password).into()
 }
 
-/// The account normalisation rule shared with the gateway: trim surrounding
-/// whitespace, then lowercase (Unicode).
+/// The account normalisation rule shared with the gateway ([`crate::account::normalise_account`]: NFKC, invisible
+/// characters dropped, trimmed, lower-cased), so that pair filters are built under the keys the gateway looks up.
 pub fn normalise_account(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     normalise_account_into(raw, &mut out);
@@ -162,11 +162,12 @@ pub fn normalise_account(raw: &str) -> String {
 /// once the buffer is large enough).
 pub fn normalise_account_into(raw: &str, out: &mut String) {
     out.clear();
-    let t = raw.trim();
-    if t.is_ascii() {
-        out.extend(t.chars().map(|c| c.to_ascii_lowercase()));
+    let trimmed = raw.trim();
+    if trimmed.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        // Printable ASCII (the bulk of a breach dump): NFKC and the invisible-character strip change nothing.
+        out.extend(trimmed.chars().map(|c| c.to_ascii_lowercase()));
     } else {
-        out.extend(t.chars().flat_map(char::to_lowercase));
+        out.push_str(&crate::account::normalise_account(raw));
     }
 }
 

@@ -28,6 +28,26 @@ pub struct GatewayFile {
     pub privacy: PrivacyFile,
     pub geoip: Option<GeoipFile>,
     pub breach: Option<BreachFile>,
+    /// Which header trusted proxies name the client in: "x-forwarded-for" (default) or "forwarded" (RFC 7239).
+    pub forwarded_header: Option<String>,
+    #[serde(default)]
+    pub connections: ConnectionsFile,
+}
+
+/// `[connections]`: limits that keep one client from holding every connection or megabytes of header buffers.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsFile {
+    /// Seconds a keep-alive connection may wait for its next request (default 60).
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds a request head may take in total, however slowly it trickles (default 10).
+    pub header_timeout_secs: Option<u64>,
+    /// Largest request head in bytes (default 32768); larger ones get 431.
+    pub max_header_bytes: Option<usize>,
+    /// Open client connections per process (default: from the open-files limit, (LimitNOFILE - 256) / 2).
+    pub max_connections: Option<usize>,
+    /// Open connections per client address (default 64); trusted proxies are exempt.
+    pub max_connections_per_client: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,6 +84,10 @@ pub struct UpstreamFile {
     pub tls: bool,
     #[serde(default)]
     pub sni: String,
+    /// Seconds to wait for the upstream's TCP (and TLS) connection (default 3); then 504.
+    pub connect_timeout_secs: Option<u64>,
+    /// Seconds to wait for each read from the upstream (default 30); then 504.
+    pub read_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -8,6 +8,8 @@ use ipnet::IpNet;
 use super::file::GatewayFile;
 use super::{line_of, parse_toml, ConfigError};
 use crate::defense::ip_list::IpRanges;
+use crate::proxy::client_ip::ForwardedHeader;
+use crate::proxy::connections::ConnectionLimits;
 
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -41,6 +43,94 @@ pub struct GatewayConfig {
     pub geoip: Option<(PathBuf, Option<PathBuf>)>,
     pub password_filter: Option<PathBuf>,
     pub pair_filter: Option<PathBuf>,
+    pub hardening: Hardening,
+}
+
+/// Client-address source, connection limits and upstream timeouts (the gateway file's `forwarded_header`,
+/// `[connections]` and `upstream.*_timeout_secs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hardening {
+    pub forwarded_header: ForwardedHeader,
+    pub connections: ConnectionLimits,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_read_timeout: Duration,
+}
+
+impl Default for Hardening {
+    fn default() -> Self {
+        Hardening {
+            forwarded_header: ForwardedHeader::default(),
+            connections: ConnectionLimits::default(),
+            upstream_connect_timeout: Duration::from_secs(3),
+            upstream_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+fn hardening(file: &GatewayFile, err: impl Fn(&str, String) -> ConfigError) -> Result<Hardening, ConfigError> {
+    let mut out = Hardening::default();
+    if let Some(name) = &file.forwarded_header {
+        out.forwarded_header = ForwardedHeader::parse(name).ok_or_else(|| {
+            err(
+                "forwarded_header",
+                format!("`{name}` is not \"x-forwarded-for\" or \"forwarded\""),
+            )
+        })?;
+    }
+    let secs = |key: &str, value: Option<u64>, default: Duration| match value {
+        Some(0) => Err(err(key, "must be at least 1 second".into())),
+        Some(n) => Ok(Duration::from_secs(n)),
+        None => Ok(default),
+    };
+    let c = &file.connections;
+    let limits = &mut out.connections;
+    limits.idle_timeout = secs(
+        "connections.idle_timeout_secs",
+        c.idle_timeout_secs,
+        limits.idle_timeout,
+    )?;
+    limits.header_timeout = secs(
+        "connections.header_timeout_secs",
+        c.header_timeout_secs,
+        limits.header_timeout,
+    )?;
+    match c.max_header_bytes {
+        // Below 1 KiB ordinary browser requests fail; above pingora's own 1 MiB the cap means nothing.
+        Some(n) if !(1024..=1024 * 1024).contains(&n) => {
+            return Err(err(
+                "connections.max_header_bytes",
+                "must be between 1024 and 1048576".into(),
+            ))
+        }
+        Some(n) => limits.max_header_bytes = n,
+        None => {}
+    }
+    match c.max_connections {
+        Some(0) => return Err(err("connections.max_connections", "must be greater than zero".into())),
+        Some(n) => limits.max_connections = n,
+        None => {}
+    }
+    match c.max_connections_per_client {
+        Some(0) => {
+            return Err(err(
+                "connections.max_connections_per_client",
+                "must be greater than zero".into(),
+            ))
+        }
+        Some(n) => limits.max_connections_per_client = n,
+        None => {}
+    }
+    out.upstream_connect_timeout = secs(
+        "upstream.connect_timeout_secs",
+        file.upstream.connect_timeout_secs,
+        out.upstream_connect_timeout,
+    )?;
+    out.upstream_read_timeout = secs(
+        "upstream.read_timeout_secs",
+        file.upstream.read_timeout_secs,
+        out.upstream_read_timeout,
+    )?;
+    Ok(out)
 }
 
 pub fn load_gateway(path: &Path) -> Result<GatewayConfig, ConfigError> {
@@ -54,7 +144,10 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
     let base = path.parent().unwrap_or(Path::new("."));
 
     if file.listen.is_empty() {
-        return Err(err("listen", "needs at least one address, e.g. [\"0.0.0.0:8080\"]".into()));
+        return Err(err(
+            "listen",
+            "needs at least one address, e.g. [\"0.0.0.0:8080\"]".into(),
+        ));
     }
     for address in file.listen.iter().chain(std::iter::once(&file.admin)) {
         if address.parse::<std::net::SocketAddr>().is_err() {
@@ -62,10 +155,16 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
         }
     }
     if file.upstream.address.trim().is_empty() || !file.upstream.address.contains(':') {
-        return Err(err("upstream.address", "must be host:port, e.g. \"127.0.0.1:8081\"".into()));
+        return Err(err(
+            "upstream.address",
+            "must be host:port, e.g. \"127.0.0.1:8081\"".into(),
+        ));
     }
     if file.policies.is_empty() {
-        return Err(err("policies", "names no policy file; add e.g. [\"policies/default.toml\"]".into()));
+        return Err(err(
+            "policies",
+            "names no policy file; add e.g. [\"policies/default.toml\"]".into(),
+        ));
     }
     let mut nets: Vec<IpNet> = Vec::new();
     for entry in &file.trusted_proxies {
@@ -102,10 +201,16 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
         None => None,
         Some(var) => match std::env::var(var) {
             Ok(value) if value.len() >= 16 => Some(value.into_bytes()),
-            Ok(_) => return Err(err("privacy.hash_key_env", format!("${var} must hold at least 16 characters"))),
+            Ok(_) => {
+                return Err(err(
+                    "privacy.hash_key_env",
+                    format!("${var} must hold at least 16 characters"),
+                ))
+            }
             Err(_) => return Err(err("privacy.hash_key_env", format!("${var} is not set"))),
         },
     };
+    let hardening = hardening(&file, err)?;
     Ok(GatewayConfig {
         path: path.to_path_buf(),
         listen: file.listen,
@@ -130,8 +235,17 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
         geoip: file
             .geoip
             .map(|g| (base.join(g.country_db), g.asn_db.map(|a| base.join(a)))),
-        password_filter: file.breach.as_ref().and_then(|b| b.password_filter.as_ref()).map(|p| base.join(p)),
-        pair_filter: file.breach.as_ref().and_then(|b| b.pair_filter.as_ref()).map(|p| base.join(p)),
+        password_filter: file
+            .breach
+            .as_ref()
+            .and_then(|b| b.password_filter.as_ref())
+            .map(|p| base.join(p)),
+        pair_filter: file
+            .breach
+            .as_ref()
+            .and_then(|b| b.pair_filter.as_ref())
+            .map(|p| base.join(p)),
+        hardening,
     })
 }
 
@@ -153,6 +267,41 @@ mod tests {
         let error = gateway_from_str(Path::new("gw.toml"), source).unwrap_err();
         assert_eq!(error.line, Some(3));
         assert!(error.message.contains("threadz"), "{error}");
+    }
+
+    #[test]
+    fn hardening_settings_have_safe_defaults_and_are_checked() {
+        let base = "upstream = { address = \"127.0.0.1:8081\" }\npolicies = [\"p.toml\"]\n";
+        let config = gateway_from_str(Path::new("gw.toml"), base).unwrap();
+        assert_eq!(config.hardening, Hardening::default());
+        assert_eq!(config.hardening.connections.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.hardening.connections.max_header_bytes, 32 * 1024);
+        let set = format!(
+            "{base}forwarded_header = \"Forwarded\"\n[connections]\nidle_timeout_secs = 5\nheader_timeout_secs = 2\n\
+             max_header_bytes = 4096\nmax_connections = 100\nmax_connections_per_client = 3\n"
+        );
+        let hardening = gateway_from_str(Path::new("gw.toml"), &set).unwrap().hardening;
+        assert_eq!(hardening.forwarded_header, ForwardedHeader::Forwarded);
+        assert_eq!(hardening.connections.idle_timeout, Duration::from_secs(5));
+        assert_eq!(hardening.connections.header_timeout, Duration::from_secs(2));
+        assert_eq!(hardening.connections.max_header_bytes, 4096);
+        assert_eq!(hardening.connections.max_connections, 100);
+        assert_eq!(hardening.connections.max_connections_per_client, 3);
+        for bad in [
+            "forwarded_header = \"x-real-ip\"\n",
+            "[connections]\nidle_timeout_secs = 0\n",
+            "[connections]\nmax_header_bytes = 10\n",
+            "[connections]\nmax_connections_per_client = 0\n",
+            "[connections]\nmax_idle = 3\n",
+        ] {
+            assert!(
+                gateway_from_str(Path::new("gw.toml"), &format!("{base}{bad}")).is_err(),
+                "{bad}"
+            );
+        }
+        let upstream = "upstream = { address = \"127.0.0.1:8081\", read_timeout_secs = 2 }\npolicies = [\"p.toml\"]\n";
+        let config = gateway_from_str(Path::new("gw.toml"), upstream).unwrap();
+        assert_eq!(config.hardening.upstream_read_timeout, Duration::from_secs(2));
     }
 
     #[test]

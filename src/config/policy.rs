@@ -22,39 +22,70 @@ impl PathMatch {
     pub fn prefix(path: &str) -> PathMatch {
         let normal = normalise_path(path).into_owned();
         // Keep a configured trailing slash: "/auth/" must not match "/authority".
-        PathMatch::Prefix(if path.ends_with('/') && normal != "/" { normal + "/" } else { normal })
+        PathMatch::Prefix(if path.ends_with('/') && normal != "/" {
+            normal + "/"
+        } else {
+            normal
+        })
     }
 
     pub fn matches(&self, path: &str) -> bool {
         self.matches_normalised(&normalise_path(path))
     }
 
-    /// Match a path already passed through [`normalise_path`].
+    /// Match a path already passed through [`normalise_path`]. A format suffix on the last segment does not count:
+    /// Rails routes `/api/login.json` as `/api/login` (`(.:format)`), and so did Spring MVC's suffix patterns.
+    /// Over-matching only protects more: a route configured as `/api/login` also covers `/api/login.php`.
     pub fn matches_normalised(&self, path: &str) -> bool {
         match self {
-            PathMatch::Exact(p) => path == p,
-            PathMatch::Prefix(p) => path.starts_with(p.as_str()) || p.strip_suffix('/') == Some(path),
+            PathMatch::Exact(p) => path == p || without_suffix(path) == without_suffix(p),
+            PathMatch::Prefix(p) => {
+                path.starts_with(p.as_str()) || p.strip_suffix('/').is_some_and(|dir| without_suffix(path) == dir)
+            }
         }
     }
 }
 
+/// `/api/login.json` → `/api/login`: the last segment up to its first dot. A leading dot (`/.well-known`) is part
+/// of the name, not a suffix.
+fn without_suffix(path: &str) -> &str {
+    let last = path.rfind('/').map_or(0, |i| i + 1);
+    match path[last..].find('.') {
+        Some(dot) if dot > 0 => path[..last + dot].trim_end_matches(|c: char| c == ' ' || c.is_ascii_control()),
+        _ => path,
+    }
+}
+
 /// The form in which paths are compared, so that spellings an upstream router may treat as the same route cannot
-/// slip past a protected one: `/API//login/`, `/api/./login` and `/api/%6Cogin` all read `/api/login`.
-/// (ASCII case is folded: many frameworks route case-insensitively, and over-matching only protects more.)
-/// Allocation-free for paths already in normal form.
+/// slip past a protected one: `/API//login/`, `/api/./login` and `/api/%6Cogin` all read `/api/login`, and so do
+/// - `/api/login;jsessionid=x` and `/api;x/login` (servlet containers drop `;` path parameters before routing),
+/// - `/api\login` and `/api%5Clogin` (IIS reads a backslash as a slash),
+/// - `/api/login%20`, `/api/login%00.x` (trailing blanks trimmed; a NUL ends the path, as in C-string routers).
+///
+/// ASCII case is folded: many frameworks route case-insensitively. Format suffixes (`/api/login.json`) are left to
+/// [`PathMatch`], which ignores them. Idempotent, and allocation-free for paths already in normal form.
 pub fn normalise_path(path: &str) -> std::borrow::Cow<'_, str> {
-    let bytes = path.as_bytes();
-    let needs_work = bytes.iter().any(|b| b.is_ascii_uppercase() || *b == b'%')
-        || path.contains("//")
-        || path.contains("/.")
-        || (path.len() > 1 && path.ends_with('/'));
-    if !needs_work {
+    if is_normal(path) {
         return std::borrow::Cow::Borrowed(path);
     }
-    let decoded = percent_decode_unreserved(path).to_ascii_lowercase();
+    let mut decoded = percent_decode_unreserved(path);
+    // Decoding can spell a new escape ("%%36%31" → "%61"); decode until nothing changes, so that a second pass never
+    // finds more to do. Each round that changes anything makes the path shorter, so this ends.
+    loop {
+        let again = percent_decode_unreserved(&decoded);
+        if again == decoded {
+            break;
+        }
+        decoded = again;
+    }
+    let mut decoded = decoded.to_ascii_lowercase().replace('\\', "/");
+    if let Some(nul) = decoded.find('\0') {
+        decoded.truncate(nul);
+    }
     let mut segments: Vec<&str> = Vec::new();
     for segment in decoded.split('/') {
-        match segment {
+        let segment = segment.split(';').next().unwrap_or("");
+        match trim_blank(segment) {
             "" | "." => {}
             ".." => {
                 segments.pop();
@@ -65,7 +96,25 @@ pub fn normalise_path(path: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(format!("/{}", segments.join("/")))
 }
 
-/// Decode %XX escapes of unreserved characters (letters, digits, `-._~`) and of `/`; leave others escaped.
+/// Nothing for [`normalise_path`] to do: a rooted path of lower-case segments without dots, parameters, escapes,
+/// backslashes, blanks or controls.
+fn is_normal(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    bytes.first() == Some(&b'/')
+        && (bytes.len() == 1 || !path.ends_with('/'))
+        && !path.contains("//")
+        && bytes.iter().all(|&b| {
+            !(b.is_ascii_uppercase() || b.is_ascii_control() || matches!(b, b'%' | b';' | b'\\' | b'.' | b' '))
+        })
+}
+
+/// Segment ends that routers ignore: spaces, tabs and other control characters.
+fn trim_blank(segment: &str) -> &str {
+    segment.trim_matches(|c: char| c == ' ' || c.is_ascii_control())
+}
+
+/// Decode %XX escapes of unreserved characters (letters, digits, `-._~`), of the separators routers read (`/`, `\`,
+/// `;`), and of blanks and controls (so that `%20`, `%09` and `%00` can be trimmed or cut); leave others escaped.
 fn percent_decode_unreserved(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
@@ -75,7 +124,7 @@ fn percent_decode_unreserved(path: &str) -> String {
             let hex = |b: u8| (b as char).to_digit(16);
             if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
                 let c = (hi * 16 + lo) as u8;
-                if c.is_ascii_alphanumeric() || b"-._~/".contains(&c) {
+                if c.is_ascii_alphanumeric() || b"-._~/\\; ".contains(&c) || c.is_ascii_control() {
                     out.push(c as char);
                     i += 3;
                     continue;
@@ -88,6 +137,22 @@ fn percent_decode_unreserved(path: &str) -> String {
         i += ch_len;
     }
     out
+}
+
+/// Whether a request with `method` may reach the handler of a route configured for `route_method`: the same
+/// method in any letter case (`post`, `Post`), or any method other than the safe ones (`GET`, `HEAD`, `OPTIONS`,
+/// `TRACE`) when the route's own is unsafe — `PUT`, `PATCH`, `DELETE` and extension methods are checked as the
+/// route's method. Safe methods stay unchecked so that a login page (`GET /login`) and CORS preflights still work.
+pub fn method_may_reach(route_method: &Method, method: &Method) -> bool {
+    if route_method.as_str().eq_ignore_ascii_case(method.as_str()) {
+        return true;
+    }
+    let safe = |m: &Method| {
+        ["GET", "HEAD", "OPTIONS", "TRACE"]
+            .iter()
+            .any(|s| m.as_str().eq_ignore_ascii_case(s))
+    };
+    !safe(route_method) && !safe(method)
 }
 
 /// A dotted path into a JSON body ("user.email"), or a form field name (one segment).
@@ -170,11 +235,19 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The first route whose method and path match; failing that, the first whose path matches when the request's
+    /// method could carry the same credentials (see [`method_may_reach`]). An upstream that folds method case or
+    /// also accepts `PUT`/`PATCH` on its login handler must not get those requests unchecked.
     pub fn match_route(&self, method: &Method, path: &str) -> Option<usize> {
         let path = normalise_path(path);
         self.routes
             .iter()
             .position(|r| r.method == *method && r.path.matches_normalised(&path))
+            .or_else(|| {
+                self.routes
+                    .iter()
+                    .position(|r| method_may_reach(&r.method, method) && r.path.matches_normalised(&path))
+            })
     }
 
     /// Every defense of every route, for the pruning timer and the gauges.
@@ -186,7 +259,10 @@ impl Policy {
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Policy")
-            .field("routes", &self.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
+            .field(
+                "routes",
+                &self.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            )
             .field("files", &self.files)
             .finish()
     }
@@ -199,15 +275,103 @@ mod tests {
     #[test]
     fn spellings_of_a_protected_path_all_match_it() {
         let login = PathMatch::exact("/api/login");
-        for spelling in ["/api/login", "/API/Login", "/api//login", "/api/login/", "/api/./login", "/api/x/../login", "/api/%6Cogin", "/api%2Flogin"] {
+        for spelling in [
+            "/api/login",
+            "/API/Login",
+            "/api//login",
+            "/api/login/",
+            "/api/./login",
+            "/api/x/../login",
+            "/api/%6Cogin",
+            "/api%2Flogin",
+        ] {
             assert!(login.matches(spelling), "{spelling}");
         }
-        for other in ["/api/logins", "/api/log", "/api/login%00", "/apix/login"] {
+        for other in [
+            "/api/logins",
+            "/api/log",
+            "/apix/login",
+            "/api/login/x",
+            "/api/login%2541",
+            "/api/.login",
+        ] {
             assert!(!login.matches(other), "{other}");
         }
         let auth = PathMatch::prefix("/auth/");
         assert!(auth.matches("/auth/login") && auth.matches("/AUTH//token") && auth.matches("/auth"));
         assert!(!auth.matches("/authority"));
+    }
+
+    #[test]
+    fn spellings_servlet_rails_iis_and_c_routers_read_as_the_login_match_it() {
+        let login = PathMatch::exact("/api/login");
+        for spelling in [
+            "/api/login;x=1",
+            "/api/login;",
+            "/api;jsessionid=1/login",
+            "/api/login/..;/login",
+            "/api/login.json",
+            "/api/login.",
+            "/API/LOGIN.JSON;x",
+            "/api\\login",
+            "/api%5Clogin",
+            "/api%5clogin",
+            "/api/login%20",
+            "/api/login%09",
+            "/api%20/login",
+            "/api/login%00",
+            "/api/login%00.jpg",
+            "/api/login%3Bx=1",
+            "/api/%%36%63ogin",
+        ] {
+            assert!(login.matches(spelling), "{spelling}");
+        }
+        let auth = PathMatch::prefix("/auth/");
+        assert!(auth.matches("/auth;x/login") && auth.matches("/auth.json") && auth.matches("/auth\\token"));
+        assert!(!auth.matches("/authority.json"));
+        // A configured path with a dot still matches itself and its other spellings.
+        let php = PathMatch::exact("/login.php");
+        assert!(php.matches("/login.php") && php.matches("/LOGIN.PHP;x") && php.matches("/login"));
+    }
+
+    #[test]
+    fn methods_that_may_reach_a_login_handler_are_matched() {
+        let post = Method::POST;
+        let lower = Method::from_bytes(b"post").unwrap();
+        for (method, expected) in [
+            (lower, true),
+            (Method::from_bytes(b"Post").unwrap(), true),
+            (Method::PUT, true),
+            (Method::PATCH, true),
+            (Method::DELETE, true),
+            (Method::from_bytes(b"LOGIN").unwrap(), true),
+            (Method::GET, false),
+            (Method::HEAD, false),
+            (Method::OPTIONS, false),
+            (Method::from_bytes(b"get").unwrap(), false),
+        ] {
+            assert_eq!(method_may_reach(&post, &method), expected, "{method}");
+        }
+        assert!(!method_may_reach(&Method::GET, &Method::POST));
+        assert!(method_may_reach(&Method::GET, &Method::from_bytes(b"get").unwrap()));
+    }
+
+    #[test]
+    fn normalising_twice_changes_nothing() {
+        for raw in [
+            "/api/%%36%31",
+            "/a/b/..;/c",
+            "/x%2541",
+            "/ a /. /",
+            "/api\\..\\login",
+            "",
+            "*",
+            "/%00",
+            "/a.b/c.d/",
+        ] {
+            let once = normalise_path(raw).into_owned();
+            assert_eq!(normalise_path(&once), once, "{raw:?}");
+        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 pub mod answer;
 pub mod client_ip;
+pub mod connections;
+pub mod errors;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::Result;
 
@@ -26,6 +28,8 @@ use crate::telemetry::metrics;
 pub struct GatewayState {
     pub policy: Arc<PolicyHandle>,
     pub trusted_proxies: IpRanges,
+    /// The header trusted proxies name the client in.
+    pub forwarded_header: client_ip::ForwardedHeader,
     pub upstream: HttpPeer,
 }
 
@@ -60,6 +64,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        connections::request_started(session);
         let header = session.req_header();
         let policy = self.state.policy.peek();
         if let Some(index) = policy.match_route(&header.method, header.uri.path()) {
@@ -67,7 +72,7 @@ impl ProxyHttp for Gateway {
             ctx.route = index;
             ctx.decision_started = Some(Instant::now());
         }
-        ctx.client_ip = Some(self.client_ip(session));
+        ctx.client_ip = self.client_ip(session);
         Ok(())
     }
 
@@ -75,6 +80,11 @@ impl ProxyHttp for Gateway {
         let Some(policy) = ctx.policy.clone() else {
             return Ok(false);
         };
+        if ctx.client_ip.is_none() {
+            // A trusted proxy's hop is not an address: no key would be the client's own (see client_ip.rs).
+            answer::send(session, &Answer::unknown_client(), false).await?;
+            return Ok(true);
+        }
         let answered = self.guard(session, ctx, &policy.routes[ctx.route]).await?;
         if let Some(started) = ctx.decision_started {
             ctx.decision_micros = started.elapsed().as_micros() as u64;
@@ -123,6 +133,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _error: Option<&pingora::Error>, ctx: &mut RequestCtx) {
+        connections::request_finished(session);
         let Some(policy) = ctx.policy.clone() else {
             return;
         };
@@ -158,17 +169,28 @@ impl ProxyHttp for Gateway {
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
         crate::telemetry::decision_event(route, judged, ctx.outcome, status, ctx.decision_micros);
     }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &pingora::Error, _ctx: &mut RequestCtx) -> FailToProxy {
+        errors::fail_to_proxy(session, e).await
+    }
+
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        errors::request_summary(session)
+    }
 }
 
 impl Gateway {
-    fn client_ip(&self, session: &Session) -> IpAddr {
+    /// `None` when a trusted proxy's hop is not an address (see `client_ip`).
+    fn client_ip(&self, session: &Session) -> Option<IpAddr> {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let forwarded = session.req_header().headers.get("x-forwarded-for").map(|v| v.as_bytes());
-        client_ip::resolve(peer, forwarded, &self.state.trusted_proxies)
+        let header = self.state.forwarded_header;
+        // Every field line, in order: `get` would return only the first, the one a client behind HAProxy wrote.
+        let lines = session.req_header().headers.get_all(header.header_name()).iter().map(|v| v.as_bytes());
+        client_ip::resolve(peer, lines, header, &self.state.trusted_proxies)
     }
 
     /// Run the route's defenses; true when the gateway answered and the request must not be forwarded.
@@ -247,15 +269,38 @@ async fn read_bounded_body(session: &mut Session, limit: usize) -> Result<BodyRe
     Ok(BodyRead::Read(session.get_retry_buffer().unwrap_or_default()))
 }
 
-/// Clients must not be able to forge the headers the app trusts from us.
+/// Clients must not be able to forge the headers the app trusts from us — nor their underscore spellings, which
+/// CGI, Rack and WSGI servers map to the same `HTTP_X_STUFFGATE_*` variable.
 fn strip_spoofed_headers(request: &mut RequestHeader) {
     let spoofed: Vec<http::HeaderName> = request
         .headers
         .keys()
-        .filter(|name| name.as_str().starts_with(HEADER_PREFIX))
+        .filter(|name| is_reserved_header(name.as_str()))
         .cloned()
         .collect();
     for name in spoofed {
         request.remove_header(&name);
+    }
+}
+
+/// Whether `name` (lower case, as `http` stores it) reads `x-stuffgate-…` once `_` is taken for `-`.
+fn is_reserved_header(name: &str) -> bool {
+    name.len() >= HEADER_PREFIX.len()
+        && name
+            .bytes()
+            .zip(HEADER_PREFIX.bytes())
+            .all(|(got, want)| got == want || (got == b'_' && want == b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reserved_headers_match_in_any_separator_spelling() {
+        for name in ["x-stuffgate-client-ip", "x_stuffgate_client_ip", "x-stuffgate_signals", "x_stuffgate-"] {
+            assert!(super::is_reserved_header(name), "{name}");
+        }
+        for name in ["x-stuffgate", "x-stuffgatex", "xx-stuffgate-a", "x-forwarded-for"] {
+            assert!(!super::is_reserved_header(name), "{name}");
+        }
     }
 }

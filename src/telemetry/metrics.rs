@@ -84,3 +84,39 @@ pub static DECISION_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
         vec![0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1]
     ))
 });
+
+/// Requests that failed on the way to the upstream, by kind (connect_refused, connect_timeout, connect_error,
+/// timeout, closed, bad_response, other): an upstream that is down shows here, not only as client-side 502s.
+pub static UPSTREAM_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(register_int_counter_vec!(
+        "stuffgate_upstream_errors_total",
+        "Requests the upstream failed, by kind; the client got the gateway's 502 or 504 answer.",
+        &["kind"]
+    ))
+});
+
+/// Client connections open now (admitted by the connection caps).
+pub static OPEN_CONNECTIONS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    registered(prometheus::register_int_gauge!(
+        "stuffgate_open_connections",
+        "Client connections currently open on the proxy listeners."
+    ))
+});
+
+/// Connections refused at accept, by the cap that refused them.
+pub static CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(register_int_counter_vec!(
+        "stuffgate_connections_refused_total",
+        "Client connections answered 503 at accept, by cap (max_connections, max_connections_per_client).",
+        &["reason"]
+    ))
+});
+
+/// Connections closed by the gateway between requests, by reason.
+pub static CONNECTIONS_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(register_int_counter_vec!(
+        "stuffgate_connections_closed_total",
+        "Client connections closed by the gateway (idle_timeout, header_timeout, header_too_large).",
+        &["reason"]
+    ))
+});

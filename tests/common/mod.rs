@@ -36,6 +36,8 @@ pub struct Options<'a> {
     pub extra_config: &'a str,
     /// Seconds between file-change polls; 0 reloads on SIGHUP only.
     pub watch_interval_secs: u64,
+    /// More keys for the `upstream` inline table, e.g. `, read_timeout_secs = 1`.
+    pub upstream_options: &'a str,
 }
 
 /// The shipped data files, as `stuffgate demo` uses them (the default policy needs both).
@@ -53,6 +55,7 @@ impl Default for Options<'_> {
             trusted_proxies: &["127.0.0.1"],
             extra_config: SHIPPED_DATA,
             watch_interval_secs: 1,
+            upstream_options: "",
         }
     }
 }
@@ -79,10 +82,16 @@ pub fn recording_upstream(status: u16) -> (SocketAddr, std::sync::mpsc::Receiver
                 }
                 seen += n;
                 let text = String::from_utf8_lossy(&buffer[..seen]).to_string();
-                let Some(head_end) = text.find("\r\n\r\n") else { continue };
+                let Some(head_end) = text.find("\r\n\r\n") else {
+                    continue;
+                };
                 let length: usize = text
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
                     .unwrap_or(0);
                 if seen >= head_end + 4 + length {
                     if text.starts_with("POST") {
@@ -114,9 +123,10 @@ impl Gateway {
         let (port, admin_port) = (free_port(), free_port());
         let trusted: Vec<String> = options.trusted_proxies.iter().map(|t| format!("\"{t}\"")).collect();
         let config = format!(
-            "listen = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin_port}\"\nupstream = {{ address = \"{upstream}\" }}\n\
+            "listen = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin_port}\"\nupstream = {{ address = \"{upstream}\"{} }}\n\
              policies = [\"policy.toml\"]\ntrusted_proxies = [{}]\nthreads = 1\nwatch_interval_secs = {}\n\
              log = {{ format = \"json\", level = \"info\" }}\n{}\n",
+            options.upstream_options,
             trusted.join(", "),
             options.watch_interval_secs,
             options.extra_config
@@ -132,8 +142,19 @@ impl Gateway {
             .spawn()
             .expect("gateway starts");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-                       child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)].into_iter().flatten() {
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
             let lines = lines.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -161,7 +182,10 @@ impl Gateway {
                 std::thread::sleep(Duration::from_millis(100));
                 panic!("gateway exited ({status}); its output:\n{}", self.logs());
             }
-            let admin_ok = client.get(format!("{}/healthz", self.admin)).send().is_ok_and(|r| r.status() == 200);
+            let admin_ok = client
+                .get(format!("{}/healthz", self.admin))
+                .send()
+                .is_ok_and(|r| r.status() == 200);
             let proxy_ok = client.get(format!("{}/", self.url)).send().is_ok();
             if admin_ok && proxy_ok {
                 return;
@@ -173,7 +197,11 @@ impl Gateway {
 
     /// Send SIGHUP (reload) to the gateway process.
     pub fn hangup(&self) {
-        let status = Command::new("kill").arg("-HUP").arg(self.child.id().to_string()).status().expect("kill runs");
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
         assert!(status.success());
     }
 

@@ -1,0 +1,529 @@
+//! Connection-level limits that pingora 0.9 does not have: an idle keep-alive timeout, a total deadline for a
+//! request's head (slowloris), a head size cap far below pingora's 1 MiB, and caps on open connections per process
+//! and per client address.
+//!
+//! Without them one client could hold every descriptor and gigabytes of header buffers (reliability probe F2): an
+//! HTTP/1.1 connection that has been used once waits forever for its next request, a head trickled one byte every
+//! minute never times out, and 300 connections each holding 1 MB of unterminated head cost 400 MB.
+//!
+//! Mechanism: [`GuardedApp`] wraps the proxy application. It admits or refuses each accepted connection against the
+//! caps, then hands pingora a [`GuardedStream`]: the socket with deadlines and a byte budget applied to the reads that
+//! happen while no request is in progress. The proxy's hooks tell the stream when a request head has been parsed
+//! ([`request_started`], from `early_request_filter`) and when its answer is done ([`request_finished`], from
+//! `logging`); body reads in between are left to pingora's and the body reader's own timeouts.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use pingora::apps::ServerApp;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::{GetProxyDigest, GetSocketDigest, GetTimingDigest, SocketDigest, TimingDigest};
+use pingora::protocols::{Peek, Shutdown, Ssl, Stream, UniqueID, UniqueIDType, ALPN};
+use pingora::proxy::Session;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Sleep;
+
+use crate::defense::ip_list::IpRanges;
+use crate::telemetry::metrics;
+
+/// The `[connections]` table of the gateway file, compiled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// How long a connection may wait for its next request after an answer.
+    pub idle_timeout: Duration,
+    /// How long a request head may take in total, from its first byte (from accept for a new connection).
+    pub header_timeout: Duration,
+    /// Largest request head (request line and header fields); larger ones get 431 and the connection closes.
+    pub max_header_bytes: usize,
+    /// Open client connections per process; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Open connections per client address; trusted proxies are exempt (they carry many clients).
+    pub max_connections_per_client: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            idle_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 32 * 1024,
+            max_connections: default_max_connections(open_files_limit()),
+            max_connections_per_client: 64,
+        }
+    }
+}
+
+/// Each proxied connection may hold two descriptors (client and upstream); keep 256 for listeners, files and logs.
+pub fn default_max_connections(open_files: Option<u64>) -> usize {
+    match open_files {
+        Some(limit) => (limit.saturating_sub(256) / 2).clamp(64, 16_384) as usize,
+        None => 4096,
+    }
+}
+
+/// The soft `RLIMIT_NOFILE` of this process (`LimitNOFILE` under systemd).
+pub fn open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own and has no other effect.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// Open connections, in total and per client address.
+pub struct Tracker {
+    limits: ConnectionLimits,
+    exempt: IpRanges,
+    open: AtomicUsize,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Global,
+    PerClient,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Global => "max_connections",
+            Refusal::PerClient => "max_connections_per_client",
+        }
+    }
+}
+
+impl Tracker {
+    pub fn new(limits: ConnectionLimits, exempt: IpRanges) -> Arc<Tracker> {
+        Arc::new(Tracker {
+            limits,
+            exempt,
+            open: AtomicUsize::new(0),
+            per_client: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn limits(&self) -> &ConnectionLimits {
+        &self.limits
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Count a new connection from `client`, or say which cap refuses it.
+    pub fn admit(self: &Arc<Self>, client: Option<IpAddr>) -> Result<Permit, Refusal> {
+        let before = self.open.fetch_add(1, Ordering::AcqRel);
+        if before >= self.limits.max_connections {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::Global);
+        }
+        let counted = client.filter(|ip| !self.exempt.contains(*ip));
+        if let Some(ip) = counted {
+            let mut per_client = self.per_client.lock();
+            let count = per_client.entry(ip).or_insert(0);
+            if *count >= self.limits.max_connections_per_client {
+                drop(per_client);
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                return Err(Refusal::PerClient);
+            }
+            *count += 1;
+        }
+        metrics::OPEN_CONNECTIONS.set(self.open() as i64);
+        Ok(Permit {
+            tracker: self.clone(),
+            client: counted,
+        })
+    }
+}
+
+/// One admitted connection; dropping it frees the slot.
+pub struct Permit {
+    tracker: Arc<Tracker>,
+    client: Option<IpAddr>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(ip) = self.client {
+            let mut per_client = self.tracker.per_client.lock();
+            if let Some(count) = per_client.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    per_client.remove(&ip);
+                }
+            }
+        }
+        let now = self.tracker.open.fetch_sub(1, Ordering::AcqRel) - 1;
+        metrics::OPEN_CONNECTIONS.set(now as i64);
+    }
+}
+
+/// The proxy application behind the connection caps and deadlines.
+pub struct GuardedApp<A> {
+    inner: Arc<A>,
+    tracker: Arc<Tracker>,
+}
+
+impl<A> GuardedApp<A> {
+    pub fn new(inner: A, tracker: Arc<Tracker>) -> GuardedApp<A> {
+        GuardedApp {
+            inner: Arc::new(inner),
+            tracker,
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        if stream.as_any().is::<GuardedStream>() {
+            // A stream handed back for reuse is already counted and guarded.
+            return self.inner.process_new(stream, shutdown).await;
+        }
+        let client = stream
+            .get_socket_digest()
+            .and_then(|digest| digest.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        match self.tracker.admit(client) {
+            Ok(permit) => {
+                let guarded = GuardedStream::new(stream, self.tracker.limits(), permit);
+                self.inner.process_new(Box::new(guarded), shutdown).await
+            }
+            Err(refusal) => {
+                metrics::CONNECTIONS_REFUSED
+                    .with_label_values(&[refusal.as_str()])
+                    .inc();
+                refuse(stream).await;
+                None
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}
+
+/// Answer 503 and close, without reading the request: the connection was never admitted.
+async fn refuse(mut stream: Stream) {
+    const BODY: &str = r#"{"error":"too_many_connections","message":"Too many open connections. Please retry."}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         retry-after: 1\r\ncache-control: no-store\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.flush().await
+    })
+    .await;
+    // Send FIN and linger briefly, reading what the client sent, so that its unread request does not turn the close
+    // into a reset that would discard the answer before the client reads it.
+    Shutdown::shutdown(stream.as_mut()).await;
+    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+        let mut sink = [0u8; 4096];
+        while tokio::io::AsyncReadExt::read(&mut stream, &mut sink)
+            .await
+            .is_ok_and(|n| n > 0)
+        {}
+    })
+    .await;
+}
+
+const AWAIT_FIRST: u8 = 0;
+const IN_REQUEST: u8 = 1;
+const IDLE: u8 = 2;
+
+/// A client socket whose reads between requests are bounded in time and size.
+pub struct GuardedStream {
+    inner: Stream,
+    idle_timeout: Duration,
+    header_timeout: Duration,
+    max_header_bytes: usize,
+    /// Set by the proxy hooks (through a shared reference to this stream): AWAIT_FIRST, IN_REQUEST or IDLE.
+    phase: AtomicU8,
+    /// Bumped on every phase change so that the reader notices a request that started and ended between two reads.
+    epoch: AtomicU64,
+    seen_epoch: u64,
+    /// Bytes read since the current head began (or the connection went idle).
+    head_bytes: usize,
+    deadline: Option<Pin<Box<Sleep>>>,
+    _permit: Permit,
+}
+
+impl std::fmt::Debug for GuardedStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardedStream").field("inner", &self.inner).finish()
+    }
+}
+
+impl GuardedStream {
+    fn new(inner: Stream, limits: &ConnectionLimits, permit: Permit) -> GuardedStream {
+        GuardedStream {
+            inner,
+            idle_timeout: limits.idle_timeout,
+            header_timeout: limits.header_timeout,
+            max_header_bytes: limits.max_header_bytes,
+            phase: AtomicU8::new(AWAIT_FIRST),
+            epoch: AtomicU64::new(0),
+            seen_epoch: 0,
+            head_bytes: 0,
+            // A new connection has `header_timeout` from accept to deliver its first head.
+            deadline: Some(Box::pin(tokio::time::sleep(limits.header_timeout))),
+            _permit: permit,
+        }
+    }
+
+    fn set_phase(&self, phase: u8) {
+        self.phase.store(phase, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Best effort: the connection is about to be closed for `status`; tell the client why if the socket takes the
+    /// bytes right now. Nothing of a response can have been written, since no request is in progress.
+    fn try_answer(&mut self, cx: &mut Context<'_>, status: &str) {
+        let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        let _ = Pin::new(&mut self.inner).poll_write(cx, answer.as_bytes());
+    }
+
+    fn close_for(&mut self, cx: &mut Context<'_>, reason: &'static str) -> Poll<io::Result<()>> {
+        metrics::CONNECTIONS_CLOSED.with_label_values(&[reason]).inc();
+        match reason {
+            "header_too_large" => self.try_answer(cx, "431 Request Header Fields Too Large"),
+            "header_timeout" => self.try_answer(cx, "408 Request Timeout"),
+            _ => {}
+        }
+        let kind = if reason == "header_too_large" {
+            io::ErrorKind::InvalidData
+        } else {
+            io::ErrorKind::TimedOut
+        };
+        Poll::Ready(Err(io::Error::new(kind, reason)))
+    }
+}
+
+/// The guarded stream under a session, when there is one (HTTP/1 over a guarded listener).
+fn guarded(session: &Session) -> Option<&GuardedStream> {
+    let stream = session.as_downstream().stream()?;
+    (**stream).as_any().downcast_ref::<GuardedStream>()
+}
+
+/// The request head is parsed: from here until [`request_finished`] reads belong to the request body.
+pub fn request_started(session: &mut Session) {
+    // Pipelined requests are then served in order (RFC 9112 §9.3.2) instead of being dropped while their client
+    // waits; each one goes through every phase, checks included.
+    session.as_downstream_mut().set_pipelining_enabled(true);
+    if let Some(stream) = guarded(session) {
+        stream.set_phase(IN_REQUEST);
+    }
+}
+
+/// The answer is written: the connection is idle until the next head begins.
+pub fn request_finished(session: &Session) {
+    if let Some(stream) = guarded(session) {
+        stream.set_phase(IDLE);
+    }
+}
+
+impl AsyncRead for GuardedStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let epoch = this.epoch.load(Ordering::Acquire);
+        let phase = this.phase.load(Ordering::Acquire);
+        if epoch != this.seen_epoch {
+            this.seen_epoch = epoch;
+            this.head_bytes = 0;
+            this.deadline = match phase {
+                IDLE => Some(Box::pin(tokio::time::sleep(this.idle_timeout))),
+                _ => None,
+            };
+        }
+        if phase == IN_REQUEST {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        if this.head_bytes >= this.max_header_bytes {
+            return this.close_for(cx, "header_too_large");
+        }
+        // Never read past the budget, so that the cap holds however large pingora's buffer has grown.
+        let allowed = this.max_header_bytes - this.head_bytes;
+        let result = if buf.remaining() > allowed {
+            let mut scratch = vec![0u8; allowed];
+            let mut limited = ReadBuf::new(&mut scratch);
+            let result = Pin::new(&mut this.inner).poll_read(cx, &mut limited);
+            buf.put_slice(limited.filled());
+            result.map_ok(|()| limited.filled().len())
+        } else {
+            let before = buf.filled().len();
+            let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+            result.map_ok(|()| buf.filled().len() - before)
+        };
+        match result {
+            Poll::Ready(Ok(read)) => {
+                if read > 0 && this.head_bytes == 0 && phase == IDLE {
+                    // The next head has begun: it has `header_timeout` in total, however slowly it trickles.
+                    this.deadline = Some(Box::pin(tokio::time::sleep(this.header_timeout)));
+                }
+                this.head_bytes += read;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => {
+                let expired = this.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                if !expired {
+                    return Poll::Pending;
+                }
+                if this.head_bytes == 0 {
+                    // Nothing of a request yet: close quietly (pingora treats this as the client leaving).
+                    this.close_for(cx, "idle_timeout")
+                } else {
+                    this.close_for(cx, "header_timeout")
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for GuardedStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for GuardedStream {
+    async fn shutdown(&mut self) {
+        Shutdown::shutdown(self.inner.as_mut()).await
+    }
+}
+
+impl UniqueID for GuardedStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for GuardedStream {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for GuardedStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for GuardedStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for GuardedStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for GuardedStream {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(global: usize, per_client: usize) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: global,
+            max_connections_per_client: per_client,
+            ..ConnectionLimits::default()
+        }
+    }
+
+    #[test]
+    fn caps_count_open_connections_and_free_them_on_drop() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let tracker = Tracker::new(limits(3, 2), IpRanges::new(&["10.0.0.0/8".parse().unwrap()]));
+        let a: IpAddr = "198.51.100.1".parse().unwrap();
+        let first = tracker.admit(Some(a)).unwrap();
+        let _second = tracker.admit(Some(a)).unwrap();
+        assert_eq!(tracker.admit(Some(a)).err(), Some(Refusal::PerClient));
+        // A trusted proxy carries many clients: only the global cap applies to it.
+        let _p = tracker.admit(Some(proxy)).unwrap();
+        assert_eq!(tracker.admit(Some(proxy)).err(), Some(Refusal::Global));
+        drop(first);
+        assert_eq!(tracker.open(), 2);
+        let _again = tracker.admit(Some(a)).unwrap();
+        assert_eq!(tracker.open(), 3);
+    }
+
+    #[test]
+    fn the_default_cap_fits_the_descriptor_limit() {
+        assert_eq!(default_max_connections(Some(1024)), 384);
+        assert_eq!(default_max_connections(Some(65_536)), 16_384);
+        assert_eq!(default_max_connections(Some(100)), 64);
+        assert_eq!(default_max_connections(None), 4096);
+    }
+}
