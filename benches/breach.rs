@@ -8,8 +8,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::{Rng, RngCore, SeedableRng};
 use stuffgate::breach::{
-    build_filter, parse_line, password_sha1, FilterBuilder, FilterKind, Format, IngestCounters,
-    Source,
+    build_filter, parse_line, password_sha1, FilterBuilder, FilterKind, Format, IngestCounters, Source,
 };
 
 const LOOKUP_ITEMS: u64 = 10_000_000;
@@ -28,8 +27,7 @@ fn random_keys(rng: &mut impl RngCore, n: usize) -> Vec<[u8; 20]> {
 
 fn lookup(c: &mut Criterion) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let mut b = FilterBuilder::new(FilterKind::Password, LOOKUP_ITEMS, 0.001)
-        .expect("filter parameters are valid");
+    let mut b = FilterBuilder::new(FilterKind::Password, LOOKUP_ITEMS, 0.001).expect("filter parameters are valid");
     let present = random_keys(&mut rng, PROBES);
     for k in &present {
         b.insert_key(k);
@@ -105,14 +103,8 @@ fn build(c: &mut Criterion) {
             let mut b = FilterBuilder::new(FilterKind::Password, BUILD_LINES as u64, 0.001)
                 .expect("filter parameters are valid");
             let counters = IngestCounters::default();
-            let stats = build_filter(
-                vec![Source::new("bench", &data[..])],
-                Format::Sha1,
-                1,
-                &mut b,
-                &counters,
-            )
-            .expect("in-memory input cannot fail");
+            let stats = build_filter(vec![Source::new("bench", &data[..])], Format::Sha1, 1, &mut b, &counters)
+                .expect("in-memory input cannot fail");
             assert_eq!(stats.keys, BUILD_LINES as u64);
             black_box(b.finish().expect("filter builds"))
         })

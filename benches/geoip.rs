@@ -41,19 +41,10 @@ fn addresses() -> Vec<IpAddr> {
 }
 
 fn bench(c: &mut Criterion) {
-    let db = GeoDb::open(Path::new(DB), None)
-        .expect("geoip/country.mmdb must exist: run geoip/refresh.sh");
+    let db = GeoDb::open(Path::new(DB), None).expect("geoip/country.mmdb must exist: run geoip/refresh.sh");
     let ips = addresses();
-    let found = ips
-        .iter()
-        .filter(|ip| db.lookup(**ip).country.is_some())
-        .count();
-    eprintln!(
-        "geoip bench: {} addresses, {} with a country; {}",
-        ips.len(),
-        found,
-        db.describe()
-    );
+    let found = ips.iter().filter(|ip| db.lookup(**ip).country.is_some()).count();
+    eprintln!("geoip bench: {} addresses, {} with a country; {}", ips.len(), found, db.describe());
 
     let mut g = c.benchmark_group("geoip");
     let mut i = 0usize;
@@ -80,9 +71,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     let private: IpAddr = "192.168.1.20".parse().expect("literal");
-    g.bench_function("lookup_private_fast_path", |b| {
-        b.iter(|| black_box(db.lookup(black_box(private))))
-    });
+    g.bench_function("lookup_private_fast_path", |b| b.iter(|| black_box(db.lookup(black_box(private)))));
 
     let shared = SharedGeoDb::new(db);
     let mut i = 0usize;

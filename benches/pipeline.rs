@@ -31,12 +31,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
+use stuffgate::body::{body_type, extract};
 use stuffgate::clock::Clock;
 use stuffgate::config::{compile_policies, CompileEnv, Policy};
 use stuffgate::defense::{Outcome, Verdict};
 use stuffgate::engine::{self, InMemory};
 use stuffgate::geoip::SharedGeoDb;
-use stuffgate::body::{body_type, extract};
 
 use std::cell::RefCell;
 
@@ -71,9 +71,8 @@ impl Bench {
         env.open_breach_filters(Some(Path::new(PASSWORD_FILTER)), None)
             .expect("policies/data/common-passwords.bloom opens");
         let policy = compile_policies(&[PathBuf::from(POLICY)], &env, None).expect("policies/default.toml compiles");
-        let login = policy
-            .match_route(&http::Method::POST, "/api/login")
-            .expect("the default policy protects POST /api/login");
+        let login =
+            policy.match_route(&http::Method::POST, "/api/login").expect("the default policy protects POST /api/login");
         Bench {
             env,
             policy,
@@ -229,7 +228,10 @@ fn pipeline_benches(c: &mut Criterion) {
             let _ = bench.decide(attacker);
         }
         let probe = bench.decide(attacker);
-        assert!(matches!(probe, Verdict::Block { status: 429, .. }), "the flood address must be blocked by now: {probe:?}");
+        assert!(
+            matches!(probe, Verdict::Block { status: 429, .. }),
+            "the flood address must be blocked by now: {probe:?}"
+        );
         group.bench_function("flood_blocked", |b| b.iter(|| black_box(bench.decide(black_box(attacker)))));
     }
 

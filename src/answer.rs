@@ -23,12 +23,9 @@ impl Answer {
         let own = decision.decided_by.and_then(|i| route.slots.get(i)).and_then(|slot| slot.defense.message());
         let answer = match decision.verdict() {
             Verdict::Allow | Verdict::Tag => return None,
-            Verdict::Block { status, retry_after } => Answer {
-                status,
-                decision: "block",
-                message: own.unwrap_or_else(|| generic(status)),
-                retry_after,
-            },
+            Verdict::Block { status, retry_after } => {
+                Answer { status, decision: "block", message: own.unwrap_or_else(|| generic(status)), retry_after }
+            }
             Verdict::Challenge => Answer {
                 status: 428,
                 decision: "challenge",
@@ -141,7 +138,10 @@ mod tests {
         };
         let (kind, body) = answer.render(false);
         assert_eq!(kind, "application/json");
-        assert_eq!(body, r#"{"error":"too_many_attempts","message":"Too many attempts. Please wait before trying again.","retry_after":2}"#);
+        assert_eq!(
+            body,
+            r#"{"error":"too_many_attempts","message":"Too many attempts. Please wait before trying again.","retry_after":2}"#
+        );
         let (kind, page) = answer.render(true);
         assert!(kind.starts_with("text/html") && page.contains("try again in 2 seconds"), "{page}");
     }

@@ -20,9 +20,7 @@ pub struct Wanted<'p> {
 
 impl<'p> Wanted<'p> {
     pub fn new(account: Option<&'p FieldPath>, password: Option<&'p FieldPath>, target: Option<&'p FieldPath>) -> Self {
-        Wanted {
-            paths: [account, password, target],
-        }
+        Wanted { paths: [account, password, target] }
     }
 }
 
@@ -119,11 +117,7 @@ fn extract_form<'a>(body: &'a [u8], wanted: Wanted<'_>) -> Result<Extracted<'a>,
 fn extract_json<'a>(body: &'a [u8], wanted: Wanted<'_>) -> Result<Extracted<'a>, BodyError> {
     let mut out = Extracted::default();
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let walker = Walker {
-        paths: wanted.paths.map(|p| p.map(|p| p.0.as_slice())),
-        depth: 0,
-        out: &mut out,
-    };
+    let walker = Walker { paths: wanted.paths.map(|p| p.map(|p| p.0.as_slice())), depth: 0, out: &mut out };
     walker.deserialize(&mut deserializer).map_err(json_error)?;
     deserializer.end().map_err(json_error)?;
     Ok(out)
@@ -164,8 +158,7 @@ impl<'de: 'a, 'a> Visitor<'de> for Walker<'_, '_, 'a> {
             let depth = self.depth;
             // For each role: does this key lead to it, and is it the last step?
             let along = self.paths.map(|path| {
-                path.filter(|p| p.get(depth).map(String::as_str) == Some(key.as_ref()))
-                    .map(|p| p.len() == depth + 1)
+                path.filter(|p| p.get(depth).map(String::as_str) == Some(key.as_ref())).map(|p| p.len() == depth + 1)
             });
             if let Some(role) = along.iter().position(|a| *a == Some(true)) {
                 let value = map.next_value::<Scalar<'de>>()?;
@@ -182,11 +175,7 @@ impl<'de: 'a, 'a> Visitor<'de> for Walker<'_, '_, 'a> {
                         *path = None;
                     }
                 }
-                map.next_value_seed(Walker {
-                    paths: deeper,
-                    depth: depth + 1,
-                    out: &mut *self.out,
-                })?;
+                map.next_value_seed(Walker { paths: deeper, depth: depth + 1, out: &mut *self.out })?;
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -284,7 +273,8 @@ mod tests {
     fn json_fields_at_top_level_and_nested_paths() {
         let got = json(r#"{"x":[1,{"a":2}],"email":"a@b.c","password":"p\"w"}"#, "email", "password").unwrap();
         assert_eq!(got, (Some("a@b.c".into()), Some("p\"w".into())));
-        let got = json(r#"{"user":{"email":"a@b.c","other":1},"auth":{"secret":"s"}}"#, "user.email", "auth.secret").unwrap();
+        let got =
+            json(r#"{"user":{"email":"a@b.c","other":1},"auth":{"secret":"s"}}"#, "user.email", "auth.secret").unwrap();
         assert_eq!(got, (Some("a@b.c".into()), Some("s".into())));
         let got = json(r#"{"phone":819012345678}"#, "phone", "password").unwrap();
         assert_eq!(got, (Some("819012345678".into()), None));

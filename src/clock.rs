@@ -38,10 +38,9 @@ impl Clock {
     /// Nanoseconds since the UNIX epoch.
     pub fn now_nanos(&self) -> u64 {
         match self {
-            Clock::System => SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(MANUAL_START),
+            Clock::System => {
+                SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(MANUAL_START)
+            }
             Clock::Manual(t) => t.load(Ordering::Relaxed),
         }
     }
@@ -54,9 +53,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("`{text}` has no unit: write e.g. \"30s\", \"10m\", \"1h\", \"1d\""))?;
     let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` does not start with a whole number"))?;
+    let number: u64 = number.parse().map_err(|_| format!("`{text}` does not start with a whole number"))?;
     let seconds = match unit {
         "ms" => return Ok(Duration::from_millis(number)),
         "s" => number,

@@ -113,11 +113,12 @@ async fn read_phase(store: &dyn Store, batch: &mut Batch, now: u64) {
 }
 
 fn fallback(reads: &[Read], replies: &mut Replies, error: &StoreError) {
-    crate::telemetry::metrics::STORE_FALLBACKS.with_label_values(&[match error {
-        StoreError::Timeout => "timeout",
-        StoreError::Backend(_) => "error",
-    }])
-    .inc();
+    crate::telemetry::metrics::STORE_FALLBACKS
+        .with_label_values(&[match error {
+            StoreError::Timeout => "timeout",
+            StoreError::Backend(_) => "error",
+        }])
+        .inc();
     replies.clear();
     replies.extend(reads.iter().map(|read| match read {
         Read::Gcra { .. } => Reply::Admit,
@@ -129,7 +130,12 @@ fn fallback(reads: &[Read], replies: &mut Replies, error: &StoreError) {
 
 /// Decide on one request to `route`. Reads the body from `body` only when the route needs it and no address-phase
 /// defense answered first.
-pub async fn decide<R: Request>(route: &Route, env: &CompileEnv, request: &mut R, now: u64) -> Result<Judged, R::Error> {
+pub async fn decide<R: Request>(
+    route: &Route,
+    env: &CompileEnv,
+    request: &mut R,
+    now: u64,
+) -> Result<Judged, R::Error> {
     let mut subject = address_subject(route, env, request);
     if route.needs.facts.geo {
         locate(env, &mut subject);

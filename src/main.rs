@@ -89,27 +89,16 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config),
         Command::Check { files } => check(&files),
-        Command::Demo {
-            listen,
-            admin,
-            api,
-            policy,
-            users,
-            log_format,
-            replay: None,
-        } => demo(listen, admin, api, policy, users, &log_format),
-        Command::Demo {
-            policy,
-            users,
-            replay: Some(scenario),
-            ..
-        } => report_failure(stuffgate::replay::cli::run_demo(&scenario, policy.as_deref(), users)),
+        Command::Demo { listen, admin, api, policy, users, log_format, replay: None } => {
+            demo(listen, admin, api, policy, users, &log_format)
+        }
+        Command::Demo { policy, users, replay: Some(scenario), .. } => {
+            report_failure(stuffgate::replay::cli::run_demo(&scenario, policy.as_deref(), users))
+        }
         Command::Replay(args) => report_failure(stuffgate::replay::cli::run(&args)),
         Command::DemoApi { listen, users } => demo_api(listen, users),
         Command::Breach { command } => ExitCode::from(stuffgate::breach::cli::run(&command).clamp(0, 255) as u8),
-        Command::Geoip {
-            command: GeoipCommand::Lookup(args),
-        } => match stuffgate::geoip::cli::run_lookup(&args) {
+        Command::Geoip { command: GeoipCommand::Lookup(args) } => match stuffgate::geoip::cli::run_lookup(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("stuffgate: {error:#}");
@@ -188,7 +177,11 @@ fn check_one(file: &Path) -> Result<String, config::ConfigError> {
             env.open_breach_filters(gateway.password_filter.as_deref(), gateway.pair_filter.as_deref())
                 .map_err(|e| config::ConfigError::new(file, None, Some("breach".into()), e.to_string()))?;
             let policy = config::compile_policies(&gateway.policy_files, &env, None)?;
-            Ok(format!("gateway file; its {} policy file(s) give {} route(s)", gateway.policy_files.len(), policy.routes.len()))
+            Ok(format!(
+                "gateway file; its {} policy file(s) give {} route(s)",
+                gateway.policy_files.len(),
+                policy.routes.len()
+            ))
         }
         FileKind::Policy => {
             // A lone policy file is checked without the gateway's data files (GeoIP, breach filters).
@@ -232,11 +225,7 @@ fn demo(
         path: PathBuf::from("(demo)"),
         listen: vec![listen.to_string()],
         admin: admin.to_string(),
-        upstream: Upstream {
-            address: api_server.addr().to_string(),
-            tls: false,
-            sni: String::new(),
-        },
+        upstream: Upstream { address: api_server.addr().to_string(), tls: false, sni: String::new() },
         policy_files: vec![policy_file.clone()],
         // The bundled attack replays send client addresses in X-Forwarded-For from loopback.
         trusted_proxies: IpRanges::new(&[loopback]),

@@ -47,15 +47,9 @@ pub fn build_state(config: &GatewayConfig, clock: Clock) -> Result<Arc<GatewaySt
         .upstream
         .address
         .to_socket_addrs()
-        .map_err(|e| StartError::Upstream {
-            address: config.upstream.address.clone(),
-            why: e.to_string(),
-        })?
+        .map_err(|e| StartError::Upstream { address: config.upstream.address.clone(), why: e.to_string() })?
         .next()
-        .ok_or_else(|| StartError::Upstream {
-            address: config.upstream.address.clone(),
-            why: "no address".into(),
-        })?;
+        .ok_or_else(|| StartError::Upstream { address: config.upstream.address.clone(), why: "no address".into() })?;
     let mut upstream = HttpPeer::new(upstream_address, config.upstream.tls, config.upstream.sni.clone());
     upstream.options.connection_timeout = Some(config.hardening.upstream_connect_timeout);
     upstream.options.read_timeout = Some(config.hardening.upstream_read_timeout);
@@ -69,19 +63,10 @@ pub fn build_state(config: &GatewayConfig, clock: Clock) -> Result<Arc<GatewaySt
 
 /// Start serving; never returns.
 pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
-    let mut conf = ServerConf {
-        threads: config.threads,
-        work_stealing: true,
-        ..ServerConf::default()
-    };
-    conf.pid_file = std::env::temp_dir()
-        .join(format!("stuffgate-{}.pid", std::process::id()))
-        .display()
-        .to_string();
-    conf.upgrade_sock = std::env::temp_dir()
-        .join(format!("stuffgate-{}.sock", std::process::id()))
-        .display()
-        .to_string();
+    let mut conf = ServerConf { threads: config.threads, work_stealing: true, ..ServerConf::default() };
+    conf.pid_file = std::env::temp_dir().join(format!("stuffgate-{}.pid", std::process::id())).display().to_string();
+    conf.upgrade_sock =
+        std::env::temp_dir().join(format!("stuffgate-{}.sock", std::process::id())).display().to_string();
     conf.grace_period_seconds = Some(0);
     conf.graceful_shutdown_timeout_seconds = Some(1);
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -103,10 +88,7 @@ pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
 
     let mut maintenance = background_service(
         "maintenance",
-        Maintenance {
-            policy: state.policy.clone(),
-            watch_interval: config.watch_interval,
-        },
+        Maintenance { policy: state.policy.clone(), watch_interval: config.watch_interval },
     );
     maintenance.threads = Some(1);
     server.add_service(maintenance);

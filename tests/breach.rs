@@ -53,7 +53,8 @@ fn policy() -> &'static str {
 fn a_login_with_a_breached_password_is_tagged_and_an_exactly_leaked_pair_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let combo = dir.path().join("combo.txt");
-    std::fs::write(&combo, "Victim@Example.com:Summer2019!\nother@example.com:hunter3\nbroken line without colon\n").unwrap();
+    std::fs::write(&combo, "Victim@Example.com:Summer2019!\nother@example.com:hunter3\nbroken line without colon\n")
+        .unwrap();
     let pairs = dir.path().join("pairs.bloom");
     let built = stuffgate()
         .args(["breach", "build", "--format", "pairs", "--fp-rate", "0.001", "--input"])
@@ -120,7 +121,8 @@ fn a_breach_defense_without_a_filter_refuses_to_start_and_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.toml"), policy()).unwrap();
     let config = dir.path().join("gateway.toml");
-    std::fs::write(&config, format!("upstream = {{ address = \"{}\" }}\npolicies = [\"policy.toml\"]\n", api.addr())).unwrap();
+    std::fs::write(&config, format!("upstream = {{ address = \"{}\" }}\npolicies = [\"policy.toml\"]\n", api.addr()))
+        .unwrap();
     let output = stuffgate().args(["run", "--config"]).arg(&config).output().unwrap();
     assert!(!output.status.success());
     let message = String::from_utf8_lossy(&output.stderr);

@@ -20,10 +20,8 @@ fn login_route(defenses: &str) -> String {
 #[test]
 fn one_address_hammering_gets_429_with_retry_after_once_over_its_limit() {
     let api = demo_api();
-    let gateway = Gateway::start(
-        &login_route("[[route.defense]]\ntype = \"ip_rate\"\nlimit = 5\nper = \"1m\"\n"),
-        api.addr(),
-    );
+    let gateway =
+        Gateway::start(&login_route("[[route.defense]]\ntype = \"ip_rate\"\nlimit = 5\nper = \"1m\"\n"), api.addr());
     for _ in 0..5 {
         let response = gateway.login(Some("198.51.100.1"), ALICE.0, ALICE.1);
         assert_eq!(response.status(), 200);
@@ -81,11 +79,8 @@ fn many_failing_accounts_from_one_address_block_that_address() {
     let blocked = gateway.login(Some("198.51.100.9"), ALICE.0, ALICE.1);
     assert_eq!(blocked.status(), 429);
     assert_eq!(gateway.login(Some("198.51.100.10"), ALICE.0, ALICE.1).status(), 200);
-    let decision = gateway
-        .decisions()
-        .into_iter()
-        .find(|d| d["verdict"] == "block")
-        .expect("a block decision is logged");
+    let decision =
+        gateway.decisions().into_iter().find(|d| d["verdict"] == "block").expect("a block decision is logged");
     assert_eq!(decision["decided_by"], "distinct_accounts");
     assert_eq!(decision["client_ip"], "198.51.100.9");
 }
@@ -103,13 +98,8 @@ fn observe_mode_forwards_everything_but_logs_what_it_would_have_done() {
         assert!(from_upstream(&response));
     }
     assert!(gateway.wait_for_log("ip_rate:rate_exceeded:block:observe", Duration::from_secs(5)), "{}", gateway.logs());
-    let observed = || {
-        gateway
-            .decisions()
-            .iter()
-            .filter(|d| d["reasons"].as_str().unwrap_or("").contains("observe"))
-            .count()
-    };
+    let observed =
+        || gateway.decisions().iter().filter(|d| d["reasons"].as_str().unwrap_or("").contains("observe")).count();
     // Log lines are written by a background thread: give the last ones a moment.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while observed() < 3 && std::time::Instant::now() < deadline {
@@ -128,7 +118,11 @@ fn forwarded_for_is_honoured_only_from_a_trusted_peer() {
     let untrusting = Gateway::start_with(&policy, api.addr(), Options { trusted_proxies: &[], ..Options::default() });
     for i in 0..4 {
         let ip = format!("198.51.100.{}", 100 + i);
-        assert_eq!(trusting.login(Some(&ip), ALICE.0, ALICE.1).status(), 200, "distinct clients behind a trusted proxy");
+        assert_eq!(
+            trusting.login(Some(&ip), ALICE.0, ALICE.1).status(),
+            200,
+            "distinct clients behind a trusted proxy"
+        );
     }
     let statuses: Vec<u16> = (0..4)
         .map(|i| untrusting.login(Some(&format!("198.51.100.{}", 100 + i)), ALICE.0, ALICE.1).status().as_u16())
@@ -140,10 +134,8 @@ fn forwarded_for_is_honoured_only_from_a_trusted_peer() {
 #[test]
 fn malformed_and_oversized_bodies_are_answered_cleanly_and_never_forwarded() {
     let api = demo_api();
-    let gateway = Gateway::start(
-        &login_route("[[route.defense]]\ntype = \"ip_rate\"\nlimit = 100\nper = \"1m\"\n"),
-        api.addr(),
-    );
+    let gateway =
+        Gateway::start(&login_route("[[route.defense]]\ntype = \"ip_rate\"\nlimit = 100\nper = \"1m\"\n"), api.addr());
     let post = |body: Vec<u8>, content_type: &str| {
         client()
             .post(format!("{}/api/login", gateway.url))
@@ -169,7 +161,10 @@ fn malformed_and_oversized_bodies_are_answered_cleanly_and_never_forwarded() {
     // The worker survived all of that.
     assert_eq!(gateway.login(None, ALICE.0, ALICE.1).status(), 200);
     // Form bodies work on the same route.
-    let form = post(b"email=alice%40example.com&password=correct+horse+battery+staple".to_vec(), "application/x-www-form-urlencoded");
+    let form = post(
+        b"email=alice%40example.com&password=correct+horse+battery+staple".to_vec(),
+        "application/x-www-form-urlencoded",
+    );
     assert_eq!(form.status(), 200);
 }
 
@@ -219,14 +214,11 @@ fn a_broken_policy_on_reload_keeps_the_old_one_serving_and_a_good_one_takes_over
     let strict = login_route("[[route.defense]]\ntype = \"ip_rate\"\nlimit = 2\nper = \"1m\"\n");
     let gateway = Gateway::start(&strict, api.addr());
     std::fs::write(&gateway.policy_path, strict.replace("limit = 2", "limit = -2")).unwrap();
-    assert!(
-        gateway.wait_for_log("policy reload refused", Duration::from_secs(10)),
-        "{}",
-        gateway.logs()
-    );
+    assert!(gateway.wait_for_log("policy reload refused", Duration::from_secs(10)), "{}", gateway.logs());
     let refusal = gateway.logs().lines().find(|l| l.contains("policy reload refused")).unwrap().to_string();
     assert!(refusal.contains("policy.toml") && refusal.contains("\"line\":"), "names file and line: {refusal}");
-    let statuses: Vec<u16> = (0..3).map(|_| gateway.login(Some("198.51.100.50"), ALICE.0, ALICE.1).status().as_u16()).collect();
+    let statuses: Vec<u16> =
+        (0..3).map(|_| gateway.login(Some("198.51.100.50"), ALICE.0, ALICE.1).status().as_u16()).collect();
     assert_eq!(statuses, vec![200, 200, 429], "the old policy still enforces");
 
     // Give the new file a different length so the change is seen even within one mtime tick.
@@ -251,17 +243,16 @@ fn sighup_reloads_the_policy_and_unchanged_defenses_keep_their_counts() {
     gateway.hangup();
     assert!(gateway.wait_for_log("policy reloaded", Duration::from_secs(10)), "{}", gateway.logs());
     assert_eq!(gateway.login(Some("198.51.100.60"), ALICE.0, ALICE.1).status(), 429);
-    let policy_view: serde_json::Value = client().get(format!("{}/policy", gateway.admin)).send().unwrap().json().unwrap();
+    let policy_view: serde_json::Value =
+        client().get(format!("{}/policy", gateway.admin)).send().unwrap().json().unwrap();
     assert_eq!(policy_view["routes"][0]["defenses"].as_array().unwrap().len(), 2);
 }
 
 #[test]
 fn other_spellings_of_a_protected_path_are_protected_too() {
     let api = demo_api();
-    let gateway = Gateway::start(
-        &login_route("[[route.defense]]\ntype = \"ip_rate\"\nlimit = 1\nper = \"1m\"\n"),
-        api.addr(),
-    );
+    let gateway =
+        Gateway::start(&login_route("[[route.defense]]\ntype = \"ip_rate\"\nlimit = 1\nper = \"1m\"\n"), api.addr());
     assert_eq!(gateway.login(Some("198.51.100.70"), ALICE.0, ALICE.1).status(), 200);
     for spelling in ["/API/login", "/api//login", "/api/login/", "/api/%6cogin"] {
         let response = client()

@@ -120,11 +120,7 @@ fn a_database_replaced_by_garbage_while_running_keeps_the_previous_one_serving()
         Options { extra_config: &config, ..Options::default() },
     );
     std::fs::write(&db, b"garbage").unwrap();
-    assert!(
-        gateway.wait_for_log("GeoIP database reload refused", Duration::from_secs(10)),
-        "{}",
-        gateway.logs()
-    );
+    assert!(gateway.wait_for_log("GeoIP database reload refused", Duration::from_secs(10)), "{}", gateway.logs());
     assert_eq!(gateway.login(Some(JP), "alice@example.com", "correct horse battery staple").status(), 200);
     assert_eq!(gateway.login(Some(US), "alice@example.com", "correct horse battery staple").status(), 403);
 }

@@ -26,10 +26,7 @@ fn address(gateway: &Gateway) -> SocketAddr {
 
 /// A TCP connection from a chosen loopback source address (127.0.0.0/8 is all local on Linux).
 fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let stream = runtime.block_on(async {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
@@ -75,10 +72,8 @@ fn read_response(stream: &mut TcpStream) -> String {
         }
     }
     let head = String::from_utf8_lossy(&seen).to_ascii_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
-        .unwrap_or(0);
+    let length: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())).unwrap_or(0);
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).unwrap();
     seen.extend_from_slice(&body);
@@ -101,12 +96,7 @@ fn json_login(path: &str, method: &str, email: &str, password: &str, extra_heade
 }
 
 fn metrics(gateway: &Gateway) -> String {
-    client()
-        .get(format!("{}/metrics", gateway.admin))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap()
+    client().get(format!("{}/metrics", gateway.admin)).send().unwrap().text().unwrap()
 }
 
 /// Wait (bounded) until the gateway counts `open` client connections: the readiness probe's connection closes
@@ -120,10 +110,7 @@ fn wait_open_connections(gateway: &Gateway, open: usize) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!(
-        "the gateway never reported {open} open connections:\n{}",
-        metrics(gateway)
-    );
+    panic!("the gateway never reported {open} open connections:\n{}", metrics(gateway));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -144,11 +131,7 @@ impl Drop for Haproxy {
 
 /// HAProxy from the distribution, `option forwardfor`, in front of `backend`. `None` (skip) only outside CI.
 fn haproxy(backend: SocketAddr) -> Option<Haproxy> {
-    let present = Command::new("haproxy")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let present = Command::new("haproxy").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status();
     if !present.is_ok_and(|s| s.success()) {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -187,9 +170,7 @@ fn haproxy(backend: SocketAddr) -> Option<Haproxy> {
 fn login_via(proxy: &Haproxy, source: &str, forged: &str, email: &str, password: &str) -> String {
     let mut stream = connect_from(source, SocketAddr::from(([127, 0, 0, 1], proxy.port)));
     let extra = format!("X-Forwarded-For: {forged}\r\n");
-    stream
-        .write_all(&json_login("/api/login", "POST", email, password, &extra))
-        .unwrap();
+    stream.write_all(&json_login("/api/login", "POST", email, password, &extra)).unwrap();
     let response = read_response(&mut stream);
     response.split(' ').nth(1).unwrap_or("none").to_string()
 }
@@ -209,38 +190,18 @@ fn behind_haproxy_a_client_cannot_choose_its_address_with_its_own_forwarded_for_
     // The probe's sequence: a fresh forged address on every attempt, each a different account and password.
     let statuses: Vec<String> = (1..=12)
         .map(|i| {
-            login_via(
-                &proxy,
-                "127.0.0.7",
-                &format!("45.{i}.1.1"),
-                &format!("hs{i}@example.com"),
-                &format!("hp{i}-x"),
-            )
+            login_via(&proxy, "127.0.0.7", &format!("45.{i}.1.1"), &format!("hs{i}@example.com"), &format!("hp{i}-x"))
         })
         .collect();
     assert_eq!(statuses[..5], ["401"; 5], "{statuses:?}");
-    assert_eq!(
-        statuses[5..],
-        ["429"; 7],
-        "the client is keyed by its real address, not the forged ones: {statuses:?}"
-    );
+    assert_eq!(statuses[5..], ["429"; 7], "the client is keyed by its real address, not the forged ones: {statuses:?}");
     // A garbage line from one client does not put it under the proxy's shared key: another client is unaffected.
     assert_eq!(login_via(&proxy, "127.0.0.7", "x", "g1@example.com", "gp1"), "429");
     assert_eq!(login_via(&proxy, "127.0.0.8", "x", "g2@example.com", "gp2"), "401");
-    let addresses: Vec<String> = gateway
-        .decisions()
-        .iter()
-        .filter_map(|d| d["client_ip"].as_str().map(str::to_string))
-        .collect();
-    assert!(
-        !addresses.is_empty(),
-        "decisions carry the client address:\n{}",
-        gateway.logs()
-    );
-    assert!(
-        addresses.iter().all(|a| a == "127.0.0.7" || a == "127.0.0.8"),
-        "{addresses:?}"
-    );
+    let addresses: Vec<String> =
+        gateway.decisions().iter().filter_map(|d| d["client_ip"].as_str().map(str::to_string)).collect();
+    assert!(!addresses.is_empty(), "decisions carry the client address:\n{}", gateway.logs());
+    assert!(addresses.iter().all(|a| a == "127.0.0.7" || a == "127.0.0.8"), "{addresses:?}");
 }
 
 #[test]
@@ -262,9 +223,7 @@ fn several_forwarded_for_lines_from_a_trusted_peer_are_read_as_one_list() {
     let gateway = Gateway::start(&login_policy(""), upstream);
     let mut stream = TcpStream::connect(address(&gateway)).unwrap();
     let lines = "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 198.51.100.7\r\n";
-    stream
-        .write_all(&json_login("/api/login", "POST", "a@example.com", "pw", lines))
-        .unwrap();
+    stream.write_all(&json_login("/api/login", "POST", "a@example.com", "pw", lines)).unwrap();
     assert!(read_response(&mut stream).starts_with("HTTP/1.1 401"));
     let head = heads.recv_timeout(Duration::from_secs(5)).unwrap();
     assert!(head.contains("x-stuffgate-client-ip: 198.51.100.7"), "{head}");
@@ -279,11 +238,7 @@ fn a_trusted_proxy_hop_that_is_not_an_address_is_refused_on_protected_routes() {
     assert_eq!(response.status(), 400);
     assert!(!from_upstream(&response));
     // Unprotected routes still pass.
-    let page = client()
-        .get(format!("{}/", gateway.url))
-        .header("x-forwarded-for", "unknown")
-        .send()
-        .unwrap();
+    let page = client().get(format!("{}/", gateway.url)).header("x-forwarded-for", "unknown").send().unwrap();
     assert_eq!(page.status(), 200);
 }
 
@@ -291,20 +246,12 @@ fn a_trusted_proxy_hop_that_is_not_an_address_is_refused_on_protected_routes() {
 fn rfc_7239_forwarded_is_read_when_the_gateway_file_asks_for_it() {
     let (upstream, heads) = recording_upstream(401);
     let config = format!("forwarded_header = \"forwarded\"\n{}", common::SHIPPED_DATA);
-    let gateway = Gateway::start_with(
-        &login_policy(""),
-        upstream,
-        Options {
-            extra_config: &config,
-            ..Options::default()
-        },
-    );
+    let gateway =
+        Gateway::start_with(&login_policy(""), upstream, Options { extra_config: &config, ..Options::default() });
     let mut stream = TcpStream::connect(address(&gateway)).unwrap();
     let lines =
         "Forwarded: for=6.6.6.6\r\nForwarded: for=\"198.51.100.8:4711\";proto=https\r\nX-Forwarded-For: 7.7.7.7\r\n";
-    stream
-        .write_all(&json_login("/api/login", "POST", "a@example.com", "pw", lines))
-        .unwrap();
+    stream.write_all(&json_login("/api/login", "POST", "a@example.com", "pw", lines)).unwrap();
     assert!(read_response(&mut stream).starts_with("HTTP/1.1 401"));
     let head = heads.recv_timeout(Duration::from_secs(5)).unwrap();
     assert!(head.contains("x-stuffgate-client-ip: 198.51.100.8"), "{head}");
@@ -321,14 +268,8 @@ fn limits(lines: &str) -> String {
 fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     let api = demo_api();
     let config = limits("idle_timeout_secs = 2");
-    let gateway = Gateway::start_with(
-        &login_policy(""),
-        api.addr(),
-        Options {
-            extra_config: &config,
-            ..Options::default()
-        },
-    );
+    let gateway =
+        Gateway::start_with(&login_policy(""), api.addr(), Options { extra_config: &config, ..Options::default() });
     let mut stream = TcpStream::connect(address(&gateway)).unwrap();
     assert!(get(&mut stream).starts_with("HTTP/1.1 200"));
     let idle_since = Instant::now();
@@ -336,10 +277,7 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     let waited = idle_since.elapsed();
     assert!(closed, "an idle connection must not be held forever");
     assert!(rest.is_empty(), "nothing is sent on an idle close: {rest:?}");
-    assert!(
-        waited >= Duration::from_millis(1500),
-        "closed after {waited:?}, before the idle timeout"
-    );
+    assert!(waited >= Duration::from_millis(1500), "closed after {waited:?}, before the idle timeout");
     assert!(metrics(&gateway).contains(r#"stuffgate_connections_closed_total{reason="idle_timeout"}"#));
 }
 
@@ -347,14 +285,8 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 fn a_connection_is_served_again_while_within_the_idle_timeout() {
     let api = demo_api();
     let config = limits("idle_timeout_secs = 3");
-    let gateway = Gateway::start_with(
-        &login_policy(""),
-        api.addr(),
-        Options {
-            extra_config: &config,
-            ..Options::default()
-        },
-    );
+    let gateway =
+        Gateway::start_with(&login_policy(""), api.addr(), Options { extra_config: &config, ..Options::default() });
     let mut stream = TcpStream::connect(address(&gateway)).unwrap();
     for _ in 0..3 {
         assert!(get(&mut stream).starts_with("HTTP/1.1 200"));
@@ -366,19 +298,11 @@ fn a_connection_is_served_again_while_within_the_idle_timeout() {
 fn a_slowly_trickled_request_head_is_cut_off_at_the_header_deadline() {
     let api = demo_api();
     let config = limits("header_timeout_secs = 2");
-    let gateway = Gateway::start_with(
-        &login_policy(""),
-        api.addr(),
-        Options {
-            extra_config: &config,
-            ..Options::default()
-        },
-    );
+    let gateway =
+        Gateway::start_with(&login_policy(""), api.addr(), Options { extra_config: &config, ..Options::default() });
     let mut stream = TcpStream::connect(address(&gateway)).unwrap();
     let started = Instant::now();
-    stream
-        .write_all(b"POST /api/login HTTP/1.1\r\nHost: x\r\nX-Pad: ")
-        .unwrap();
+    stream.write_all(b"POST /api/login HTTP/1.1\r\nHost: x\r\nX-Pad: ").unwrap();
     // One byte every 300 ms: each read is quick, so only a total deadline stops it.
     let mut closed_at = None;
     while started.elapsed() < Duration::from_secs(8) {
@@ -395,11 +319,7 @@ fn a_slowly_trickled_request_head_is_cut_off_at_the_header_deadline() {
                 break;
             }
             Ok(n) => {
-                assert!(
-                    String::from_utf8_lossy(&probe[..n]).starts_with("HTTP/1.1 408"),
-                    "{:?}",
-                    &probe[..n]
-                );
+                assert!(String::from_utf8_lossy(&probe[..n]).starts_with("HTTP/1.1 408"), "{:?}", &probe[..n]);
                 closed_at = Some(started.elapsed());
                 break;
             }
@@ -407,28 +327,17 @@ fn a_slowly_trickled_request_head_is_cut_off_at_the_header_deadline() {
         }
     }
     let closed_at = closed_at.expect("a trickled head must be cut off");
-    assert!(
-        closed_at >= Duration::from_millis(1500) && closed_at < Duration::from_secs(5),
-        "{closed_at:?}"
-    );
+    assert!(closed_at >= Duration::from_millis(1500) && closed_at < Duration::from_secs(5), "{closed_at:?}");
 }
 
 #[test]
 fn a_request_head_over_the_cap_gets_431_and_a_small_one_is_served() {
     let api = demo_api();
     let config = limits("max_header_bytes = 4096");
-    let gateway = Gateway::start_with(
-        &login_policy(""),
-        api.addr(),
-        Options {
-            extra_config: &config,
-            ..Options::default()
-        },
-    );
+    let gateway =
+        Gateway::start_with(&login_policy(""), api.addr(), Options { extra_config: &config, ..Options::default() });
     let mut small = TcpStream::connect(address(&gateway)).unwrap();
-    small
-        .write_all(format!("GET / HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n", "a".repeat(2000)).as_bytes())
-        .unwrap();
+    small.write_all(format!("GET / HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n", "a".repeat(2000)).as_bytes()).unwrap();
     assert!(read_response(&mut small).starts_with("HTTP/1.1 200"));
     let mut large = TcpStream::connect(address(&gateway)).unwrap();
     // Unterminated, like the probe's 1 MB heads: the gateway must stop reading, not wait for the end.
@@ -447,11 +356,7 @@ fn the_per_client_cap_refuses_the_next_connection_while_the_others_are_served() 
     let gateway = Gateway::start_with(
         &login_policy(""),
         api.addr(),
-        Options {
-            extra_config: &config,
-            trusted_proxies: &[],
-            ..Options::default()
-        },
+        Options { extra_config: &config, trusted_proxies: &[], ..Options::default() },
     );
     wait_open_connections(&gateway, 0);
     let to = address(&gateway);
@@ -488,19 +393,11 @@ fn the_per_client_cap_refuses_the_next_connection_while_the_others_are_served() 
 fn the_global_cap_refuses_the_next_connection_while_the_others_are_served() {
     let api = demo_api();
     let config = limits("max_connections = 4");
-    let gateway = Gateway::start_with(
-        &login_policy(""),
-        api.addr(),
-        Options {
-            extra_config: &config,
-            ..Options::default()
-        },
-    );
+    let gateway =
+        Gateway::start_with(&login_policy(""), api.addr(), Options { extra_config: &config, ..Options::default() });
     wait_open_connections(&gateway, 0);
     let to = address(&gateway);
-    let mut held: Vec<TcpStream> = (0..4)
-        .map(|i| connect_from(&format!("127.0.1.{}", i + 1), to))
-        .collect();
+    let mut held: Vec<TcpStream> = (0..4).map(|i| connect_from(&format!("127.0.1.{}", i + 1), to)).collect();
     for stream in &mut held {
         assert!(get(stream).starts_with("HTTP/1.1 200"));
     }
@@ -510,10 +407,7 @@ fn the_global_cap_refuses_the_next_connection_while_the_others_are_served() {
     assert!(closed);
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 503"), "{answer:?}");
     for stream in &mut held {
-        assert!(
-            get(stream).starts_with("HTTP/1.1 200"),
-            "admitted connections keep being served"
-        );
+        assert!(get(stream).starts_with("HTTP/1.1 200"), "admitted connections keep being served");
     }
     assert!(metrics(&gateway).contains(r#"stuffgate_connections_refused_total{reason="max_connections"}"#));
 }
@@ -532,9 +426,7 @@ fn every_spelling_and_method_that_may_reach_the_login_handler_is_checked() {
     let denied = "X-Forwarded-For: 198.51.100.66\r\n";
     let send = |method: &str, path: &str| {
         let mut stream = TcpStream::connect(to).unwrap();
-        stream
-            .write_all(&json_login(path, method, "alice@example.com", "pw", denied))
-            .unwrap();
+        stream.write_all(&json_login(path, method, "alice@example.com", "pw", denied)).unwrap();
         read_response(&mut stream)
     };
     for path in [
@@ -551,10 +443,7 @@ fn every_spelling_and_method_that_may_reach_the_login_handler_is_checked() {
         "/API/Login",
     ] {
         let answer = send("POST", path);
-        assert!(
-            answer.starts_with("HTTP/1.1 403"),
-            "{path}: checked and blocked, not forwarded: {answer}"
-        );
+        assert!(answer.starts_with("HTTP/1.1 403"), "{path}: checked and blocked, not forwarded: {answer}");
     }
     for method in ["post", "Post", "PUT", "PATCH", "DELETE"] {
         let answer = send(method, "/api/login");
@@ -574,26 +463,13 @@ fn a_pipelined_login_is_answered_and_checked() {
     let gateway = Gateway::start(&login_policy(""), api.addr());
     let mut stream = TcpStream::connect(address(&gateway)).unwrap();
     let mut bytes = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
-    bytes.extend(json_login(
-        "/api/login",
-        "POST",
-        "alice@example.com",
-        "wrong-pipelined",
-        "",
-    ));
+    bytes.extend(json_login("/api/login", "POST", "alice@example.com", "wrong-pipelined", ""));
     stream.write_all(&bytes).unwrap();
     let (answers, closed) = read_until_close(&mut stream, Duration::from_secs(8));
     assert!(closed, "the client is not left hanging: {answers:?}");
-    assert_eq!(
-        answers.matches("HTTP/1.1 ").count(),
-        2,
-        "both requests are answered: {answers}"
-    );
+    assert_eq!(answers.matches("HTTP/1.1 ").count(), 2, "both requests are answered: {answers}");
     assert!(answers.contains("HTTP/1.1 401"), "{answers}");
-    assert!(
-        gateway.wait_for_log("stuffgate::decision", Duration::from_secs(5)),
-        "the pipelined login was checked"
-    );
+    assert!(gateway.wait_for_log("stuffgate::decision", Duration::from_secs(5)), "the pipelined login was checked");
 }
 
 #[test]
@@ -625,10 +501,7 @@ fn a_hung_upstream_gets_504_in_json() {
     let gateway = Gateway::start_with(
         &login_policy(""),
         upstream,
-        Options {
-            upstream_options: ", read_timeout_secs = 1",
-            ..Options::default()
-        },
+        Options { upstream_options: ", read_timeout_secs = 1", ..Options::default() },
     );
     let response = gateway.login(Some("198.51.100.30"), "alice@example.com", "pw");
     assert_eq!(response.status(), 504);
@@ -643,10 +516,7 @@ fn a_down_upstream_gets_the_gateways_json_502_is_counted_and_the_query_is_not_lo
     let down = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let gateway = Gateway::start(&login_policy(""), down);
     let response = client()
-        .post(format!(
-            "{}/api/login?email=secretacct@example.com&password=SECRET-QUERY-PASSWORD",
-            gateway.url
-        ))
+        .post(format!("{}/api/login?email=secretacct@example.com&password=SECRET-QUERY-PASSWORD", gateway.url))
         .header("x-forwarded-for", "198.51.100.31")
         .header("content-type", "application/json")
         .body(r#"{"email":"a@example.com","password":"pw"}"#)
@@ -656,16 +526,9 @@ fn a_down_upstream_gets_the_gateways_json_502_is_counted_and_the_query_is_not_lo
     let body: serde_json::Value = response.json().unwrap();
     assert_eq!(body["error"], "upstream_unavailable");
     assert!(metrics(&gateway).contains(r#"stuffgate_upstream_errors_total{kind="connect_refused"}"#));
-    assert!(
-        gateway.wait_for_log("<redacted>", Duration::from_secs(5)),
-        "pingora's error line:\n{}",
-        gateway.logs()
-    );
+    assert!(gateway.wait_for_log("<redacted>", Duration::from_secs(5)), "pingora's error line:\n{}", gateway.logs());
     let logs = gateway.logs();
-    assert!(
-        !logs.contains("SECRET-QUERY-PASSWORD") && !logs.contains("secretacct"),
-        "{logs}"
-    );
+    assert!(!logs.contains("SECRET-QUERY-PASSWORD") && !logs.contains("secretacct"), "{logs}");
 }
 
 #[test]
@@ -674,9 +537,7 @@ fn underscore_spellings_of_the_gateways_headers_are_stripped() {
     let gateway = Gateway::start(&login_policy(""), upstream);
     let mut stream = TcpStream::connect(address(&gateway)).unwrap();
     let spoofed = "X-Forwarded-For: 198.51.100.32\r\nX_Stuffgate_Client_IP: 7.7.7.7\r\nx-stuffgate_signals: forged\r\n";
-    stream
-        .write_all(&json_login("/api/login", "POST", "a@example.com", "pw", spoofed))
-        .unwrap();
+    stream.write_all(&json_login("/api/login", "POST", "a@example.com", "pw", spoofed)).unwrap();
     assert!(read_response(&mut stream).starts_with("HTTP/1.1 401"));
     let head = heads.recv_timeout(Duration::from_secs(5)).unwrap();
     assert!(!head.contains("7.7.7.7") && !head.contains("forged"), "{head}");
@@ -692,14 +553,10 @@ fn fullwidth_nul_and_zero_width_spellings_of_an_account_share_its_counter() {
         ),
         api.addr(),
     );
-    for (i, spelling) in [
-        "ｃａｒｏｌ@example.com",
-        "carol@example.com\u{0}",
-        "car\u{200b}ol@example.com",
-        "CAROL@EXAMPLE.COM",
-    ]
-    .iter()
-    .enumerate()
+    for (i, spelling) in
+        ["ｃａｒｏｌ@example.com", "carol@example.com\u{0}", "car\u{200b}ol@example.com", "CAROL@EXAMPLE.COM"]
+            .iter()
+            .enumerate()
     {
         let response = gateway.login(Some(&format!("203.0.113.{}", 40 + i)), spelling, "wrong-guess");
         assert_eq!(response.status(), 401, "{spelling:?} reaches the app and fails");

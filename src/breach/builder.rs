@@ -15,9 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bloomfilter::Bloom;
 
 use super::probe::{Probes, BLOOM_HEADER_LEN};
-use super::{
-    normalise_account_into, pair_key, password_sha1, BreachError, BreachFilter, FilterKind, Key,
-};
+use super::{normalise_account_into, pair_key, password_sha1, BreachError, BreachFilter, FilterKind, Key};
 
 /// Input line format (`--format`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -153,11 +151,7 @@ impl IngestStats {
     fn bad(&mut self, source: &str, line: u64, reason: BadReason) {
         self.bad_lines += 1;
         if self.bad_examples.len() < BAD_EXAMPLES {
-            self.bad_examples.push(BadLine {
-                source: source.to_owned(),
-                line,
-                reason,
-            });
+            self.bad_examples.push(BadLine { source: source.to_owned(), line, reason });
         }
     }
 }
@@ -179,10 +173,7 @@ pub struct Source<'a> {
 
 impl<'a> Source<'a> {
     pub fn new(name: impl Into<String>, reader: impl Read + Send + 'a) -> Self {
-        Source {
-            name: name.into(),
-            reader: Box::new(reader),
-        }
+        Source { name: name.into(), reader: Box::new(reader) }
     }
 }
 
@@ -242,12 +233,10 @@ impl FilterBuilder {
                 "--fp-rate must be strictly between 0 and 1 (e.g. 0.001), got {fp_rate}"
             )));
         }
-        let n = usize::try_from(expected_items.max(MIN_SIZED_ITEMS)).map_err(|_| {
-            BreachError::TooLarge {
-                items: expected_items,
-                fp_rate,
-                bytes: u64::MAX,
-            }
+        let n = usize::try_from(expected_items.max(MIN_SIZED_ITEMS)).map_err(|_| BreachError::TooLarge {
+            items: expected_items,
+            fp_rate,
+            bytes: u64::MAX,
         })?;
         let bitmap = Bloom::<Key>::compute_bitmap_size(n, fp_rate) as u64;
         Ok(bitmap.max(1) + BLOOM_HEADER_LEN as u64)
@@ -261,18 +250,12 @@ impl FilterBuilder {
     ) -> Result<Self, BreachError> {
         let bytes = Self::payload_bytes(expected_items, fp_rate)?;
         if bytes > u64::from(u32::MAX) {
-            return Err(BreachError::TooLarge {
-                items: expected_items,
-                fp_rate,
-                bytes,
-            });
+            return Err(BreachError::TooLarge { items: expected_items, fp_rate, bytes });
         }
-        let n = usize::try_from(expected_items.max(MIN_SIZED_ITEMS)).map_err(|_| {
-            BreachError::TooLarge {
-                items: expected_items,
-                fp_rate,
-                bytes,
-            }
+        let n = usize::try_from(expected_items.max(MIN_SIZED_ITEMS)).map_err(|_| BreachError::TooLarge {
+            items: expected_items,
+            fp_rate,
+            bytes,
         })?;
         let bloom: Bloom<Key> = match seed {
             Some(seed) => Bloom::new_for_fp_rate_with_seed(n, fp_rate, seed),
@@ -286,7 +269,8 @@ impl FilterBuilder {
             .filter(|p| p.k() == k && bits == (bytes.len() - BLOOM_HEADER_LEN) as u64 * 8)
             .ok_or_else(|| {
                 BreachError::Internal(
-                    "the bloomfilter crate's serialized layout is not the expected 3.0 one; pin bloomfilter = \"3.0\"".into(),
+                    "the bloomfilter crate's serialized layout is not the expected 3.0 one; pin bloomfilter = \"3.0\""
+                        .into(),
                 )
             })?;
         Ok(FilterBuilder {
@@ -342,8 +326,7 @@ impl FilterBuilder {
     /// Hashes every key of `group`, then sets all their bits.
     fn set_group(&mut self, group: &[[u8; 20]]) {
         if self.samples.len() < SELF_CHECK_KEYS {
-            self.samples
-                .extend(group.iter().take(SELF_CHECK_KEYS - self.samples.len()));
+            self.samples.extend(group.iter().take(SELF_CHECK_KEYS - self.samples.len()));
         }
         self.inserted += group.len() as u64;
         let k = self.probes.k();
@@ -384,24 +367,10 @@ impl FilterBuilder {
         let created_unix = std::env::var("SOURCE_DATE_EPOCH")
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or_else(|| {
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0)
-            });
-        let bloom = Bloom::from_bytes(self.bytes).map_err(|e| {
-            BreachError::Internal(format!(
-                "the bloomfilter crate refused the built bitmap: {e}"
-            ))
-        })?;
-        let filter = BreachFilter {
-            bloom,
-            kind: self.kind,
-            items: self.inserted,
-            fp_rate: self.fp_rate,
-            created_unix,
-        };
+            .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
+        let bloom = Bloom::from_bytes(self.bytes)
+            .map_err(|e| BreachError::Internal(format!("the bloomfilter crate refused the built bitmap: {e}")))?;
+        let filter = BreachFilter { bloom, kind: self.kind, items: self.inserted, fp_rate: self.fp_rate, created_unix };
         // `contains_key` is the crate's own `check`.
         if !self.samples.iter().all(|k| filter.contains_key(k)) {
             return Err(BreachError::Internal(
@@ -540,10 +509,7 @@ pub fn parse_line(
             if l.is_empty() {
                 return Err(BadReason::EmptyLine);
             }
-            let i = l
-                .iter()
-                .position(|&b| b == b':')
-                .ok_or(BadReason::MissingSeparator)?;
+            let i = l.iter().position(|&b| b == b':').ok_or(BadReason::MissingSeparator)?;
             let account = std::str::from_utf8(&l[..i]).map_err(|_| BadReason::AccountNotUtf8)?;
             let password = &l[i + 1..];
             normalise_account_into(account, account_buf);
@@ -567,10 +533,7 @@ pub(crate) enum LineItem<'a> {
 /// Calls `f(line_number, item)` for every line of `r` (terminator removed;
 /// a final line without '\n' counts). Reuses one buffer: no per-line
 /// allocation. `f` returns `false` to stop early.
-pub(crate) fn for_each_line<R: Read>(
-    mut r: R,
-    mut f: impl FnMut(u64, LineItem<'_>) -> bool,
-) -> io::Result<()> {
+pub(crate) fn for_each_line<R: Read>(mut r: R, mut f: impl FnMut(u64, LineItem<'_>) -> bool) -> io::Result<()> {
     let mut buf = vec![0u8; READ_BUF];
     let (mut start, mut end) = (0usize, 0usize);
     let mut line_no = 0u64;
@@ -583,11 +546,8 @@ pub(crate) fn for_each_line<R: Read>(
                 skipping = false;
             } else {
                 line_no += 1;
-                let item = if line_end - start > MAX_LINE {
-                    LineItem::TooLong
-                } else {
-                    LineItem::Line(&buf[start..line_end])
-                };
+                let item =
+                    if line_end - start > MAX_LINE { LineItem::TooLong } else { LineItem::Line(&buf[start..line_end]) };
                 if !f(line_no, item) {
                     return Ok(());
                 }
@@ -597,11 +557,7 @@ pub(crate) fn for_each_line<R: Read>(
         if eof {
             if start < end && !skipping {
                 line_no += 1;
-                let item = if end - start > MAX_LINE {
-                    LineItem::TooLong
-                } else {
-                    LineItem::Line(&buf[start..end])
-                };
+                let item = if end - start > MAX_LINE { LineItem::TooLong } else { LineItem::Line(&buf[start..end]) };
                 f(line_no, item);
             }
             return Ok(());
@@ -656,8 +612,7 @@ pub fn build_filter(
     std::thread::scope(|s| {
         let (tx, rx) = mpsc::sync_channel::<Vec<[u8; 20]>>(8);
         let (back_tx, back_rx) = mpsc::channel::<Vec<[u8; 20]>>();
-        let reader =
-            s.spawn(move || read_sources(sources, format, min_count, counters, tx, back_rx));
+        let reader = s.spawn(move || read_sources(sources, format, min_count, counters, tx, back_rx));
         for mut batch in rx {
             builder.insert_keys(&batch);
             batch.clear();
@@ -666,9 +621,7 @@ pub fn build_filter(
         }
         match reader.join() {
             Ok(result) => result,
-            Err(_) => Err(BreachError::InvalidParameters(
-                "the input reader thread panicked".into(),
-            )),
+            Err(_) => Err(BreachError::InvalidParameters("the input reader thread panicked".into())),
         }
     })
 }
@@ -693,37 +646,30 @@ fn read_sources(
             pending_lines += 1;
             match item {
                 LineItem::TooLong => stats.bad(&name, line_no, BadReason::TooLong),
-                LineItem::Line(line) => {
-                    match parse_line(format, line, min_count, &mut account_buf) {
-                        Ok(Some(key)) => {
-                            stats.keys += 1;
-                            batch.push(key);
-                            if batch.len() == BATCH {
-                                let next = back_rx
-                                    .try_recv()
-                                    .unwrap_or_else(|_| Vec::with_capacity(BATCH));
-                                let full = std::mem::replace(&mut batch, next);
-                                counters.lines.fetch_add(pending_lines, Ordering::Relaxed);
-                                pending_lines = 0;
-                                if tx.send(full).is_err() {
-                                    receiver_gone = true;
-                                    return false;
-                                }
+                LineItem::Line(line) => match parse_line(format, line, min_count, &mut account_buf) {
+                    Ok(Some(key)) => {
+                        stats.keys += 1;
+                        batch.push(key);
+                        if batch.len() == BATCH {
+                            let next = back_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(BATCH));
+                            let full = std::mem::replace(&mut batch, next);
+                            counters.lines.fetch_add(pending_lines, Ordering::Relaxed);
+                            pending_lines = 0;
+                            if tx.send(full).is_err() {
+                                receiver_gone = true;
+                                return false;
                             }
                         }
-                        Ok(None) => stats.skipped_min_count += 1,
-                        Err(reason) => stats.bad(&name, line_no, reason),
                     }
-                }
+                    Ok(None) => stats.skipped_min_count += 1,
+                    Err(reason) => stats.bad(&name, line_no, reason),
+                },
             }
             true
         });
         counters.lines.fetch_add(pending_lines, Ordering::Relaxed);
         pending_lines = 0;
-        res.map_err(|cause| BreachError::Input {
-            path: name.clone(),
-            cause,
-        })?;
+        res.map_err(|cause| BreachError::Input { path: name.clone(), cause })?;
         if receiver_gone {
             break;
         }
@@ -761,8 +707,7 @@ fn is_stdin(path: &Path) -> bool {
 }
 
 fn has_gz_extension(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"))
 }
 
 /// An opened input list.
@@ -778,42 +723,23 @@ pub struct OpenedInput<'a> {
 /// Opens one input: `-` is standard input; gzip is detected by the `.gz`
 /// extension or the gzip magic bytes and decompressed transparently
 /// (concatenated members too). Raw bytes read are added to `bytes_read`.
-pub fn open_input<'a>(
-    path: &Path,
-    bytes_read: &'a AtomicU64,
-) -> Result<OpenedInput<'a>, BreachError> {
+pub fn open_input<'a>(path: &Path, bytes_read: &'a AtomicU64) -> Result<OpenedInput<'a>, BreachError> {
     let name = path.display().to_string();
-    let ierr = |cause: io::Error| BreachError::Input {
-        path: name.clone(),
-        cause,
-    };
+    let ierr = |cause: io::Error| BreachError::Input { path: name.clone(), cause };
     let (raw, size): (Box<dyn Read + Send + 'a>, Option<u64>) = if is_stdin(path) {
         (Box::new(io::stdin()), None)
     } else {
         let file = File::open(path).map_err(ierr)?;
         let meta = file.metadata().map_err(ierr)?;
         if meta.is_dir() {
-            return Err(ierr(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "is a directory",
-            )));
+            return Err(ierr(io::Error::new(io::ErrorKind::InvalidInput, "is a directory")));
         }
         (Box::new(file), Some(meta.len()))
     };
-    let mut br = BufReader::with_capacity(
-        READ_BUF,
-        CountingReader {
-            inner: raw,
-            counter: bytes_read,
-        },
-    );
+    let mut br = BufReader::with_capacity(READ_BUF, CountingReader { inner: raw, counter: bytes_read });
     let magic = br.fill_buf().map_err(ierr)?;
     let gz = magic.starts_with(&[0x1f, 0x8b]) || has_gz_extension(path);
-    let source = if gz {
-        Source::new(name, flate2::bufread::MultiGzDecoder::new(br))
-    } else {
-        Source::new(name, br)
-    };
+    let source = if gz { Source::new(name, flate2::bufread::MultiGzDecoder::new(br)) } else { Source::new(name, br) };
     Ok(OpenedInput { source, size, gz })
 }
 
@@ -870,10 +796,7 @@ pub fn estimate_items(
 
 fn count_lines(src: Source<'_>, format: Format, min_count: u64) -> Result<u64, BreachError> {
     let name = src.name;
-    let ierr = |cause: io::Error| BreachError::Input {
-        path: name.clone(),
-        cause,
-    };
+    let ierr = |cause: io::Error| BreachError::Input { path: name.clone(), cause };
     if format == Format::Sha1 && min_count > 1 {
         let mut n = 0u64;
         for_each_line(src.reader, |_, item| {

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use super::builder::{
-    build_filter, estimate_items, open_input, BadLine, FilterBuilder, Format, IngestCounters,
-    ItemCountSource, OpenedInput,
+    build_filter, estimate_items, open_input, BadLine, FilterBuilder, Format, IngestCounters, ItemCountSource,
+    OpenedInput,
 };
 use super::{decode_sha1_hex_str, normalise_account, BreachFilter, FilterKind};
 
@@ -164,21 +164,13 @@ impl fmt::Display for BuildReport {
         writeln!(
             f,
             "  sized for {} entries ({}, {:.1}s); target fp rate {}, estimated {:.6}",
-            self.expected_items,
-            self.expected_items_source,
-            self.count_secs,
-            self.fp_rate,
-            self.estimated_fp_rate
+            self.expected_items, self.expected_items_source, self.count_secs, self.fp_rate, self.estimated_fp_rate
         )?;
         for b in &self.bad_examples {
             writeln!(f, "  bad line {b}")?;
         }
         if self.bad_lines > self.bad_examples.len() as u64 {
-            writeln!(
-                f,
-                "  ... and {} more bad lines",
-                self.bad_lines - self.bad_examples.len() as u64
-            )?;
+            writeln!(f, "  ... and {} more bad lines", self.bad_lines - self.bad_examples.len() as u64)?;
         }
         Ok(())
     }
@@ -191,10 +183,7 @@ impl fmt::Display for BuildReport {
 /// the summary too unless `--quiet`.
 pub fn run_build(args: &BuildArgs) -> anyhow::Result<BuildReport> {
     if !(args.fp_rate > 0.0 && args.fp_rate < 1.0) {
-        bail!(
-            "--fp-rate must be strictly between 0 and 1 (e.g. 0.001), got {}",
-            args.fp_rate
-        );
+        bail!("--fp-rate must be strictly between 0 and 1 (e.g. 0.001), got {}", args.fp_rate);
     }
     if args.input.is_empty() {
         bail!("give at least one --input FILE");
@@ -204,18 +193,14 @@ pub fn run_build(args: &BuildArgs) -> anyhow::Result<BuildReport> {
     }
     let seed = match &args.seed {
         None => None,
-        Some(hex) => Some(
-            parse_seed(hex)
-                .with_context(|| format!("--seed must be 64 hex digits (32 bytes), got {hex:?}"))?,
-        ),
+        Some(hex) => {
+            Some(parse_seed(hex).with_context(|| format!("--seed must be 64 hex digits (32 bytes), got {hex:?}"))?)
+        }
     };
     probe_writable(&args.out)?;
     let kind = args.format.kind();
     if args.min_count > 1 && args.format != Format::Sha1 && !args.quiet {
-        eprintln!(
-            "note: --min-count applies to --format sha1 only; ignored for --format {}",
-            args.format
-        );
+        eprintln!("note: --min-count applies to --format sha1 only; ignored for --format {}", args.format);
     }
 
     // Pass 1: size the filter.
@@ -243,9 +228,7 @@ pub fn run_build(args: &BuildArgs) -> anyhow::Result<BuildReport> {
                 }
                 Ok::<_, super::BreachError>(())
             });
-            res.with_context(|| {
-                "cannot size the filter; pass --expected-items N to skip this pass"
-            })?;
+            res.with_context(|| "cannot size the filter; pass --expected-items N to skip this pass")?;
             if how == ItemCountSource::Estimated && args.min_count > 1 && !args.quiet {
                 eprintln!(
                     "note: the .gz size estimate counts every line; with --min-count {} pass --expected-items for a smaller filter",
@@ -271,13 +254,7 @@ pub fn run_build(args: &BuildArgs) -> anyhow::Result<BuildReport> {
     }
     let total = total_size(&args.input);
     let stats = with_progress("building", total, &counters, args.quiet, || {
-        build_filter(
-            sources,
-            args.format,
-            args.min_count,
-            &mut builder,
-            &counters,
-        )
+        build_filter(sources, args.format, args.min_count, &mut builder, &counters)
     })?;
     let build_secs = t1.elapsed().as_secs_f64();
 
@@ -292,11 +269,7 @@ pub fn run_build(args: &BuildArgs) -> anyhow::Result<BuildReport> {
     }
     if args.strict && stats.bad_lines > 0 {
         let first: Vec<String> = stats.bad_examples.iter().map(|b| b.to_string()).collect();
-        bail!(
-            "{} bad lines with --strict (first: {}); nothing was written",
-            stats.bad_lines,
-            first.join("; ")
-        );
+        bail!("{} bad lines with --strict (first: {}); nothing was written", stats.bad_lines, first.join("; "));
     }
     let filter = builder.finish()?;
     let estimated_fp_rate = filter.estimated_fp_rate();
@@ -412,9 +385,7 @@ fn show_bar(phase: &str, total: Option<u64>, counters: &IngestCounters, stop: &m
     } else {
         "{prefix} [{elapsed_precise}] {spinner} {bytes} {bytes_per_sec} {msg}"
     };
-    bar.set_style(
-        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    bar.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()));
     bar.set_prefix(phase.to_owned());
     loop {
         bar.set_position(counters.bytes.load(Ordering::Relaxed));
@@ -422,50 +393,27 @@ fn show_bar(phase: &str, total: Option<u64>, counters: &IngestCounters, stop: &m
         if lines > 0 {
             bar.set_message(format!("{lines} lines"));
         }
-        if !matches!(
-            stop.recv_timeout(Duration::from_millis(150)),
-            Err(mpsc::RecvTimeoutError::Timeout)
-        ) {
+        if !matches!(stop.recv_timeout(Duration::from_millis(150)), Err(mpsc::RecvTimeoutError::Timeout)) {
             break;
         }
     }
     bar.finish_and_clear();
 }
 
-fn log_lines(
-    phase: &str,
-    total: Option<u64>,
-    counters: &IngestCounters,
-    stop: &mpsc::Receiver<()>,
-) {
+fn log_lines(phase: &str, total: Option<u64>, counters: &IngestCounters, stop: &mpsc::Receiver<()>) {
     let start = Instant::now();
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(Duration::from_secs(5)) {
         let bytes = counters.bytes.load(Ordering::Relaxed);
         let lines = counters.lines.load(Ordering::Relaxed);
         let secs = start.elapsed().as_secs_f64().max(1e-9);
-        let mut msg = format!(
-            "stuffgate breach build: {phase}: {:.1} MB read",
-            bytes as f64 / 1e6
-        );
+        let mut msg = format!("stuffgate breach build: {phase}: {:.1} MB read", bytes as f64 / 1e6);
         if lines > 0 {
-            msg.push_str(&format!(
-                ", {lines} lines, {:.0} lines/s",
-                lines as f64 / secs
-            ));
+            msg.push_str(&format!(", {lines} lines, {:.0} lines/s", lines as f64 / secs));
         }
         if let Some(t) = total.filter(|&t| t > 0) {
             let frac = (bytes as f64 / t as f64).min(1.0);
-            let eta = if frac > 0.0 {
-                secs * (1.0 - frac) / frac
-            } else {
-                0.0
-            };
-            msg.push_str(&format!(
-                " ({:.1}% of {:.1} MB, ETA {:.0}s)",
-                frac * 100.0,
-                t as f64 / 1e6,
-                eta
-            ));
+            let eta = if frac > 0.0 { secs * (1.0 - frac) / frac } else { 0.0 };
+            msg.push_str(&format!(" ({:.1}% of {:.1} MB, ETA {:.0}s)", frac * 100.0, t as f64 / 1e6, eta));
         }
         eprintln!("{msg}");
     }
@@ -511,12 +459,7 @@ pub fn run_query(args: &QueryArgs) -> i32 {
 }
 
 /// [`run_query`] with explicit streams (testable).
-pub fn query(
-    args: &QueryArgs,
-    input: &mut dyn Read,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> i32 {
+pub fn query(args: &QueryArgs, input: &mut dyn Read, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     match query_inner(args, input) {
         Ok((found, what, filter)) => {
             let _ = writeln!(
@@ -542,10 +485,7 @@ pub fn query(
     }
 }
 
-fn query_inner(
-    args: &QueryArgs,
-    input: &mut dyn Read,
-) -> anyhow::Result<(bool, &'static str, BreachFilter)> {
+fn query_inner(args: &QueryArgs, input: &mut dyn Read) -> anyhow::Result<(bool, &'static str, BreachFilter)> {
     if args.sha1.is_some() && args.account.is_some() {
         bail!("--sha1 and --account cannot be combined: --sha1 is for password filters");
     }
@@ -569,11 +509,8 @@ fn query_inner(
                 return Ok((filter.contains_sha1(&h), "the SHA-1", filter));
             }
             let pw = read_password(input)?;
-            let found = if args.any_case {
-                filter.contains_password_any_case(&pw)
-            } else {
-                filter.contains_password(&pw)
-            };
+            let found =
+                if args.any_case { filter.contains_password_any_case(&pw) } else { filter.contains_password(&pw) };
             Ok((found, "the password", filter))
         }
         FilterKind::Pair => {
@@ -598,9 +535,7 @@ fn query_inner(
 fn read_password(input: &mut dyn Read) -> anyhow::Result<Vec<u8>> {
     let mut r = io::BufReader::new(input.take(64 * 1024 + 1));
     let mut line = Vec::new();
-    let n = r
-        .read_until(b'\n', &mut line)
-        .context("cannot read the password from standard input")?;
+    let n = r.read_until(b'\n', &mut line).context("cannot read the password from standard input")?;
     if n == 0 {
         bail!("no password on standard input; pipe it in, e.g. `printf '%s\\n' \"$PW\" | stuffgate breach query --filter FILE`");
     }

@@ -71,9 +71,7 @@ impl Header {
                     expected: (HEADER_LEN + TRAILER_LEN) as u64,
                 });
             }
-            return Err(BreachError::BadMagic {
-                path: name.to_owned(),
-            });
+            return Err(BreachError::BadMagic { path: name.to_owned() });
         }
         if h.len() < HEADER_LEN {
             return Err(BreachError::Truncated {
@@ -90,21 +88,15 @@ impl Header {
                 supported: FORMAT_VERSION,
             });
         }
-        let kind = FilterKind::from_byte(h[10]).ok_or_else(|| BreachError::UnknownKind {
-            path: name.to_owned(),
-            found: h[10],
-        })?;
+        let kind = FilterKind::from_byte(h[10])
+            .ok_or_else(|| BreachError::UnknownKind { path: name.to_owned(), found: h[10] })?;
         let items = u64::from_le_bytes(arr8(&h[11..19]));
         let fp_rate = f64::from_le_bytes(arr8(&h[19..27]));
         let created_unix = u64::from_le_bytes(arr8(&h[27..35]));
         let payload_len = u32::from_le_bytes([h[35], h[36], h[37], h[38]]);
         let expected = (HEADER_LEN + TRAILER_LEN) as u64 + u64::from(payload_len);
         if total_len < expected {
-            return Err(BreachError::Truncated {
-                path: name.to_owned(),
-                actual: total_len,
-                expected,
-            });
+            return Err(BreachError::Truncated { path: name.to_owned(), actual: total_len, expected });
         }
         if total_len > expected {
             return Err(BreachError::Corrupt {
@@ -115,13 +107,7 @@ impl Header {
                 ),
             });
         }
-        Ok(Header {
-            kind,
-            items,
-            fp_rate,
-            created_unix,
-            payload_len,
-        })
+        Ok(Header { kind, items, fp_rate, created_unix, payload_len })
     }
 }
 
@@ -160,10 +146,7 @@ impl BreachFilter {
     /// (peak memory ≈ filter size), then verifies header, length and CRC32.
     pub fn load(path: &Path) -> Result<BreachFilter, BreachError> {
         let name = path.display().to_string();
-        let read_err = |cause: io::Error| BreachError::Read {
-            path: name.clone(),
-            cause,
-        };
+        let read_err = |cause: io::Error| BreachError::Read { path: name.clone(), cause };
         let mut file = File::open(path).map_err(read_err)?;
         let total_len = file.metadata().map_err(read_err)?.len();
 
@@ -171,11 +154,10 @@ impl BreachFilter {
         let got = read_full(&mut file, &mut head).map_err(read_err)?;
         let header = Header::decode(&head[..got], total_len, &name)?;
 
-        let payload_len =
-            usize::try_from(header.payload_len).map_err(|_| BreachError::Corrupt {
-                path: name.clone(),
-                reason: "payload does not fit in memory on this platform".into(),
-            })?;
+        let payload_len = usize::try_from(header.payload_len).map_err(|_| BreachError::Corrupt {
+            path: name.clone(),
+            reason: "payload does not fit in memory on this platform".into(),
+        })?;
         let mut payload = vec![0u8; payload_len];
         let got = read_full(&mut file, &mut payload).map_err(read_err)?;
         let mut trailer = [0u8; TRAILER_LEN];
@@ -192,10 +174,8 @@ impl BreachFilter {
         crc.update(&head);
         crc.update(&payload);
         check_crc(crc.finalize(), u32::from_le_bytes(trailer), &name)?;
-        let bloom = Bloom::from_bytes(payload).map_err(|e| BreachError::Corrupt {
-            path: name.clone(),
-            reason: format!("Bloom payload rejected: {e}"),
-        })?;
+        let bloom = Bloom::from_bytes(payload)
+            .map_err(|e| BreachError::Corrupt { path: name.clone(), reason: format!("Bloom payload rejected: {e}") })?;
         Self::assemble(bloom, header, &name)
     }
 
@@ -215,33 +195,20 @@ impl BreachFilter {
     /// [`BreachFilter::from_bytes`] with a name used in error messages (e.g.
     /// the path of a file embedded with `include_bytes!`).
     pub fn from_bytes_named(bytes: &[u8], name: &str) -> Result<BreachFilter, BreachError> {
-        let header = Header::decode(
-            &bytes[..bytes.len().min(HEADER_LEN)],
-            bytes.len() as u64,
-            name,
-        )?;
+        let header = Header::decode(&bytes[..bytes.len().min(HEADER_LEN)], bytes.len() as u64, name)?;
         // decode() checked that the length is exactly header + payload + trailer.
         let body_end = bytes.len() - TRAILER_LEN;
-        let stored = u32::from_le_bytes([
-            bytes[body_end],
-            bytes[body_end + 1],
-            bytes[body_end + 2],
-            bytes[body_end + 3],
-        ]);
+        let stored =
+            u32::from_le_bytes([bytes[body_end], bytes[body_end + 1], bytes[body_end + 2], bytes[body_end + 3]]);
         check_crc(crc32fast::hash(&bytes[..body_end]), stored, name)?;
-        let bloom =
-            Bloom::from_slice(&bytes[HEADER_LEN..body_end]).map_err(|e| BreachError::Corrupt {
-                path: name.to_owned(),
-                reason: format!("Bloom payload rejected: {e}"),
-            })?;
+        let bloom = Bloom::from_slice(&bytes[HEADER_LEN..body_end]).map_err(|e| BreachError::Corrupt {
+            path: name.to_owned(),
+            reason: format!("Bloom payload rejected: {e}"),
+        })?;
         Self::assemble(bloom, header, name)
     }
 
-    fn assemble(
-        bloom: Bloom<Key>,
-        header: Header,
-        name: &str,
-    ) -> Result<BreachFilter, BreachError> {
+    fn assemble(bloom: Bloom<Key>, header: Header, name: &str) -> Result<BreachFilter, BreachError> {
         if !(header.fp_rate > 0.0 && header.fp_rate < 1.0) {
             return Err(BreachError::Corrupt {
                 path: name.to_owned(),
@@ -262,11 +229,7 @@ impl BreachFilter {
         if self.kind == expected {
             Ok(())
         } else {
-            Err(BreachError::WrongKind {
-                path: name.to_owned(),
-                expected,
-                found: self.kind,
-            })
+            Err(BreachError::WrongKind { path: name.to_owned(), expected, found: self.kind })
         }
     }
 
@@ -385,9 +348,8 @@ impl BreachFilter {
     /// Writes the file format to `w`, without copying the bitmap.
     pub fn write_to<W: Write>(&self, w: &mut W) -> io::Result<()> {
         let payload = self.bloom.as_slice();
-        let payload_len = u32::try_from(payload.len()).map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidInput, "filter payload exceeds 4 GiB")
-        })?;
+        let payload_len = u32::try_from(payload.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "filter payload exceeds 4 GiB"))?;
         let head = Header {
             kind: self.kind,
             items: self.items,
@@ -420,10 +382,7 @@ impl BreachFilter {
     /// so a running gateway never sees a half-written file.
     pub fn save(&self, path: &Path) -> Result<(), BreachError> {
         let name = path.display().to_string();
-        let werr = |cause: io::Error| BreachError::Write {
-            path: name.clone(),
-            cause,
-        };
+        let werr = |cause: io::Error| BreachError::Write { path: name.clone(), cause };
         let mut tmp_name = path.as_os_str().to_owned();
         tmp_name.push(".tmp");
         let tmp = std::path::PathBuf::from(tmp_name);
@@ -447,11 +406,7 @@ fn check_crc(computed: u32, stored: u32, name: &str) -> Result<(), BreachError> 
     if computed == stored {
         Ok(())
     } else {
-        Err(BreachError::ChecksumMismatch {
-            path: name.to_owned(),
-            stored,
-            computed,
-        })
+        Err(BreachError::ChecksumMismatch { path: name.to_owned(), stored, computed })
     }
 }
 

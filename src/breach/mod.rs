@@ -29,8 +29,8 @@ use std::hash::{Hash, Hasher};
 use sha1::{Digest, Sha1};
 
 pub use builder::{
-    build_filter, decode_sha1_hex, parse_line, parse_sha1_line, BadLine, BadReason, FilterBuilder,
-    Format, IngestCounters, IngestStats, ItemCountSource, Source,
+    build_filter, decode_sha1_hex, parse_line, parse_sha1_line, BadLine, BadReason, FilterBuilder, Format,
+    IngestCounters, IngestStats, ItemCountSource, Source,
 };
 pub use format::{BreachFilter, FORMAT_VERSION, MAGIC};
 
@@ -91,33 +91,17 @@ pub enum BreachError {
     #[error("cannot read input list {path}: {cause}; check the path (use `-` for standard input) and that .gz files are complete")]
     Input { path: String, cause: std::io::Error },
     #[error("breach filter {path} is truncated ({actual} bytes, the header says {expected}); it was cut short while copying or building — copy it again or rebuild it with `stuffgate breach build --input <list> --out {path}`")]
-    Truncated {
-        path: String,
-        actual: u64,
-        expected: u64,
-    },
+    Truncated { path: String, actual: u64, expected: u64 },
     #[error("{path} is not a stuffgate breach filter (wrong magic bytes, expected \"SGBREACH\"); point the policy at a file made by `stuffgate breach build --input <list> --out {path}`")]
     BadMagic { path: String },
     #[error("breach filter {path} has format version {found}, this stuffgate reads version {supported}; rebuild it with this stuffgate: `stuffgate breach build --input <list> --out {path}`")]
-    UnsupportedVersion {
-        path: String,
-        found: u16,
-        supported: u16,
-    },
+    UnsupportedVersion { path: String, found: u16, supported: u16 },
     #[error("breach filter {path} has unknown filter kind byte {found}; it is damaged or from a newer stuffgate — rebuild it with `stuffgate breach build --input <list> --out {path}`")]
     UnknownKind { path: String, found: u8 },
     #[error("breach filter {path} is corrupted (CRC32 stored {stored:08x}, computed {computed:08x}); copy it again or rebuild it with `stuffgate breach build --input <list> --out {path}`")]
-    ChecksumMismatch {
-        path: String,
-        stored: u32,
-        computed: u32,
-    },
+    ChecksumMismatch { path: String, stored: u32, computed: u32 },
     #[error("breach filter {path} is a {found} filter but a {expected} filter is needed here; rebuild it with `stuffgate breach build --format {hint} --input <list> --out {path}` or point the policy at the right file", hint = expected.build_format_hint())]
-    WrongKind {
-        path: String,
-        expected: FilterKind,
-        found: FilterKind,
-    },
+    WrongKind { path: String, expected: FilterKind, found: FilterKind },
     #[error("breach filter {path} is corrupted ({reason}); rebuild it with `stuffgate breach build --input <list> --out {path}`")]
     Corrupt { path: String, reason: String },
     #[error("internal error building a breach filter: {0}")]
@@ -125,11 +109,7 @@ pub enum BreachError {
     #[error("invalid breach filter parameters: {0}")]
     InvalidParameters(String),
     #[error("a filter for {items} items at false-positive rate {fp_rate} needs {bytes} bytes, more than the 4 GiB the file format allows; raise --fp-rate, raise --min-count, or split the list into several filters")]
-    TooLarge {
-        items: u64,
-        fp_rate: f64,
-        bytes: u64,
-    },
+    TooLarge { items: u64, fp_rate: f64, bytes: u64 },
 }
 
 /// A 20-byte filter key with a platform-independent `Hash`: exactly the 20
@@ -187,16 +167,12 @@ pub fn pair_key(account_normalised: &str, password: &[u8]) -> [u8; 20] {
 /// `policies/data/build-common-passwords.sh` from Django's common-password
 /// list (19,640 lower-cased passwords, BSD-3-Clause, see
 /// `policies/data/LICENSE-django-common-passwords.txt`), fp rate 0.001, 35 KB.
-pub const COMMON_PASSWORDS_BLOOM: &[u8] =
-    include_bytes!("../../policies/data/common-passwords.bloom");
+pub const COMMON_PASSWORDS_BLOOM: &[u8] = include_bytes!("../../policies/data/common-passwords.bloom");
 
 /// Parses [`COMMON_PASSWORDS_BLOOM`]. Its passwords are lower-cased: query it
 /// with [`BreachFilter::contains_password_any_case`].
 pub fn common_passwords() -> Result<BreachFilter, BreachError> {
-    BreachFilter::from_bytes_named(
-        COMMON_PASSWORDS_BLOOM,
-        "policies/data/common-passwords.bloom (embedded)",
-    )
+    BreachFilter::from_bytes_named(COMMON_PASSWORDS_BLOOM, "policies/data/common-passwords.bloom (embedded)")
 }
 
 /// Decodes a 40-hex-digit SHA-1 (any case, surrounding whitespace ignored).

@@ -52,10 +52,7 @@ impl Probes {
         k0.copy_from_slice(&bytes[13..29]);
         k1.copy_from_slice(&bytes[29..45]);
         Some(Probes {
-            sips: [
-                SipHasher13::new_with_key(&k0),
-                SipHasher13::new_with_key(&k1),
-            ],
+            sips: [SipHasher13::new_with_key(&k0), SipHasher13::new_with_key(&k1)],
             k: u64::from(k),
             bits: bitmap_len.checked_mul(8)?,
         })

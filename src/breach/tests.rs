@@ -37,28 +37,13 @@ fn build(inputs: Vec<PathBuf>, out: &Path, format: Format) -> cli::BuildReport {
 
 #[test]
 fn known_vectors() {
-    assert_eq!(
-        hex::encode_upper(password_sha1(b"password")),
-        "5BAA61E4C9B93F3F0682250B6CF8331B7EE68FD8"
-    );
-    assert_eq!(
-        normalise_account("  Alice@Example.COM \t"),
-        "alice@example.com"
-    );
+    assert_eq!(hex::encode_upper(password_sha1(b"password")), "5BAA61E4C9B93F3F0682250B6CF8331B7EE68FD8");
+    assert_eq!(normalise_account("  Alice@Example.COM \t"), "alice@example.com");
     assert_eq!(normalise_account(" ÉLODIE@exemple.fr"), "élodie@exemple.fr");
-    assert_eq!(
-        pair_key("alice@example.com", b"hunter2"),
-        password_sha1(b"alice@example.com\0hunter2")
-    );
+    assert_eq!(pair_key("alice@example.com", b"hunter2"), password_sha1(b"alice@example.com\0hunter2"));
     let h = "5baa61e4c9b93f3f0682250b6cf8331b7ee68fd8";
-    assert_eq!(
-        decode_sha1_hex(h.as_bytes()),
-        decode_sha1_hex(h.to_uppercase().as_bytes())
-    );
-    assert_eq!(
-        decode_sha1_hex(h.as_bytes()),
-        Some(password_sha1(b"password"))
-    );
+    assert_eq!(decode_sha1_hex(h.as_bytes()), decode_sha1_hex(h.to_uppercase().as_bytes()));
+    assert_eq!(decode_sha1_hex(h.as_bytes()), Some(password_sha1(b"password")));
     assert_eq!(decode_sha1_hex(&h.as_bytes()[..39]), None);
     let mut bad = h.as_bytes().to_vec();
     bad[7] = b'g';
@@ -116,14 +101,7 @@ fn plain_and_gz_inputs_and_multiple_inputs() {
     assert_eq!(r.expected_items_source, ItemCountSource::Counted);
     assert_eq!(r.expected_items, 6);
     let f = BreachFilter::load(&out).unwrap();
-    for pw in [
-        "dragon",
-        "monkey",
-        "Pass Word ",
-        "shadow",
-        "sunshine",
-        "trustno1",
-    ] {
+    for pw in ["dragon", "monkey", "Pass Word ", "shadow", "sunshine", "trustno1"] {
         assert!(f.contains_password(pw.as_bytes()), "{pw}");
     }
     assert!(!f.contains_password(b"Pass Word"));
@@ -134,12 +112,7 @@ fn plain_and_gz_inputs_and_multiple_inputs() {
     let gz_sha1 = write_gz(
         dir.path(),
         "pwned.txt.gz",
-        format!(
-            "{}:2\r\n{}:9\r\n",
-            sha1_hex_upper("abc123"),
-            sha1_hex_upper("iloveyou")
-        )
-        .as_bytes(),
+        format!("{}:2\r\n{}:9\r\n", sha1_hex_upper("abc123"), sha1_hex_upper("iloveyou")).as_bytes(),
     );
     let out2 = dir.path().join("s.bloom");
     build(vec![gz_sha1], &out2, Format::Sha1);
@@ -153,11 +126,8 @@ fn bad_lines_are_counted_with_line_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let good = sha1_hex_upper("good");
     let ntlm = "8846F7EAEE8FB117AD06BDD830B7586C:10";
-    let text = format!(
-        "{good}:1\n\n{ntlm}\n{}:1\n{good}:x\n{}Z:3\n{good}:\n{good}:7\nshort:1\n",
-        &good[..39],
-        &good[..39]
-    );
+    let text =
+        format!("{good}:1\n\n{ntlm}\n{}:1\n{good}:x\n{}Z:3\n{good}:\n{good}:7\nshort:1\n", &good[..39], &good[..39]);
     let input = write_file(dir.path(), "mixed.txt", text.as_bytes());
     let out = dir.path().join("m.bloom");
     let r = build(vec![input.clone()], &out, Format::Sha1);
@@ -167,11 +137,7 @@ fn bad_lines_are_counted_with_line_numbers() {
     assert_eq!(r.estimated_distinct, 1); // ...but one key
     assert_eq!(r.bad_lines, 7);
     assert_eq!(r.bad_examples.len(), 5);
-    let got: Vec<(u64, BadReason)> = r
-        .bad_examples
-        .iter()
-        .map(|b| (b.line, b.reason.clone()))
-        .collect();
+    let got: Vec<(u64, BadReason)> = r.bad_examples.iter().map(|b| (b.line, b.reason.clone())).collect();
     assert_eq!(
         got,
         vec![
@@ -183,10 +149,7 @@ fn bad_lines_are_counted_with_line_numbers() {
         ]
     );
     let shown = r.bad_examples[1].to_string();
-    assert!(
-        shown.starts_with(&format!("{}:3: ", input.display())),
-        "{shown}"
-    );
+    assert!(shown.starts_with(&format!("{}:3: ", input.display())), "{shown}");
     assert!(shown.contains("NTLM"), "{shown}");
     assert!(r.to_string().contains("and 2 more bad lines"));
 
@@ -212,14 +175,7 @@ fn pair_lines_bad_and_good() {
     let r = build(vec![input], &out, Format::Pairs);
     assert_eq!((r.keys, r.bad_lines), (2, 3));
     let reasons: Vec<BadReason> = r.bad_examples.iter().map(|b| b.reason.clone()).collect();
-    assert_eq!(
-        reasons,
-        vec![
-            BadReason::MissingSeparator,
-            BadReason::EmptyAccount,
-            BadReason::EmptyPassword
-        ]
-    );
+    assert_eq!(reasons, vec![BadReason::MissingSeparator, BadReason::EmptyAccount, BadReason::EmptyPassword]);
     let f = BreachFilter::load_kind(&out, FilterKind::Pair).unwrap();
     assert_eq!(f.kind(), FilterKind::Pair);
     // split at the first ':'; the account is normalised
@@ -235,9 +191,7 @@ fn pair_lines_bad_and_good() {
     assert!(!f.contains_key(&password_sha1(b"hunter2")));
 
     match BreachFilter::load_kind(&out, FilterKind::Password) {
-        Err(BreachError::WrongKind {
-            expected, found, ..
-        }) => {
+        Err(BreachError::WrongKind { expected, found, .. }) => {
             assert_eq!((expected, found), (FilterKind::Password, FilterKind::Pair));
         }
         other => panic!("expected WrongKind, got {other:?}"),
@@ -311,23 +265,11 @@ fn damaged_files_are_refused_with_distinct_errors() {
     let e = BreachFilter::load(&p).unwrap_err();
     assert!(matches!(e, BreachError::Truncated { .. }), "{e:?}");
     let msg = e.to_string();
-    assert!(
-        msg.contains("truncated.bloom") && msg.contains("stuffgate breach build"),
-        "{msg}"
-    );
-    assert!(matches!(
-        BreachFilter::from_bytes(&bytes[..20]),
-        Err(BreachError::Truncated { .. })
-    ));
-    assert!(matches!(
-        BreachFilter::from_bytes(&bytes[..5]),
-        Err(BreachError::Truncated { .. })
-    ));
+    assert!(msg.contains("truncated.bloom") && msg.contains("stuffgate breach build"), "{msg}");
+    assert!(matches!(BreachFilter::from_bytes(&bytes[..20]), Err(BreachError::Truncated { .. })));
+    assert!(matches!(BreachFilter::from_bytes(&bytes[..5]), Err(BreachError::Truncated { .. })));
     let p = save("empty.bloom", b"");
-    assert!(matches!(
-        BreachFilter::load(&p),
-        Err(BreachError::Truncated { .. })
-    ));
+    assert!(matches!(BreachFilter::load(&p), Err(BreachError::Truncated { .. })));
 
     let mut flipped = bytes.clone();
     let mid = 39 + 45 + 3;
@@ -336,17 +278,11 @@ fn damaged_files_are_refused_with_distinct_errors() {
     let e = BreachFilter::load(&p).unwrap_err();
     assert!(matches!(e, BreachError::ChecksumMismatch { .. }), "{e:?}");
     assert!(e.to_string().contains("corrupted"));
-    assert!(matches!(
-        BreachFilter::from_bytes(&flipped),
-        Err(BreachError::ChecksumMismatch { .. })
-    ));
+    assert!(matches!(BreachFilter::from_bytes(&flipped), Err(BreachError::ChecksumMismatch { .. })));
     // A flipped bit in the header's item count is caught by the CRC too.
     let mut flipped = bytes.clone();
     flipped[12] ^= 1;
-    assert!(matches!(
-        BreachFilter::from_bytes(&flipped),
-        Err(BreachError::ChecksumMismatch { .. })
-    ));
+    assert!(matches!(BreachFilter::from_bytes(&flipped), Err(BreachError::ChecksumMismatch { .. })));
 
     let mut magic = bytes.clone();
     magic[..8].copy_from_slice(b"NOTBLOOM");
@@ -354,39 +290,20 @@ fn damaged_files_are_refused_with_distinct_errors() {
     let e = BreachFilter::load(&p).unwrap_err();
     assert!(matches!(e, BreachError::BadMagic { .. }), "{e:?}");
     let p = save("text.txt", b"5BAA61E4C9B93F3F0682250B6CF8331B7EE68FD8:1\n");
-    assert!(matches!(
-        BreachFilter::load(&p),
-        Err(BreachError::BadMagic { .. })
-    ));
+    assert!(matches!(BreachFilter::load(&p), Err(BreachError::BadMagic { .. })));
 
     let mut version = bytes.clone();
     version[8] = 2;
     let e = BreachFilter::from_bytes(&version).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            BreachError::UnsupportedVersion {
-                found: 2,
-                supported: 1,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert!(matches!(e, BreachError::UnsupportedVersion { found: 2, supported: 1, .. }), "{e:?}");
 
     let mut kind = bytes.clone();
     kind[10] = 9;
-    assert!(matches!(
-        BreachFilter::from_bytes(&kind),
-        Err(BreachError::UnknownKind { found: 9, .. })
-    ));
+    assert!(matches!(BreachFilter::from_bytes(&kind), Err(BreachError::UnknownKind { found: 9, .. })));
 
     let mut longer = bytes.clone();
     longer.push(0);
-    assert!(matches!(
-        BreachFilter::from_bytes(&longer),
-        Err(BreachError::Corrupt { .. })
-    ));
+    assert!(matches!(BreachFilter::from_bytes(&longer), Err(BreachError::Corrupt { .. })));
 
     let e = BreachFilter::load(&dir.path().join("missing.bloom")).unwrap_err();
     assert!(matches!(e, BreachError::Read { .. }), "{e:?}");
@@ -394,18 +311,9 @@ fn damaged_files_are_refused_with_distinct_errors() {
 
 #[test]
 fn builder_parameter_errors() {
-    assert!(matches!(
-        FilterBuilder::new(FilterKind::Password, 10, 0.0),
-        Err(BreachError::InvalidParameters(_))
-    ));
-    assert!(matches!(
-        FilterBuilder::new(FilterKind::Password, 10, 1.0),
-        Err(BreachError::InvalidParameters(_))
-    ));
-    assert!(matches!(
-        FilterBuilder::new(FilterKind::Password, 10, f64::NAN),
-        Err(BreachError::InvalidParameters(_))
-    ));
+    assert!(matches!(FilterBuilder::new(FilterKind::Password, 10, 0.0), Err(BreachError::InvalidParameters(_))));
+    assert!(matches!(FilterBuilder::new(FilterKind::Password, 10, 1.0), Err(BreachError::InvalidParameters(_))));
+    assert!(matches!(FilterBuilder::new(FilterKind::Password, 10, f64::NAN), Err(BreachError::InvalidParameters(_))));
     // 1e10 items at 0.1 % need ~18 GB: over the format's u32 payload length.
     assert!(matches!(
         FilterBuilder::new(FilterKind::Password, 10_000_000_000, 0.001),
@@ -415,10 +323,7 @@ fn builder_parameter_errors() {
     let b = FilterBuilder::payload_bytes(1_000_000_000, 0.001).unwrap();
     assert!(b < 1_900_000_000 && b > 1_700_000_000, "{b}");
     // Zero expected items still makes a (tiny) valid filter.
-    let f = FilterBuilder::new(FilterKind::Password, 0, 0.01)
-        .unwrap()
-        .finish()
-        .unwrap();
+    let f = FilterBuilder::new(FilterKind::Password, 0, 0.01).unwrap().finish().unwrap();
     assert!(!f.contains_password(b"x"));
     BreachFilter::from_bytes(&f.to_bytes()).unwrap();
 }
@@ -442,36 +347,19 @@ fn line_splitter_edge_cases() {
     };
     assert!(collect(b"").is_empty());
     assert_eq!(collect(b"a\n"), vec![(1, Some(b"a".to_vec()))]);
-    assert_eq!(
-        collect(b"a\n\nb"),
-        vec![
-            (1, Some(b"a".to_vec())),
-            (2, Some(vec![])),
-            (3, Some(b"b".to_vec()))
-        ]
-    );
+    assert_eq!(collect(b"a\n\nb"), vec![(1, Some(b"a".to_vec())), (2, Some(vec![])), (3, Some(b"b".to_vec()))]);
     let summary = |v: Vec<(u64, Option<Vec<u8>>)>| -> Vec<(u64, Option<usize>)> {
-        v.into_iter()
-            .map(|(n, l)| (n, l.map(|l| l.len())))
-            .collect()
+        v.into_iter().map(|(n, l)| (n, l.map(|l| l.len()))).collect()
     };
     let max = super::builder::MAX_LINE;
     for len in [max - 1, max, max + 1, 3 * max, (1 << 20) + 5, 3 << 20] {
         let mut big = vec![b'x'; len];
         big.extend_from_slice(b"\nok\n");
         let want_first = if len > max { None } else { Some(len) };
-        assert_eq!(
-            summary(collect(&big)),
-            vec![(1, want_first), (2, Some(2))],
-            "len {len}"
-        );
+        assert_eq!(summary(collect(&big)), vec![(1, want_first), (2, Some(2))], "len {len}");
         // without the final newline too
         big.truncate(len);
-        assert_eq!(
-            summary(collect(&big)),
-            vec![(1, want_first)],
-            "len {len}, no newline"
-        );
+        assert_eq!(summary(collect(&big)), vec![(1, want_first)], "len {len}, no newline");
     }
     // Lines spanning the 1 MiB read buffer boundary are reassembled.
     let mut data = Vec::new();
@@ -482,10 +370,7 @@ fn line_splitter_edge_cases() {
     }
     let got = collect(&data);
     assert_eq!(got.len() as u64, n);
-    assert_eq!(
-        got[(n - 1) as usize].1.as_deref(),
-        Some(format!("line-{}", n - 1).as_bytes())
-    );
+    assert_eq!(got[(n - 1) as usize].1.as_deref(), Some(format!("line-{}", n - 1).as_bytes()));
 }
 
 #[test]
@@ -493,30 +378,16 @@ fn sizing_pass_counts_lines() {
     let dir = tempfile::tempdir().unwrap();
     let counter = std::sync::atomic::AtomicU64::new(0);
     let p = write_file(dir.path(), "a.txt", b"a\nb\nc");
-    assert_eq!(
-        estimate_items(&p, Format::Plain, 1, &counter).unwrap(),
-        (3, ItemCountSource::Counted)
-    );
+    assert_eq!(estimate_items(&p, Format::Plain, 1, &counter).unwrap(), (3, ItemCountSource::Counted));
     let mut big = Vec::new();
     for i in 0..100_000u32 {
-        big.extend_from_slice(
-            format!("{}:{}\n", sha1_hex_upper(&i.to_string()), i % 10).as_bytes(),
-        );
+        big.extend_from_slice(format!("{}:{}\n", sha1_hex_upper(&i.to_string()), i % 10).as_bytes());
     }
     let p = write_file(dir.path(), "b.txt", &big);
-    assert_eq!(
-        estimate_items(&p, Format::Sha1, 1, &counter).unwrap().0,
-        100_000
-    );
-    assert_eq!(
-        estimate_items(&p, Format::Sha1, 5, &counter).unwrap().0,
-        50_000
-    );
+    assert_eq!(estimate_items(&p, Format::Sha1, 1, &counter).unwrap().0, 100_000);
+    assert_eq!(estimate_items(&p, Format::Sha1, 5, &counter).unwrap().0, 50_000);
     let p = write_gz(dir.path(), "b.txt.gz", &big);
-    assert_eq!(
-        estimate_items(&p, Format::Sha1, 1, &counter).unwrap(),
-        (100_000, ItemCountSource::Counted)
-    );
+    assert_eq!(estimate_items(&p, Format::Sha1, 1, &counter).unwrap(), (100_000, ItemCountSource::Counted));
     assert!(estimate_items(Path::new("-"), Format::Sha1, 1, &counter).is_err());
 }
 
@@ -532,10 +403,7 @@ fn build_errors_are_helpful() {
     assert!(e.contains("check --format"), "{e}");
     assert!(!out.exists());
     // unwritable output directory is reported before building
-    let args = BuildArgs {
-        quiet: true,
-        ..BuildArgs::new(vec![input.clone()], dir.path().join("no/such/dir/x.bloom"))
-    };
+    let args = BuildArgs { quiet: true, ..BuildArgs::new(vec![input.clone()], dir.path().join("no/such/dir/x.bloom")) };
     let e = format!("{:#}", run_build(&args).unwrap_err());
     assert!(e.contains("directory exists"), "{e}");
     // missing input
@@ -576,11 +444,7 @@ fn run_q(args: &QueryArgs, stdin: &[u8]) -> (i32, String, String) {
     let mut err = Vec::new();
     let mut input = stdin;
     let code = query(args, &mut input, &mut out, &mut err);
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
+    (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
 }
 
 #[test]
@@ -607,10 +471,7 @@ fn query_exit_codes() {
     assert_eq!(run_q(&a, b"letmein").0, EXIT_FOUND);
     assert_eq!(run_q(&a, b"hunter3\n").0, EXIT_NOT_FOUND);
     assert_eq!(run_q(&a, b"HUNTER2\n").0, EXIT_NOT_FOUND);
-    let any = QueryArgs {
-        any_case: true,
-        ..a.clone()
-    };
+    let any = QueryArgs { any_case: true, ..a.clone() };
     assert_eq!(run_q(&any, b"HUNTER2\n").0, EXIT_FOUND);
     assert_eq!(run_q(&any, b"HUNTER3\n").0, EXIT_NOT_FOUND);
     let (code, _, err) = run_q(&a, b"");
@@ -620,36 +481,20 @@ fn query_exit_codes() {
 
     let hx = hex::encode(password_sha1(b"hunter2"));
     assert_eq!(run_q(&q(&pw_filter, Some(&hx), None), b"").0, EXIT_FOUND);
-    assert_eq!(
-        run_q(&q(&pw_filter, Some(&hx.to_uppercase()), None), b"").0,
-        EXIT_FOUND
-    );
+    assert_eq!(run_q(&q(&pw_filter, Some(&hx.to_uppercase()), None), b"").0, EXIT_FOUND);
     let other = hex::encode(password_sha1(b"nope"));
-    assert_eq!(
-        run_q(&q(&pw_filter, Some(&other), None), b"").0,
-        EXIT_NOT_FOUND
-    );
+    assert_eq!(run_q(&q(&pw_filter, Some(&other), None), b"").0, EXIT_NOT_FOUND);
     let (code, _, err) = run_q(&q(&pw_filter, Some("1234"), None), b"");
     assert_eq!(code, EXIT_ERROR);
     assert!(err.contains("40 hex digits"), "{err}");
-    let (code, _, err) = run_q(
-        &q(&pw_filter, None, Some("alice@example.com")),
-        b"hunter2\n",
-    );
+    let (code, _, err) = run_q(&q(&pw_filter, None, Some("alice@example.com")), b"hunter2\n");
     assert_eq!(code, EXIT_ERROR);
     assert!(err.contains("password filter"), "{err}");
 
     let p = q(&pair_filter, None, Some(" Alice@Example.com"));
     assert_eq!(run_q(&p, b"hunter2\n").0, EXIT_FOUND);
     assert_eq!(run_q(&p, b"hunter3\n").0, EXIT_NOT_FOUND);
-    assert_eq!(
-        run_q(
-            &q(&pair_filter, None, Some("bob@example.com")),
-            b"hunter2\n"
-        )
-        .0,
-        EXIT_NOT_FOUND
-    );
+    assert_eq!(run_q(&q(&pair_filter, None, Some("bob@example.com")), b"hunter2\n").0, EXIT_NOT_FOUND);
     let (code, _, err) = run_q(&q(&pair_filter, None, None), b"hunter2\n");
     assert_eq!(code, EXIT_ERROR);
     assert!(err.contains("--account"), "{err}");
@@ -657,11 +502,7 @@ fn query_exit_codes() {
     let (code, _, err) = run_q(&q(&dir.path().join("missing.bloom"), None, None), b"x\n");
     assert_eq!(code, EXIT_ERROR);
     assert!(err.contains("missing.bloom"), "{err}");
-    let junk = write_file(
-        dir.path(),
-        "junk.bloom",
-        b"junk junk junk junk junk junk junk junk junk",
-    );
+    let junk = write_file(dir.path(), "junk.bloom", b"junk junk junk junk junk junk junk junk junk");
     let (code, _, err) = run_q(&q(&junk, None, None), b"x\n");
     assert_eq!(code, EXIT_ERROR);
     assert!(err.contains("not a stuffgate breach filter"), "{err}");
@@ -679,33 +520,22 @@ fn in_memory_stream_build() {
         if i == 0 {
             first = k;
         }
-        text.extend_from_slice(
-            format!("{}:{}\r\n", hex::encode_upper(k), rng.random_range(1..1000)).as_bytes(),
-        );
+        text.extend_from_slice(format!("{}:{}\r\n", hex::encode_upper(k), rng.random_range(1..1000)).as_bytes());
     }
     let counters = IngestCounters::default();
     let mut b = FilterBuilder::new(FilterKind::Password, 20_000, 0.001).unwrap();
     let half = text.len() / 2;
     let split = half + text[half..].iter().position(|&c| c == b'\n').unwrap() + 1;
     let stats = build_filter(
-        vec![
-            Source::new("a", &text[..split]),
-            Source::new("b", &text[split..]),
-        ],
+        vec![Source::new("a", &text[..split]), Source::new("b", &text[split..])],
         Format::Sha1,
         1,
         &mut b,
         &counters,
     )
     .unwrap();
-    assert_eq!(
-        (stats.lines, stats.keys, stats.bad_lines),
-        (20_000, 20_000, 0)
-    );
-    assert_eq!(
-        counters.lines.load(std::sync::atomic::Ordering::Relaxed),
-        20_000
-    );
+    assert_eq!((stats.lines, stats.keys, stats.bad_lines), (20_000, 20_000, 0));
+    assert_eq!(counters.lines.load(std::sync::atomic::Ordering::Relaxed), 20_000);
     let f = b.finish().unwrap();
     assert!(f.contains_sha1(&first));
     // Wrong kind for the format is refused.
@@ -747,11 +577,7 @@ fn fast_insert_matches_the_bloom_crate() {
         b.insert_keys(rest);
         assert_eq!(b.inserted(), n as u64);
         let f = b.finish().unwrap();
-        assert_eq!(
-            f.to_bytes()[39..f.to_bytes().len() - 4],
-            *reference.as_slice(),
-            "n={n} fp={fp}"
-        );
+        assert_eq!(f.to_bytes()[39..f.to_bytes().len() - 4], *reference.as_slice(), "n={n} fp={fp}");
         assert!(keys.iter().all(|k| f.contains_key(k)));
     }
 }
@@ -768,9 +594,7 @@ fn shipped_common_password_filter() {
     assert!(embedded.contains_password_any_case(b"Dragon"));
     assert_eq!(f.items(), 19_640);
     assert_eq!(f.fp_rate(), 0.001);
-    for pw in [
-        "123456", "password", "qwerty", "iloveyou", "trustno1", "letmein",
-    ] {
+    for pw in ["123456", "password", "qwerty", "iloveyou", "trustno1", "letmein"] {
         assert!(f.contains_password(pw.as_bytes()), "{pw}");
     }
     assert!(f.contains_password_any_case(b"PassWord"));

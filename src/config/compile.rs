@@ -154,7 +154,8 @@ pub(crate) fn compile_file(
         if route.name.is_empty()
             || !route.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
         {
-            let message = format!("`{}` must be lower-case letters, digits, '_' or '-' (it is a metric label)", route.name);
+            let message =
+                format!("`{}` must be lower-case letters, digits, '_' or '-' (it is a metric label)", route.name);
             return Err(err("name", message));
         }
         if !taken.routes.insert(route.name.clone()) {
@@ -210,10 +211,14 @@ pub(crate) fn compile_file(
             let span = spanned.span();
             let defense: &DefenseFile = spanned.get_ref();
             let key = |k: &str| Some(format!("route[{}].defense[{index}].{k}", route.name));
-            let derr = |k: &str, m: String| ConfigError::new(path, Some(line_of_key(source, span.clone(), k)), key(k), m);
+            let derr =
+                |k: &str, m: String| ConfigError::new(path, Some(line_of_key(source, span.clone(), k)), key(k), m);
             let Some(spec) = registry::lookup(&defense.kind) else {
                 let known: Vec<&str> = registry::names().collect();
-                return Err(derr("type", format!("`{}` is not a defense; the defenses are {}", defense.kind, known.join(", "))));
+                return Err(derr(
+                    "type",
+                    format!("`{}` is not a defense; the defenses are {}", defense.kind, known.join(", ")),
+                ));
             };
             let fingerprint = format!("{}/{:?}/v6={ipv6_prefix}", defense.kind, defense.params);
             let nth = seen_fingerprints.iter().filter(|f| **f == fingerprint).count();
@@ -228,7 +233,8 @@ pub(crate) fn compile_file(
                     slot.defense.clone()
                 }
                 None => {
-                    let cx = BuildContext { env, route_kind: kind, cell, base_dir: path.parent().unwrap_or(Path::new(".")) };
+                    let cx =
+                        BuildContext { env, route_kind: kind, cell, base_dir: path.parent().unwrap_or(Path::new(".")) };
                     (spec.build)(&defense.params, &cx).map_err(|(k, m)| derr(&k, m))?
                 }
             };
@@ -247,7 +253,10 @@ pub(crate) fn compile_file(
             missing("account", !wants.fields.account || account_field.is_some())?;
             if let Some(header) = &wants.session_header {
                 if needs.session_header.as_ref().is_some_and(|h| h != header) {
-                    return Err(derr("header", "all session-keyed defenses of a route must read the same header".into()));
+                    return Err(derr(
+                        "header",
+                        "all session-keyed defenses of a route must read the same header".into(),
+                    ));
                 }
                 needs.session_header = Some(header.clone());
             }

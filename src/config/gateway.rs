@@ -70,12 +70,8 @@ impl Default for Hardening {
 fn hardening(file: &GatewayFile, err: impl Fn(&str, String) -> ConfigError) -> Result<Hardening, ConfigError> {
     let mut out = Hardening::default();
     if let Some(name) = &file.forwarded_header {
-        out.forwarded_header = ForwardedHeader::parse(name).ok_or_else(|| {
-            err(
-                "forwarded_header",
-                format!("`{name}` is not \"x-forwarded-for\" or \"forwarded\""),
-            )
-        })?;
+        out.forwarded_header = ForwardedHeader::parse(name)
+            .ok_or_else(|| err("forwarded_header", format!("`{name}` is not \"x-forwarded-for\" or \"forwarded\"")))?;
     }
     let secs = |key: &str, value: Option<u64>, default: Duration| match value {
         Some(0) => Err(err(key, "must be at least 1 second".into())),
@@ -84,23 +80,12 @@ fn hardening(file: &GatewayFile, err: impl Fn(&str, String) -> ConfigError) -> R
     };
     let c = &file.connections;
     let limits = &mut out.connections;
-    limits.idle_timeout = secs(
-        "connections.idle_timeout_secs",
-        c.idle_timeout_secs,
-        limits.idle_timeout,
-    )?;
-    limits.header_timeout = secs(
-        "connections.header_timeout_secs",
-        c.header_timeout_secs,
-        limits.header_timeout,
-    )?;
+    limits.idle_timeout = secs("connections.idle_timeout_secs", c.idle_timeout_secs, limits.idle_timeout)?;
+    limits.header_timeout = secs("connections.header_timeout_secs", c.header_timeout_secs, limits.header_timeout)?;
     match c.max_header_bytes {
         // Below 1 KiB ordinary browser requests fail; above pingora's own 1 MiB the cap means nothing.
         Some(n) if !(1024..=1024 * 1024).contains(&n) => {
-            return Err(err(
-                "connections.max_header_bytes",
-                "must be between 1024 and 1048576".into(),
-            ))
+            return Err(err("connections.max_header_bytes", "must be between 1024 and 1048576".into()))
         }
         Some(n) => limits.max_header_bytes = n,
         None => {}
@@ -111,25 +96,14 @@ fn hardening(file: &GatewayFile, err: impl Fn(&str, String) -> ConfigError) -> R
         None => {}
     }
     match c.max_connections_per_client {
-        Some(0) => {
-            return Err(err(
-                "connections.max_connections_per_client",
-                "must be greater than zero".into(),
-            ))
-        }
+        Some(0) => return Err(err("connections.max_connections_per_client", "must be greater than zero".into())),
         Some(n) => limits.max_connections_per_client = n,
         None => {}
     }
-    out.upstream_connect_timeout = secs(
-        "upstream.connect_timeout_secs",
-        file.upstream.connect_timeout_secs,
-        out.upstream_connect_timeout,
-    )?;
-    out.upstream_read_timeout = secs(
-        "upstream.read_timeout_secs",
-        file.upstream.read_timeout_secs,
-        out.upstream_read_timeout,
-    )?;
+    out.upstream_connect_timeout =
+        secs("upstream.connect_timeout_secs", file.upstream.connect_timeout_secs, out.upstream_connect_timeout)?;
+    out.upstream_read_timeout =
+        secs("upstream.read_timeout_secs", file.upstream.read_timeout_secs, out.upstream_read_timeout)?;
     Ok(out)
 }
 
@@ -144,10 +118,7 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
     let base = path.parent().unwrap_or(Path::new("."));
 
     if file.listen.is_empty() {
-        return Err(err(
-            "listen",
-            "needs at least one address, e.g. [\"0.0.0.0:8080\"]".into(),
-        ));
+        return Err(err("listen", "needs at least one address, e.g. [\"0.0.0.0:8080\"]".into()));
     }
     for address in file.listen.iter().chain(std::iter::once(&file.admin)) {
         if address.parse::<std::net::SocketAddr>().is_err() {
@@ -155,24 +126,16 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
         }
     }
     if file.upstream.address.trim().is_empty() || !file.upstream.address.contains(':') {
-        return Err(err(
-            "upstream.address",
-            "must be host:port, e.g. \"127.0.0.1:8081\"".into(),
-        ));
+        return Err(err("upstream.address", "must be host:port, e.g. \"127.0.0.1:8081\"".into()));
     }
     if file.policies.is_empty() {
-        return Err(err(
-            "policies",
-            "names no policy file; add e.g. [\"policies/default.toml\"]".into(),
-        ));
+        return Err(err("policies", "names no policy file; add e.g. [\"policies/default.toml\"]".into()));
     }
     let mut nets: Vec<IpNet> = Vec::new();
     for entry in &file.trusted_proxies {
         let text = entry.get_ref();
-        let net = text
-            .parse::<IpNet>()
-            .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
-            .map_err(|_| {
+        let net =
+            text.parse::<IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from)).map_err(|_| {
                 ConfigError::new(
                     path,
                     Some(line_of(source, entry.span().start)),
@@ -201,12 +164,7 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
         None => None,
         Some(var) => match std::env::var(var) {
             Ok(value) if value.len() >= 16 => Some(value.into_bytes()),
-            Ok(_) => {
-                return Err(err(
-                    "privacy.hash_key_env",
-                    format!("${var} must hold at least 16 characters"),
-                ))
-            }
+            Ok(_) => return Err(err("privacy.hash_key_env", format!("${var} must hold at least 16 characters"))),
             Err(_) => return Err(err("privacy.hash_key_env", format!("${var} is not set"))),
         },
     };
@@ -215,11 +173,7 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
         path: path.to_path_buf(),
         listen: file.listen,
         admin: file.admin,
-        upstream: Upstream {
-            address: file.upstream.address,
-            tls: file.upstream.tls,
-            sni: file.upstream.sni,
-        },
+        upstream: Upstream { address: file.upstream.address, tls: file.upstream.tls, sni: file.upstream.sni },
         policy_files: file.policies.iter().map(|p| base.join(p)).collect(),
         trusted_proxies: IpRanges::new(&nets),
         threads,
@@ -232,19 +186,9 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
         log_format,
         log_level: file.log.level.unwrap_or_else(|| "info".to_string()),
         hash_secret,
-        geoip: file
-            .geoip
-            .map(|g| (base.join(g.country_db), g.asn_db.map(|a| base.join(a)))),
-        password_filter: file
-            .breach
-            .as_ref()
-            .and_then(|b| b.password_filter.as_ref())
-            .map(|p| base.join(p)),
-        pair_filter: file
-            .breach
-            .as_ref()
-            .and_then(|b| b.pair_filter.as_ref())
-            .map(|p| base.join(p)),
+        geoip: file.geoip.map(|g| (base.join(g.country_db), g.asn_db.map(|a| base.join(a)))),
+        password_filter: file.breach.as_ref().and_then(|b| b.password_filter.as_ref()).map(|p| base.join(p)),
+        pair_filter: file.breach.as_ref().and_then(|b| b.pair_filter.as_ref()).map(|p| base.join(p)),
         hardening,
     })
 }
@@ -294,10 +238,7 @@ mod tests {
             "[connections]\nmax_connections_per_client = 0\n",
             "[connections]\nmax_idle = 3\n",
         ] {
-            assert!(
-                gateway_from_str(Path::new("gw.toml"), &format!("{base}{bad}")).is_err(),
-                "{bad}"
-            );
+            assert!(gateway_from_str(Path::new("gw.toml"), &format!("{base}{bad}")).is_err(), "{bad}");
         }
         let upstream = "upstream = { address = \"127.0.0.1:8081\", read_timeout_secs = 2 }\npolicies = [\"p.toml\"]\n";
         let config = gateway_from_str(Path::new("gw.toml"), upstream).unwrap();

@@ -40,12 +40,7 @@ impl std::error::Error for ConfigError {}
 
 impl ConfigError {
     pub fn new(file: &Path, line: Option<usize>, key: Option<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            file: file.to_path_buf(),
-            line,
-            key,
-            message: message.into(),
-        }
+        ConfigError { file: file.to_path_buf(), line, key, message: message.into() }
     }
 
     pub(crate) fn io(file: &Path, error: std::io::Error) -> Self {
@@ -55,11 +50,7 @@ impl ConfigError {
 
 /// 1-based line of a byte offset.
 pub(crate) fn line_of(source: &str, offset: usize) -> usize {
-    source.as_bytes()[..offset.min(source.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+    source.as_bytes()[..offset.min(source.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 /// The line of `key = ...` in a table, or the table's header line when the key is not written there. (toml spans an

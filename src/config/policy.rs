@@ -22,11 +22,7 @@ impl PathMatch {
     pub fn prefix(path: &str) -> PathMatch {
         let normal = normalise_path(path).into_owned();
         // Keep a configured trailing slash: "/auth/" must not match "/authority".
-        PathMatch::Prefix(if path.ends_with('/') && normal != "/" {
-            normal + "/"
-        } else {
-            normal
-        })
+        PathMatch::Prefix(if path.ends_with('/') && normal != "/" { normal + "/" } else { normal })
     }
 
     pub fn matches(&self, path: &str) -> bool {
@@ -147,11 +143,7 @@ pub fn method_may_reach(route_method: &Method, method: &Method) -> bool {
     if route_method.as_str().eq_ignore_ascii_case(method.as_str()) {
         return true;
     }
-    let safe = |m: &Method| {
-        ["GET", "HEAD", "OPTIONS", "TRACE"]
-            .iter()
-            .any(|s| m.as_str().eq_ignore_ascii_case(s))
-    };
+    let safe = |m: &Method| ["GET", "HEAD", "OPTIONS", "TRACE"].iter().any(|s| m.as_str().eq_ignore_ascii_case(s));
     !safe(route_method) && !safe(method)
 }
 
@@ -209,11 +201,7 @@ impl Route {
     }
 
     pub fn wanted_fields(&self) -> crate::body::Wanted<'_> {
-        crate::body::Wanted::new(
-            self.account_field.as_ref(),
-            self.password_field.as_ref(),
-            self.target_field.as_ref(),
-        )
+        crate::body::Wanted::new(self.account_field.as_ref(), self.password_field.as_ref(), self.target_field.as_ref())
     }
 
     pub fn outcome_of(&self, status: u16) -> crate::defense::Outcome {
@@ -240,14 +228,9 @@ impl Policy {
     /// also accepts `PUT`/`PATCH` on its login handler must not get those requests unchecked.
     pub fn match_route(&self, method: &Method, path: &str) -> Option<usize> {
         let path = normalise_path(path);
-        self.routes
-            .iter()
-            .position(|r| r.method == *method && r.path.matches_normalised(&path))
-            .or_else(|| {
-                self.routes
-                    .iter()
-                    .position(|r| method_may_reach(&r.method, method) && r.path.matches_normalised(&path))
-            })
+        self.routes.iter().position(|r| r.method == *method && r.path.matches_normalised(&path)).or_else(|| {
+            self.routes.iter().position(|r| method_may_reach(&r.method, method) && r.path.matches_normalised(&path))
+        })
     }
 
     /// Every defense of every route, for the pruning timer and the gauges.
@@ -259,10 +242,7 @@ impl Policy {
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Policy")
-            .field(
-                "routes",
-                &self.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
-            )
+            .field("routes", &self.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
             .field("files", &self.files)
             .finish()
     }
@@ -287,14 +267,7 @@ mod tests {
         ] {
             assert!(login.matches(spelling), "{spelling}");
         }
-        for other in [
-            "/api/logins",
-            "/api/log",
-            "/apix/login",
-            "/api/login/x",
-            "/api/login%2541",
-            "/api/.login",
-        ] {
+        for other in ["/api/logins", "/api/log", "/apix/login", "/api/login/x", "/api/login%2541", "/api/.login"] {
             assert!(!login.matches(other), "{other}");
         }
         let auth = PathMatch::prefix("/auth/");
@@ -358,17 +331,9 @@ mod tests {
 
     #[test]
     fn normalising_twice_changes_nothing() {
-        for raw in [
-            "/api/%%36%31",
-            "/a/b/..;/c",
-            "/x%2541",
-            "/ a /. /",
-            "/api\\..\\login",
-            "",
-            "*",
-            "/%00",
-            "/a.b/c.d/",
-        ] {
+        for raw in
+            ["/api/%%36%31", "/a/b/..;/c", "/x%2541", "/ a /. /", "/api\\..\\login", "", "*", "/%00", "/a.b/c.d/"]
+        {
             let once = normalise_path(raw).into_owned();
             assert_eq!(normalise_path(&once), once, "{raw:?}");
         }

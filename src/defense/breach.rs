@@ -38,7 +38,8 @@ pub const BREACHED_PASSWORD: DefenseSpec = DefenseSpec {
 };
 pub const LEAKED_PAIR: DefenseSpec =
     DefenseSpec { name: "leaked_pair", build: build_pair_match, default_action: |_| DefaultAction::Tag };
-pub const BREACHED_SOURCE: DefenseSpec = DefenseSpec { name: "breached_source", build: build_source, default_action: block };
+pub const BREACHED_SOURCE: DefenseSpec =
+    DefenseSpec { name: "breached_source", build: build_source, default_action: block };
 
 /// A filter file that can be replaced while requests read it.
 pub struct SharedFilter {
@@ -72,10 +73,7 @@ impl SharedFilter {
     }
 
     fn read(path: &Path, kind: FilterKind) -> Result<BreachFilter, FilterLoadError> {
-        let error = |message: String| FilterLoadError {
-            path: path.display().to_string(),
-            message,
-        };
+        let error = |message: String| FilterLoadError { path: path.display().to_string(), message };
         if !path.exists() {
             return Err(error(format!(
                 "not found. Build one with `stuffgate breach build --format {} --input LIST --out {}` \
@@ -288,7 +286,13 @@ mod tests {
         let h = Harness::new();
         let d = BreachedSource {
             cell: 4,
-            rule: Escalation { threshold: 3, window: 600 * S, penalty: 60 * S, max_penalty: 600 * S, memory: 86_400 * S },
+            rule: Escalation {
+                threshold: 3,
+                window: 600 * S,
+                penalty: 60 * S,
+                max_penalty: 600 * S,
+                memory: 86_400 * S,
+            },
         };
         let with_breached = |password: bool, ip: &str| {
             let mut s = h.subject(ip, None);

@@ -100,15 +100,16 @@ impl Defense for EmailDomain {
     }
 
     fn needs(&self) -> Needs {
-        Needs { phase: Some(Phase::Credentials), fields: Fields { account: true, ..Fields::default() }, ..Needs::default() }
+        Needs {
+            phase: Some(Phase::Credentials),
+            fields: Fields { account: true, ..Fields::default() },
+            ..Needs::default()
+        }
     }
 
     fn decide(&self, attempt: &Attempt<'_>, _replies: &[Reply], _now: u64) -> Finding {
         match attempt.credentials.account {
-            Some(account) if self.denies(account) => Finding::Hit {
-                reason: "denied_email_domain",
-                retry_after: None,
-            },
+            Some(account) if self.denies(account) => Finding::Hit { reason: "denied_email_domain", retry_after: None },
             _ => Finding::Clear,
         }
     }
@@ -128,7 +129,9 @@ mod tests {
 
     #[test]
     fn listed_domains_and_their_subdomains_are_refused() {
-        let d = EmailDomain::new(EmailDomain::parse_list("# disposable\nmailinator.com\n\nYOPMAIL.com  # caps\n").collect::<Vec<_>>());
+        let d = EmailDomain::new(
+            EmailDomain::parse_list("# disposable\nmailinator.com\n\nYOPMAIL.com  # caps\n").collect::<Vec<_>>(),
+        );
         assert_eq!(d.len(), 2);
         assert!(d.denies("farm1@mailinator.com"));
         assert!(d.denies("farm2@eu.mailinator.com"));

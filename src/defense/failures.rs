@@ -128,7 +128,9 @@ impl Defense for FailedLogins {
         match outcome {
             Outcome::Failure => out.push(Write::Count { key, cell: self.cell, rule: self.rule }),
             // The owner typed it right: earlier typos from this address should not count against them.
-            Outcome::Success if self.key == FailureKey::AccountIp => out.push(Write::ResetCount { key, cell: self.cell }),
+            Outcome::Success if self.key == FailureKey::AccountIp => {
+                out.push(Write::ResetCount { key, cell: self.cell })
+            }
             Outcome::Success | Outcome::Other => {}
         }
     }

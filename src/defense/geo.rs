@@ -46,7 +46,9 @@ fn build(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>,
     let p: Params = registry::params(table)?;
     require_geoip(cx, "geo")?;
     let countries = match (p.allow_countries, p.deny_countries) {
-        (Some(_), Some(_)) => return Err(error("deny_countries", "set `allow_countries` or `deny_countries`, not both")),
+        (Some(_), Some(_)) => {
+            return Err(error("deny_countries", "set `allow_countries` or `deny_countries`, not both"))
+        }
         (Some(allow), None) => CountryRule::Only(allow.into_iter().collect()),
         (None, Some(deny)) => CountryRule::Except(deny.into_iter().collect()),
         (None, None) => CountryRule::Any,
@@ -94,15 +96,16 @@ impl Defense for GeoFence {
     }
 
     fn needs(&self) -> Needs {
-        Needs { phase: Some(Phase::Address), facts: FactNeeds { geo: true, ..FactNeeds::default() }, ..Needs::default() }
+        Needs {
+            phase: Some(Phase::Address),
+            facts: FactNeeds { geo: true, ..FactNeeds::default() },
+            ..Needs::default()
+        }
     }
 
     fn decide(&self, attempt: &Attempt<'_>, _replies: &[Reply], _now: u64) -> Finding {
         let geo = &attempt.subject.facts.geo;
-        let hit = |reason| Finding::Hit {
-            reason,
-            retry_after: None,
-        };
+        let hit = |reason| Finding::Hit { reason, retry_after: None };
         if geo.is_private {
             return match self.private_addresses {
                 Treat::Allow => Finding::Clear,
@@ -145,11 +148,7 @@ mod tests {
 
     fn from(country: Option<&str>, asn: Option<u32>, is_private: bool) -> Subject {
         let mut s = Harness::new().subject("198.51.100.1", None);
-        s.facts.geo = GeoInfo {
-            country: country.map(|c| c.parse().unwrap()),
-            asn,
-            is_private,
-        };
+        s.facts.geo = GeoInfo { country: country.map(|c| c.parse().unwrap()), asn, is_private };
         s
     }
 
@@ -176,10 +175,8 @@ mod tests {
 
     #[test]
     fn a_deny_list_refuses_only_its_countries() {
-        let fence = GeoFence {
-            countries: CountryRule::Except(["KP".parse().unwrap()].into_iter().collect()),
-            ..jp_only()
-        };
+        let fence =
+            GeoFence { countries: CountryRule::Except(["KP".parse().unwrap()].into_iter().collect()), ..jp_only() };
         let h = Harness::new();
         assert_eq!(h.check(&fence, &from(Some("US"), None, false)), Finding::Clear);
         assert!(matches!(h.check(&fence, &from(Some("KP"), None, false)), Finding::Hit { .. }));

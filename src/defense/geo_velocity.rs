@@ -80,7 +80,8 @@ impl Defense for GeoVelocity {
     }
 
     fn record(&self, subject: &Subject, outcome: Outcome, out: &mut Vec<Write>) {
-        if let (Outcome::Success, Some(account), Some(country)) = (outcome, subject.account, subject.facts.geo.country) {
+        if let (Outcome::Success, Some(account), Some(country)) = (outcome, subject.account, subject.facts.geo.country)
+        {
             out.push(Write::SetLast { key: account, cell: self.cell, value: code(country), keep: self.window });
         }
     }

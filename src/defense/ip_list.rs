@@ -60,10 +60,8 @@ fn to_u128(ip: IpAddr) -> u128 {
 
 impl IpRanges {
     pub fn new(nets: &[IpNet]) -> IpRanges {
-        let mut ranges: Vec<(u128, u128)> = nets
-            .iter()
-            .map(|net| (to_u128(net.network()), to_u128(net.broadcast())))
-            .collect();
+        let mut ranges: Vec<(u128, u128)> =
+            nets.iter().map(|net| (to_u128(net.network()), to_u128(net.broadcast()))).collect();
         ranges.sort_unstable();
         let mut merged: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
         for (start, end) in ranges {
@@ -97,10 +95,7 @@ pub struct IpList {
 
 impl IpList {
     pub fn new(allow: &[IpNet], deny: &[IpNet]) -> IpList {
-        IpList {
-            allow: IpRanges::new(allow),
-            deny: IpRanges::new(deny),
-        }
+        IpList { allow: IpRanges::new(allow), deny: IpRanges::new(deny) }
     }
 }
 
@@ -117,10 +112,7 @@ impl Defense for IpList {
     fn decide(&self, attempt: &Attempt<'_>, _replies: &[Reply], _now: u64) -> Finding {
         let ip = attempt.subject.ip;
         if self.deny.contains(ip) {
-            Finding::Hit {
-                reason: "denied_network",
-                retry_after: None,
-            }
+            Finding::Hit { reason: "denied_network", retry_after: None }
         } else if self.allow.contains(ip) {
             Finding::Trusted
         } else {

@@ -17,7 +17,9 @@ pub use crate::config::file::Mode;
 /// What an enforced finding does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
-    Block { status: u16 },
+    Block {
+        status: u16,
+    },
     /// Answer with a challenge the client must pass before the request is forwarded.
     Challenge,
     /// Forward with `X-Stuffgate-Signals` naming the defense, for the app to step up.
@@ -51,7 +53,10 @@ pub enum Verdict {
     /// Forwarded, with enforced tags for the app.
     Tag,
     Challenge,
-    Block { status: u16, retry_after: Option<Duration> },
+    Block {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
     /// The request itself was unusable (body too large, unparsable, ambiguous): answered 400/413.
     Invalid(BodyProblem),
 }
@@ -229,7 +234,8 @@ mod tests {
     fn run(slots: &[Slot], phase: Phase, decision: &mut Decision) -> bool {
         let h = Harness::new();
         let headers = http::HeaderMap::new();
-        let attempt = Attempt { subject: h.subject("192.0.2.1", None), credentials: Default::default(), headers: &headers };
+        let attempt =
+            Attempt { subject: h.subject("192.0.2.1", None), credentials: Default::default(), headers: &headers };
         let mut batch = Batch::default();
         batch.gather(slots, phase, &attempt);
         let _ = h.store.read(&batch.reads, 0, &mut batch.replies).now_or_never();

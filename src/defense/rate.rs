@@ -94,14 +94,21 @@ impl RateLimit {
     }
 }
 
-fn build(key: RateKey, limit: u32, per: Span, burst: Option<u32>, cx: &BuildContext<'_>) -> Result<RateLimit, BuildError> {
+fn build(
+    key: RateKey,
+    limit: u32,
+    per: Span,
+    burst: Option<u32>,
+    cx: &BuildContext<'_>,
+) -> Result<RateLimit, BuildError> {
     let limit = registry::positive("limit", limit)?;
     let burst = match burst {
         Some(0) => return Err(error("burst", "must be greater than zero")),
         Some(b) => b,
         None => limit,
     };
-    RateLimit::new(key, cx.cell, limit, per.0, burst).ok_or_else(|| error("per", format!("{limit} per {:?} is too fine a rate", per.0)))
+    RateLimit::new(key, cx.cell, limit, per.0, burst)
+        .ok_or_else(|| error("per", format!("{limit} per {:?} is too fine a rate", per.0)))
 }
 
 fn build_ip(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>, BuildError> {

@@ -95,10 +95,9 @@ pub fn params<T: DeserializeOwned>(table: &toml::Table) -> Result<T, BuildError>
             .or_else(|| quoted("missing field "))
             .map(str::to_string)
             .unwrap_or_else(|| e.path().to_string());
-        let message = message.replace(", expected one of", "; the parameters of this type are").replace(
-            "unknown field",
-            "unknown parameter",
-        );
+        let message = message
+            .replace(", expected one of", "; the parameters of this type are")
+            .replace("unknown field", "unknown parameter");
         (key, message)
     })
 }

@@ -46,10 +46,7 @@ impl Defense for ResetTarget {
         if own {
             Finding::Clear
         } else {
-            Finding::Hit {
-                reason: "reset_link_elsewhere",
-                retry_after: None,
-            }
+            Finding::Hit { reason: "reset_link_elsewhere", retry_after: None }
         }
     }
 
@@ -58,7 +55,10 @@ impl Defense for ResetTarget {
     }
 
     fn message(&self) -> Option<Message> {
-        Some(Message { error: "reset_target_not_allowed", text: "Reset links are sent only to the account's own address." })
+        Some(Message {
+            error: "reset_target_not_allowed",
+            text: "Reset links are sent only to the account's own address.",
+        })
     }
 }
 
@@ -73,7 +73,11 @@ mod tests {
         let h = Harness::new();
         let subject = h.subject("198.51.100.1", Some("victim@example.jp"));
         let check = |target: Option<&str>| {
-            h.check_with(&ResetTarget, &subject, Credentials { account: Some("victim@example.jp"), password: None, target })
+            h.check_with(
+                &ResetTarget,
+                &subject,
+                Credentials { account: Some("victim@example.jp"), password: None, target },
+            )
         };
         assert_eq!(check(None), Finding::Clear);
         assert_eq!(check(Some("")), Finding::Clear);

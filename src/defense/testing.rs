@@ -36,8 +36,7 @@ impl Harness {
             ip_key,
             address,
             account,
-            account_address: account
-                .map(|a| StateKey { kind: KeyKind::AccountAddress, id: pair_id(a.id, address.id) }),
+            account_address: account.map(|a| StateKey { kind: KeyKind::AccountAddress, id: pair_id(a.id, address.id) }),
             password: None,
             session: None,
             facts: Facts::default(),
@@ -85,4 +84,3 @@ impl Harness {
         self.store.tracked_keys().iter().map(|(_, n)| n).sum()
     }
 }
-

@@ -19,16 +19,8 @@ impl Payload {
     /// Decode `body` according to the request's `Content-Type`.
     /// Missing or unsupported content types are rejected; JSON must be an object.
     pub(super) fn parse(headers: &HeaderMap, body: &Bytes) -> Result<Payload, Malformed> {
-        let ctype = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(Malformed)?;
-        let mime = ctype
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
+        let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).ok_or(Malformed)?;
+        let mime = ctype.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
         if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
             match serde_json::from_slice::<Value>(body) {
                 Ok(Value::Object(map)) => Ok(Payload::Json(map)),
@@ -49,10 +41,7 @@ impl Payload {
                 Some(Value::String(s)) => Ok(Some(s.clone())),
                 Some(_) => Err(Malformed),
             },
-            Payload::Form(pairs) => Ok(pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())),
+            Payload::Form(pairs) => Ok(pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())),
         }
     }
 
@@ -77,11 +66,8 @@ impl Payload {
             },
             Payload::Form(pairs) => {
                 let bracketed = format!("{name}[]");
-                let out: Vec<String> = pairs
-                    .iter()
-                    .filter(|(k, _)| k == name || *k == bracketed)
-                    .map(|(_, v)| v.clone())
-                    .collect();
+                let out: Vec<String> =
+                    pairs.iter().filter(|(k, _)| k == name || *k == bracketed).map(|(_, v)| v.clone()).collect();
                 Ok(if out.is_empty() { None } else { Some(out) })
             }
         }

@@ -181,9 +181,7 @@ pub(super) async fn signup(
         _ => return bad_request(),
     };
     let well_formed = email.len() <= MAX_EMAIL_LEN
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
         && !password.is_empty()
         && password.len() <= MAX_PASSWORD_LEN;

@@ -83,8 +83,8 @@ pub fn demo_account(i: usize) -> String {
 /// containing some valid pairs). Looks like a typical human password, e.g. `dragon4821!`.
 pub fn demo_password(i: usize) -> String {
     const WORDS: &[&str] = &[
-        "dragon", "sunshine", "monkey", "sakura", "shadow", "master", "tokyo", "baseball",
-        "princess", "football", "letmein", "pokemon", "michael", "summer", "doraemon", "qwerty",
+        "dragon", "sunshine", "monkey", "sakura", "shadow", "master", "tokyo", "baseball", "princess", "football",
+        "letmein", "pokemon", "michael", "summer", "doraemon", "qwerty",
     ];
     const SUFFIXES: &[&str] = &["", "!", "#", "?", "!!", "@", "$", "*"];
     let d = Sha256::digest(format!("stuffgate-demo-password:{i}").as_bytes());
@@ -330,29 +330,27 @@ impl DemoApi {
             .build()?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let serve_state = state.clone();
-        let thread = std::thread::Builder::new()
-            .name("demo-api-main".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(std_listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            tracing::error!(error = %e, "demo api: cannot register listener");
-                            return;
-                        }
-                    };
-                    tokio::select! {
-                        res = serve(listener, serve_state) => {
-                            if let Err(e) = res {
-                                tracing::error!(error = %e, "demo api: server stopped");
-                            }
-                        }
-                        _ = stop_rx => {}
+        let thread = std::thread::Builder::new().name("demo-api-main".into()).spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "demo api: cannot register listener");
+                        return;
                     }
-                });
-                // Dropping the runtime here cancels in-flight connection tasks.
-                runtime.shutdown_background();
-            })?;
+                };
+                tokio::select! {
+                    res = serve(listener, serve_state) => {
+                        if let Err(e) = res {
+                            tracing::error!(error = %e, "demo api: server stopped");
+                        }
+                    }
+                    _ = stop_rx => {}
+                }
+            });
+            // Dropping the runtime here cancels in-flight connection tasks.
+            runtime.shutdown_background();
+        })?;
         tracing::info!(%addr, "demo api listening");
         Ok(DemoApi { addr, state, stop: Some(stop_tx), thread: Some(thread) })
     }

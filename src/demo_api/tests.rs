@@ -18,17 +18,8 @@ async fn post(base: &str, path: &str, ctype: &str, body: impl Into<String>) -> (
     post_auth(base, path, ctype, body, None).await
 }
 
-async fn post_auth(
-    base: &str,
-    path: &str,
-    ctype: &str,
-    body: impl Into<String>,
-    token: Option<&str>,
-) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .header("content-type", ctype)
-        .body(body.into());
+async fn post_auth(base: &str, path: &str, ctype: &str, body: impl Into<String>, token: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().post(format!("{base}{path}")).header("content-type", ctype).body(body.into());
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
@@ -65,15 +56,19 @@ async fn login_json_ok_and_401() {
     assert_eq!(token.len(), 43, "32 bytes base64url without padding");
     assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
 
-    let wrong = post(&base, "/api/login", JSON, json!({"email": "alice@example.com", "password": "nope"}).to_string()).await;
-    let unknown = post(&base, "/api/login", JSON, json!({"email": "zed@example.com", "password": "nope"}).to_string()).await;
+    let wrong =
+        post(&base, "/api/login", JSON, json!({"email": "alice@example.com", "password": "nope"}).to_string()).await;
+    let unknown =
+        post(&base, "/api/login", JSON, json!({"email": "zed@example.com", "password": "nope"}).to_string()).await;
     assert_eq!(wrong.0, 401);
     assert_eq!(wrong.1, json!({"error": "invalid_credentials"}));
     assert_eq!(wrong, unknown, "no user enumeration");
 
     // Generated users log in with demo_password(i).
     let _ = login(&base, &demo_account(2), &demo_password(2)).await;
-    let (s, _) = post(&base, "/api/login", JSON, json!({"email": demo_account(2), "password": demo_password(1)}).to_string()).await;
+    let (s, _) =
+        post(&base, "/api/login", JSON, json!({"email": demo_account(2), "password": demo_password(1)}).to_string())
+            .await;
     assert_eq!(s, 401);
 
     let st = state.stats();
@@ -85,10 +80,17 @@ async fn login_json_ok_and_401() {
 #[tokio::test]
 async fn login_form_ok() {
     let (base, state) = start(0).await;
-    let (s, v) = post(&base, "/api/login", FORM, "email=alice%40example.com&password=correct+horse+battery+staple").await;
+    let (s, v) =
+        post(&base, "/api/login", FORM, "email=alice%40example.com&password=correct+horse+battery+staple").await;
     assert_eq!(s, 200);
     assert_eq!(v["account"], "alice@example.com");
-    let (s, _) = post(&base, "/api/login", "application/x-www-form-urlencoded; charset=utf-8", "email=carol%40example.com&password=Tr0ub4dor%263").await;
+    let (s, _) = post(
+        &base,
+        "/api/login",
+        "application/x-www-form-urlencoded; charset=utf-8",
+        "email=carol%40example.com&password=Tr0ub4dor%263",
+    )
+    .await;
     assert_eq!(s, 200);
     let (s, v) = post(&base, "/api/login", FORM, "email=bob%40example.jp&password=wrong").await;
     assert_eq!((s, v), (401, json!({"error": "invalid_credentials"})));
@@ -149,7 +151,14 @@ async fn topup_and_me() {
     let (s, v) = post_auth(&base, "/api/topup", FORM, "amount=1500", Some(&token)).await;
     assert_eq!((s, v), (200, json!({"balance": 2000})));
 
-    for bad in [json!({"amount": 0}), json!({"amount": -5}), json!({"amount": 100_001}), json!({"amount": 1.5}), json!({"amount": "500"}), json!({})] {
+    for bad in [
+        json!({"amount": 0}),
+        json!({"amount": -5}),
+        json!({"amount": 100_001}),
+        json!({"amount": 1.5}),
+        json!({"amount": "500"}),
+        json!({}),
+    ] {
         let (s, _) = post_auth(&base, "/api/topup", JSON, bad.to_string(), Some(&token)).await;
         assert_eq!(s, 400, "{bad}");
     }
@@ -187,12 +196,24 @@ async fn password_reset_send_to_elsewhere() {
     let st = state.stats();
     assert_eq!((st.resets, st.reset_links_sent, st.reset_links_elsewhere), (1, 1, 0));
     // 7pay flaw: link sent to an attacker-chosen address.
-    let r = post(&base, "/api/password-reset", JSON, json!({"email": "alice@example.com", "send_to": "evil@attacker.test"}).to_string()).await;
+    let r = post(
+        &base,
+        "/api/password-reset",
+        JSON,
+        json!({"email": "alice@example.com", "send_to": "evil@attacker.test"}).to_string(),
+    )
+    .await;
     assert_eq!(r, (200, ok.clone()));
     let r = post(&base, "/api/password-reset", FORM, "email=bob%40example.jp&send_to=evil%40attacker.test").await;
     assert_eq!(r, (200, ok.clone()));
     // Unknown account: same answer, counted as a reset but nothing sent.
-    let r = post(&base, "/api/password-reset", JSON, json!({"email": "ghost@example.com", "send_to": "evil@attacker.test"}).to_string()).await;
+    let r = post(
+        &base,
+        "/api/password-reset",
+        JSON,
+        json!({"email": "ghost@example.com", "send_to": "evil@attacker.test"}).to_string(),
+    )
+    .await;
     assert_eq!(r, (200, ok));
     let st = state.stats();
     assert_eq!((st.resets, st.reset_links_sent, st.reset_links_elsewhere), (4, 3, 2));
@@ -208,12 +229,19 @@ async fn password_reset_send_to_elsewhere() {
 async fn password_reset_email_array() {
     let (base, state) = start(0).await;
     // GitLab CVE-2023-7028 pattern: victim + attacker address in one array.
-    let r = post(&base, "/api/password-reset", JSON, json!({"email": ["Carol@example.com", "evil@attacker.test"]}).to_string()).await;
+    let r = post(
+        &base,
+        "/api/password-reset",
+        JSON,
+        json!({"email": ["Carol@example.com", "evil@attacker.test"]}).to_string(),
+    )
+    .await;
     assert_eq!(r, (200, json!({"status": "sent"})));
     let st = state.stats();
     assert_eq!((st.resets, st.reset_links_sent, st.reset_links_elsewhere), (1, 2, 1));
     // Same thing form-encoded with a bracketed repeated key.
-    let r = post(&base, "/api/password-reset", FORM, "email%5B%5D=dave%40example.jp&email%5B%5D=evil%40attacker.test").await;
+    let r = post(&base, "/api/password-reset", FORM, "email%5B%5D=dave%40example.jp&email%5B%5D=evil%40attacker.test")
+        .await;
     assert_eq!(r.0, 200);
     assert_eq!(state.stats().reset_links_elsewhere, 2);
 }

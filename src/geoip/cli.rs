@@ -31,10 +31,7 @@ fn parse_ips(raw: &[String]) -> anyhow::Result<Vec<IpAddr>> {
     for s in raw {
         let t = s.trim();
         // Accept the bracketed form people paste from URLs: [2001:db8::1]
-        let t = t
-            .strip_prefix('[')
-            .and_then(|x| x.strip_suffix(']'))
-            .unwrap_or(t);
+        let t = t.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(t);
         match t.parse::<IpAddr>() {
             Ok(ip) => ips.push(ip),
             Err(_) => bad.push(format!("{s:?}")),
@@ -52,10 +49,7 @@ fn parse_ips(raw: &[String]) -> anyhow::Result<Vec<IpAddr>> {
 
 fn text_line(d: &GeoDetails) -> String {
     if d.is_private {
-        return format!(
-            "{}\tprivate\t-\tprivate/loopback/link-local range, no lookup",
-            d.ip
-        );
+        return format!("{}\tprivate\t-\tprivate/loopback/link-local range, no lookup", d.ip);
     }
     let country = d.country.map_or_else(|| "--".to_owned(), |c| c.to_string());
     let asn = match (d.asn, &d.asn_org) {
@@ -83,8 +77,7 @@ fn text_line(d: &GeoDetails) -> String {
 /// The database description goes to stderr so stdout stays parseable.
 pub fn run_lookup(args: &LookupArgs) -> anyhow::Result<()> {
     let ips = parse_ips(&args.ips)?;
-    let db =
-        GeoDb::open(&args.db, args.asn_db.as_deref()).context("cannot open the GeoIP database")?;
+    let db = GeoDb::open(&args.db, args.asn_db.as_deref()).context("cannot open the GeoIP database")?;
     eprintln!("# {}", db.describe());
     let mut out = String::new();
     for ip in ips {

@@ -24,10 +24,7 @@ impl CountryCode {
     /// Builds a code from two bytes; `None` unless both are ASCII letters.
     pub const fn from_bytes(b: [u8; 2]) -> Option<CountryCode> {
         if b[0].is_ascii_alphabetic() && b[1].is_ascii_alphabetic() {
-            Some(CountryCode([
-                b[0].to_ascii_uppercase(),
-                b[1].to_ascii_uppercase(),
-            ]))
+            Some(CountryCode([b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()]))
         } else {
             None
         }
@@ -63,9 +60,7 @@ impl CountryCode {
 impl FromStr for CountryCode {
     type Err = InvalidCountryCode;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        CountryCode::from_db(s.trim()).ok_or_else(|| InvalidCountryCode {
-            input: s.to_owned(),
-        })
+        CountryCode::from_db(s.trim()).ok_or_else(|| InvalidCountryCode { input: s.to_owned() })
     }
 }
 

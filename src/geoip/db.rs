@@ -121,19 +121,11 @@ pub(crate) struct FileStamp {
 impl FileStamp {
     pub(crate) fn of(role: DbRole, path: &Path) -> Result<FileStamp, GeoError> {
         match std::fs::metadata(path) {
-            Ok(m) => Ok(FileStamp {
-                len: m.len(),
-                mtime: m.modified().ok(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(GeoError::NotFound {
-                role,
-                path: path.to_owned(),
-            }),
-            Err(e) => Err(GeoError::Io {
-                role,
-                path: path.to_owned(),
-                cause: e,
-            }),
+            Ok(m) => Ok(FileStamp { len: m.len(), mtime: m.modified().ok() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(GeoError::NotFound { role, path: path.to_owned() })
+            }
+            Err(e) => Err(GeoError::Io { role, path: path.to_owned(), cause: e }),
         }
     }
 }
@@ -186,11 +178,7 @@ impl CountryField {
 
 impl CountryRecord<'_> {
     fn code(&self) -> Option<(CountryCode, CountryField)> {
-        let iso = |c: &Option<IsoCode<'_>>| {
-            c.as_ref()
-                .and_then(|c| c.iso_code)
-                .and_then(CountryCode::from_db)
-        };
+        let iso = |c: &Option<IsoCode<'_>>| c.as_ref().and_then(|c| c.iso_code).and_then(CountryCode::from_db);
         if let Some(c) = self.country_code.and_then(CountryCode::from_db) {
             return Some((c, CountryField::CountryCode));
         }
@@ -232,39 +220,18 @@ impl DbFile {
         // the older one and the next reload_if_changed() picks up the new file.
         let stamp = FileStamp::of(role, path)?;
         if stamp.len == 0 {
-            return Err(GeoError::Empty {
-                role,
-                path: path.to_owned(),
-            });
+            return Err(GeoError::Empty { role, path: path.to_owned() });
         }
         let bytes = std::fs::read(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => GeoError::NotFound {
-                role,
-                path: path.to_owned(),
-            },
-            _ => GeoError::Io {
-                role,
-                path: path.to_owned(),
-                cause: e,
-            },
+            std::io::ErrorKind::NotFound => GeoError::NotFound { role, path: path.to_owned() },
+            _ => GeoError::Io { role, path: path.to_owned(), cause: e },
         })?;
         if bytes.is_empty() {
-            return Err(GeoError::Empty {
-                role,
-                path: path.to_owned(),
-            });
+            return Err(GeoError::Empty { role, path: path.to_owned() });
         }
-        let reader = Reader::from_source(bytes).map_err(|cause| GeoError::Corrupt {
-            role,
-            path: path.to_owned(),
-            cause,
-        })?;
-        let f = DbFile {
-            role,
-            path: path.to_owned(),
-            stamp,
-            reader,
-        };
+        let reader =
+            Reader::from_source(bytes).map_err(|cause| GeoError::Corrupt { role, path: path.to_owned(), cause })?;
+        let f = DbFile { role, path: path.to_owned(), stamp, reader };
         f.check_schema()?;
         Ok(f)
     }
@@ -285,41 +252,28 @@ impl DbFile {
         let ty = self.reader.metadata().database_type.to_ascii_lowercase();
         match self.role {
             DbRole::Country if ty.contains("asn") && !ty.contains("country") => {
-                return Err(self.wrong(
-                    "it is an ASN database; pass it as the ASN database (--asn-db) instead".into(),
-                ));
+                return Err(self.wrong("it is an ASN database; pass it as the ASN database (--asn-db) instead".into()));
             }
             DbRole::Asn if ty.contains("country") || ty.contains("city") => {
-                return Err(self.wrong(
-                    "it is a country/city database; pass it as the country database (--db) instead"
-                        .into(),
-                ));
+                return Err(
+                    self.wrong("it is a country/city database; pass it as the country database (--db) instead".into())
+                );
             }
             _ => {}
         }
         const SAMPLE: usize = 64;
-        let corrupt = |cause: MaxMindDbError| GeoError::Corrupt {
-            role: self.role,
-            path: self.path.clone(),
-            cause,
-        };
+        let corrupt = |cause: MaxMindDbError| GeoError::Corrupt { role: self.role, path: self.path.clone(), cause };
         let (mut with_data, mut understood) = (0usize, 0usize);
-        for item in self
-            .reader
-            .networks(Default::default())
-            .map_err(corrupt)?
-            .take(SAMPLE)
-        {
+        for item in self.reader.networks(Default::default()).map_err(corrupt)?.take(SAMPLE) {
             let res = item.map_err(corrupt)?;
             if !res.has_data() {
                 continue;
             }
             with_data += 1;
             let ok = match self.role {
-                DbRole::Country => res
-                    .decode::<CountryRecord<'_>>()
-                    .map_err(corrupt)?
-                    .is_some_and(|r| r.code().is_some()),
+                DbRole::Country => {
+                    res.decode::<CountryRecord<'_>>().map_err(corrupt)?.is_some_and(|r| r.code().is_some())
+                }
                 DbRole::Asn => res
                     .decode::<AsnRecord<'_>>()
                     .map_err(corrupt)?
@@ -391,11 +345,7 @@ impl DbFile {
     }
 
     fn source_label(&self) -> String {
-        format!(
-            "{} ({})",
-            self.path.display(),
-            self.reader.metadata().database_type
-        )
+        format!("{} ({})", self.path.display(), self.reader.metadata().database_type)
     }
 }
 
@@ -457,11 +407,7 @@ impl GeoDb {
     pub fn open(country_db: &Path, asn_db: Option<&Path>) -> Result<GeoDb, GeoError> {
         let country = DbFile::open(DbRole::Country, country_db)?;
         let asn = asn_db.map(|p| DbFile::open(DbRole::Asn, p)).transpose()?;
-        let db = GeoDb {
-            country,
-            asn,
-            errors: AtomicU64::new(0),
-        };
+        let db = GeoDb { country, asn, errors: AtomicU64::new(0) };
         tracing::info!(geoip = %db.describe(), "geoip databases loaded");
         Ok(db)
     }
@@ -478,27 +424,17 @@ impl GeoDb {
     pub fn lookup(&self, ip: IpAddr) -> GeoInfo {
         let ip = ip.to_canonical();
         if is_private(ip) {
-            return GeoInfo {
-                is_private: true,
-                ..GeoInfo::default()
-            };
+            return GeoInfo { is_private: true, ..GeoInfo::default() };
         }
         let country = self.country.find(ip, &self.errors).and_then(|r| {
-            self.country
-                .decode::<CountryRecord<'_>>(&r, ip, &self.errors)
-                .and_then(|rec| rec.code())
-                .map(|(c, _)| c)
+            self.country.decode::<CountryRecord<'_>>(&r, ip, &self.errors).and_then(|rec| rec.code()).map(|(c, _)| c)
         });
         let asn = self.asn.as_ref().and_then(|a| {
             a.find(ip, &self.errors)
                 .and_then(|r| a.decode::<AsnNumber>(&r, ip, &self.errors))
                 .and_then(|rec| rec.autonomous_system_number)
         });
-        GeoInfo {
-            country,
-            asn,
-            is_private: false,
-        }
+        GeoInfo { country, asn, is_private: false }
     }
 
     /// Like [`GeoDb::lookup`] but with the ASN organisation, the matching
@@ -521,17 +457,11 @@ impl GeoDb {
         }
         if let Some(r) = self.country.find(ip, &self.errors) {
             d.country_network = r.network().ok().map(|n| n.to_string());
-            if let Some((c, field)) = self
-                .country
-                .decode::<CountryRecord<'_>>(&r, ip, &self.errors)
-                .and_then(|rec| rec.code())
+            if let Some((c, field)) =
+                self.country.decode::<CountryRecord<'_>>(&r, ip, &self.errors).and_then(|rec| rec.code())
             {
                 d.country = Some(c);
-                d.country_source = Some(format!(
-                    "{} field {}",
-                    self.country.source_label(),
-                    field.as_str()
-                ));
+                d.country_source = Some(format!("{} field {}", self.country.source_label(), field.as_str()));
             }
         }
         if let Some(a) = &self.asn {
@@ -604,10 +534,5 @@ pub(crate) fn fmt_epoch(epoch: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        (secs % 3600) / 60,
-        secs % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", secs / 3600, (secs % 3600) / 60, secs % 60)
 }

@@ -43,10 +43,7 @@ impl SharedGeoDb {
     }
 
     /// Opens the databases and wraps them.
-    pub fn open(
-        country_db: &std::path::Path,
-        asn_db: Option<&std::path::Path>,
-    ) -> Result<SharedGeoDb, GeoError> {
+    pub fn open(country_db: &std::path::Path, asn_db: Option<&std::path::Path>) -> Result<SharedGeoDb, GeoError> {
         GeoDb::open(country_db, asn_db).map(SharedGeoDb::new)
     }
 
@@ -91,11 +88,7 @@ impl SharedGeoDb {
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let (country_old, asn_old) = self.current.load().stamps();
         let country_now = FileStamp::of(DbRole::Country, &self.country_path);
-        let asn_now = self
-            .asn_path
-            .as_deref()
-            .map(|p| FileStamp::of(DbRole::Asn, p))
-            .transpose();
+        let asn_now = self.asn_path.as_deref().map(|p| FileStamp::of(DbRole::Asn, p)).transpose();
         let changed = match (country_now, asn_now) {
             (Ok(c), Ok(a)) => c != country_old || a != asn_old,
             (Err(e), _) | (_, Err(e)) => {

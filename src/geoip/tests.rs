@@ -33,28 +33,21 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 fn write_with_mtime(path: &Path, bytes: &[u8], secs: u64) {
     std::fs::write(path, bytes).unwrap();
     let f = std::fs::File::options().write(true).open(path).unwrap();
-    f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-        .unwrap();
+    f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).unwrap();
 }
 
 // ---- fixtures in the MaxMind schemas ---------------------------------------------
 
 fn maxmind_country(iso: &str, name: &str) -> V {
     V::map([
-        (
-            "continent",
-            V::map([("code", V::str("EU")), ("geoname_id", V::U32(6_255_148))]),
-        ),
+        ("continent", V::map([("code", V::str("EU")), ("geoname_id", V::U32(6_255_148))])),
         (
             "country",
             V::map([
                 ("geoname_id", V::U32(2_921_044)),
                 ("is_in_european_union", V::Bool(true)),
                 ("iso_code", V::str(iso)),
-                (
-                    "names",
-                    V::map([("en", V::str(name)), ("ja", V::str("ドイツ連邦共和国"))]),
-                ),
+                ("names", V::map([("en", V::str(name)), ("ja", V::str("ドイツ連邦共和国"))])),
             ]),
         ),
         ("registered_country", V::map([("iso_code", V::str(iso))])),
@@ -64,26 +57,20 @@ fn maxmind_country(iso: &str, name: &str) -> V {
 /// A GeoLite2-Country-shaped file (IPv6 tree).
 fn geolite2_country() -> Vec<u8> {
     let mut w = MmdbWriter::new_ipv6("GeoLite2-Country").description("GeoLite2 Country database");
-    w.insert(ip("81.2.69.0"), 24, &maxmind_country("DE", "Germany"))
-        .unwrap();
+    w.insert(ip("81.2.69.0"), 24, &maxmind_country("DE", "Germany")).unwrap();
     // Only registered_country (as MaxMind does for anycast/satellite ranges).
     w.insert(
         ip("89.160.20.0"),
         24,
         &V::map([(
             "registered_country",
-            V::map([
-                ("iso_code", V::str("SE")),
-                ("names", V::map([("en", V::str("Sweden"))])),
-            ]),
+            V::map([("iso_code", V::str("SE")), ("names", V::map([("en", V::str("Sweden"))]))]),
         )]),
     )
     .unwrap();
-    w.insert(ip("2a02:ff00::"), 32, &maxmind_country("IT", "Italy"))
-        .unwrap();
+    w.insert(ip("2a02:ff00::"), 32, &maxmind_country("IT", "Italy")).unwrap();
     // Private range with data: must still be answered as private, no lookup.
-    w.insert(ip("10.0.0.0"), 8, &maxmind_country("DE", "Germany"))
-        .unwrap();
+    w.insert(ip("10.0.0.0"), 8, &maxmind_country("DE", "Germany")).unwrap();
     w.to_bytes().unwrap()
 }
 
@@ -91,20 +78,8 @@ fn geolite2_country() -> Vec<u8> {
 fn geolite2_city() -> Vec<u8> {
     let mut w = MmdbWriter::new_ipv6("GeoLite2-City");
     let rec = V::map([
-        (
-            "city",
-            V::map([
-                ("geoname_id", V::U32(3_451_190)),
-                ("names", V::map([("en", V::str("Rio de Janeiro"))])),
-            ]),
-        ),
-        (
-            "country",
-            V::map([
-                ("iso_code", V::str("BR")),
-                ("names", V::map([("pt-BR", V::str("Brasil"))])),
-            ]),
-        ),
+        ("city", V::map([("geoname_id", V::U32(3_451_190)), ("names", V::map([("en", V::str("Rio de Janeiro"))]))])),
+        ("country", V::map([("iso_code", V::str("BR")), ("names", V::map([("pt-BR", V::str("Brasil"))]))])),
         (
             "location",
             V::map([
@@ -116,51 +91,36 @@ fn geolite2_city() -> Vec<u8> {
         ),
         ("postal", V::map([("code", V::str("20000-000"))])),
         ("registered_country", V::map([("iso_code", V::str("BR"))])),
-        (
-            "subdivisions",
-            V::Array(vec![V::map([("iso_code", V::str("RJ"))])]),
-        ),
+        ("subdivisions", V::Array(vec![V::map([("iso_code", V::str("RJ"))])])),
     ]);
     w.insert(ip("200.160.0.0"), 20, &rec).unwrap();
     w.to_bytes().unwrap()
 }
 
 fn asn_record(n: u32, org: &str) -> V {
-    V::map([
-        ("autonomous_system_number", V::U32(n)),
-        ("autonomous_system_organization", V::str(org)),
-    ])
+    V::map([("autonomous_system_number", V::U32(n)), ("autonomous_system_organization", V::str(org))])
 }
 
 /// GeoLite2-ASN-shaped file (IPv6 tree).
 fn geolite2_asn() -> Vec<u8> {
     let mut w = MmdbWriter::new_ipv6("GeoLite2-ASN");
-    w.insert(
-        ip("81.2.69.0"),
-        24,
-        &asn_record(20_712, "Andrews & Arnold Ltd"),
-    )
-    .unwrap();
-    w.insert(ip("2a02:ff00::"), 32, &asn_record(12_345, "Example IT"))
-        .unwrap();
+    w.insert(ip("81.2.69.0"), 24, &asn_record(20_712, "Andrews & Arnold Ltd")).unwrap();
+    w.insert(ip("2a02:ff00::"), 32, &asn_record(12_345, "Example IT")).unwrap();
     w.to_bytes().unwrap()
 }
 
 /// ip-location-db-shaped ASN file: IPv4-only tree, empty description.
 fn ip_location_db_asn_v4() -> Vec<u8> {
     let mut w = MmdbWriter::new_ipv4("asn ipv4").description("");
-    w.insert(ip("8.8.8.0"), 24, &asn_record(15_169, "GOOGLE"))
-        .unwrap();
+    w.insert(ip("8.8.8.0"), 24, &asn_record(15_169, "GOOGLE")).unwrap();
     w.to_bytes().unwrap()
 }
 
 /// ip-location-db-shaped country file, IPv4-only.
 fn ip_location_db_country_v4(code: &str) -> Vec<u8> {
     let mut w = MmdbWriter::new_ipv4("country ipv4").description("");
-    w.insert(ip("1.0.0.0"), 8, &V::map([("country_code", V::str(code))]))
-        .unwrap();
-    w.insert(ip("8.8.8.0"), 24, &V::map([("country_code", V::str("US"))]))
-        .unwrap();
+    w.insert(ip("1.0.0.0"), 8, &V::map([("country_code", V::str(code))])).unwrap();
+    w.insert(ip("8.8.8.0"), 24, &V::map([("country_code", V::str("US"))])).unwrap();
     w.to_bytes().unwrap()
 }
 
@@ -204,11 +164,7 @@ fn shipped_db_schema_and_describe() {
     assert!(d.contains("ASN db: none"), "{d}");
     let details = db.lookup_details(ip("8.8.8.8"));
     assert_eq!(details.country, cc("US"));
-    assert!(details
-        .country_source
-        .as_deref()
-        .unwrap()
-        .ends_with("field country_code"));
+    assert!(details.country_source.as_deref().unwrap().ends_with("field country_code"));
     assert!(details.country_network.is_some());
 }
 
@@ -253,10 +209,7 @@ fn private_ranges_are_private_without_lookup() {
         "2a00:1450:4001::1",
         "fe00::1",
     ] {
-        assert!(
-            !db.lookup(ip(addr)).is_private,
-            "{addr} should not be private"
-        );
+        assert!(!db.lookup(ip(addr)).is_private, "{addr} should not be private");
     }
 }
 
@@ -282,32 +235,13 @@ fn assert_helpful(msg: &str) {
 #[test]
 fn missing_file_is_refused_with_a_hint() {
     let err = GeoDb::open(Path::new("/nonexistent/dir/country.mmdb"), None).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            GeoError::NotFound {
-                role: DbRole::Country,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, GeoError::NotFound { role: DbRole::Country, .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("/nonexistent/dir/country.mmdb"), "{msg}");
     assert_helpful(&msg);
 
-    let err =
-        GeoDb::open(Path::new(SHIPPED), Some(Path::new("/nonexistent/asn.mmdb"))).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            GeoError::NotFound {
-                role: DbRole::Asn,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let err = GeoDb::open(Path::new(SHIPPED), Some(Path::new("/nonexistent/asn.mmdb"))).unwrap_err();
+    assert!(matches!(err, GeoError::NotFound { role: DbRole::Asn, .. }), "{err:?}");
     assert!(err.to_string().contains("GeoLite2-ASN"), "{err}");
 }
 
@@ -346,10 +280,7 @@ fn corrupt_files_are_refused_with_a_hint() {
     assert_helpful(&err.to_string());
     // A directory is not a database either.
     let err = GeoDb::open(dir.path(), None).unwrap_err();
-    assert!(
-        matches!(err, GeoError::Io { .. } | GeoError::Empty { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, GeoError::Io { .. } | GeoError::Empty { .. }), "{err:?}");
 }
 
 #[test]
@@ -359,33 +290,14 @@ fn wrong_kind_or_unknown_schema_is_refused() {
     let country = write(dir.path(), "country.mmdb", &geolite2_country());
 
     let err = GeoDb::open(&asn, None).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            GeoError::WrongSchema {
-                role: DbRole::Country,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, GeoError::WrongSchema { role: DbRole::Country, .. }), "{err:?}");
     assert!(err.to_string().contains("--asn-db"), "{err}");
 
     let err = GeoDb::open(&country, Some(&country)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            GeoError::WrongSchema {
-                role: DbRole::Asn,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, GeoError::WrongSchema { role: DbRole::Asn, .. }), "{err:?}");
 
     let mut w = MmdbWriter::new_ipv6("Vendor-Geo");
-    w.insert(ip("1.0.0.0"), 8, &V::map([("cc", V::str("AU"))]))
-        .unwrap();
+    w.insert(ip("1.0.0.0"), 8, &V::map([("cc", V::str("AU"))])).unwrap();
     let odd = write(dir.path(), "odd.mmdb", &w.to_bytes().unwrap());
     let err = GeoDb::open(&odd, None).unwrap_err();
     assert!(matches!(err, GeoError::WrongSchema { .. }), "{err:?}");
@@ -410,17 +322,9 @@ fn maxmind_country_schema_resolves_via_iso_code() {
 
     let d = db.lookup_details(ip("81.2.69.160"));
     assert_eq!(d.country_network.as_deref(), Some("81.2.69.0/24"));
-    assert!(d
-        .country_source
-        .as_deref()
-        .unwrap()
-        .ends_with("field country.iso_code"));
+    assert!(d.country_source.as_deref().unwrap().ends_with("field country.iso_code"));
     let d = db.lookup_details(ip("89.160.20.128"));
-    assert!(d
-        .country_source
-        .as_deref()
-        .unwrap()
-        .ends_with("field registered_country.iso_code"));
+    assert!(d.country_source.as_deref().unwrap().ends_with("field registered_country.iso_code"));
     assert_eq!(db.lookup_errors(), 0);
 }
 
@@ -440,14 +344,7 @@ fn asn_databases_both_schemas() {
     let country = write(dir.path(), "GeoLite2-Country.mmdb", &geolite2_country());
     let asn = write(dir.path(), "GeoLite2-ASN.mmdb", &geolite2_asn());
     let db = GeoDb::open(&country, Some(&asn)).unwrap();
-    assert_eq!(
-        db.lookup(ip("81.2.69.160")),
-        GeoInfo {
-            country: cc("DE"),
-            asn: Some(20_712),
-            is_private: false
-        }
-    );
+    assert_eq!(db.lookup(ip("81.2.69.160")), GeoInfo { country: cc("DE"), asn: Some(20_712), is_private: false });
     assert_eq!(db.lookup(ip("2a02:ff00::5")).asn, Some(12_345));
     let d = db.lookup_details(ip("81.2.69.160"));
     assert_eq!(d.asn_org.as_deref(), Some("Andrews & Arnold Ltd"));
@@ -457,27 +354,13 @@ fn asn_databases_both_schemas() {
     assert_eq!(db.asn_path(), Some(asn.as_path()));
 
     // ip-location-db shapes, IPv4-only trees: IPv6 lookups simply find nothing.
-    let c4 = write(
-        dir.path(),
-        "country-v4.mmdb",
-        &ip_location_db_country_v4("AU"),
-    );
+    let c4 = write(dir.path(), "country-v4.mmdb", &ip_location_db_country_v4("AU"));
     let a4 = write(dir.path(), "asn-v4.mmdb", &ip_location_db_asn_v4());
     let db = GeoDb::open(&c4, Some(&a4)).unwrap();
-    assert_eq!(
-        db.lookup(ip("8.8.8.8")),
-        GeoInfo {
-            country: cc("US"),
-            asn: Some(15_169),
-            is_private: false
-        }
-    );
+    assert_eq!(db.lookup(ip("8.8.8.8")), GeoInfo { country: cc("US"), asn: Some(15_169), is_private: false });
     assert_eq!(db.lookup(ip("1.1.1.1")).country, cc("AU"));
     assert_eq!(db.lookup(ip("2001:4860::1")), GeoInfo::default());
-    assert_eq!(
-        db.lookup_details(ip("8.8.8.8")).asn_org.as_deref(),
-        Some("GOOGLE")
-    );
+    assert_eq!(db.lookup_details(ip("8.8.8.8")).asn_org.as_deref(), Some("GOOGLE"));
     assert_eq!(db.lookup_errors(), 0);
 }
 
@@ -499,18 +382,12 @@ fn reload_keeps_old_db_on_corrupt_file_and_swaps_on_valid() {
     let err = shared.reload().unwrap_err();
     assert!(matches!(err, GeoError::Corrupt { .. }), "{err:?}");
     assert_eq!(shared.load().lookup(ip("1.2.3.4")).country, cc("JP"));
-    assert!(
-        shared.reload_if_changed().is_err(),
-        "changed but corrupt: error, retried later"
-    );
+    assert!(shared.reload_if_changed().is_err(), "changed but corrupt: error, retried later");
     assert_eq!(shared.load().lookup(ip("1.2.3.4")).country, cc("JP"));
 
     // File removed: error, old stays.
     std::fs::remove_file(&p).unwrap();
-    assert!(matches!(
-        shared.reload_if_changed(),
-        Err(GeoError::NotFound { .. })
-    ));
+    assert!(matches!(shared.reload_if_changed(), Err(GeoError::NotFound { .. })));
     assert!(matches!(shared.reload(), Err(GeoError::NotFound { .. })));
     assert_eq!(shared.load().lookup(ip("1.2.3.4")).country, cc("JP"));
 
@@ -563,15 +440,8 @@ fn country_code_parsing_and_serde() {
     let jp: CountryCode = serde_json::from_str("\"jp\"").unwrap();
     assert_eq!(jp, CountryCode::from_bytes(*b"JP").unwrap());
     assert!(serde_json::from_str::<CountryCode>("\"JPN\"").is_err());
-    let info = GeoInfo {
-        country: Some(jp),
-        asn: Some(2516),
-        is_private: false,
-    };
-    assert_eq!(
-        serde_json::to_string(&info).unwrap(),
-        r#"{"country":"JP","asn":2516,"is_private":false}"#
-    );
+    let info = GeoInfo { country: Some(jp), asn: Some(2516), is_private: false };
+    assert_eq!(serde_json::to_string(&info).unwrap(), r#"{"country":"JP","asn":2516,"is_private":false}"#);
 }
 
 #[test]
@@ -582,18 +452,11 @@ fn cli_lookup_reports_and_rejects() {
         asn_db: None,
         json,
     };
-    cli::run_lookup(&args(
-        &["8.8.8.8", "[2001:4860:4860::8888]", "10.0.0.1"],
-        false,
-    ))
-    .unwrap();
+    cli::run_lookup(&args(&["8.8.8.8", "[2001:4860:4860::8888]", "10.0.0.1"], false)).unwrap();
     cli::run_lookup(&args(&["1.1.1.1"], true)).unwrap();
     let err = cli::run_lookup(&args(&["8.8.8.8", "not-an-ip", "1.2.3.4:80"], false)).unwrap_err();
     let msg = format!("{err:#}");
-    assert!(
-        msg.contains("\"not-an-ip\"") && msg.contains("\"1.2.3.4:80\""),
-        "{msg}"
-    );
+    assert!(msg.contains("\"not-an-ip\"") && msg.contains("\"1.2.3.4:80\""), "{msg}");
     let mut a = args(&["8.8.8.8"], false);
     a.db = PathBuf::from("/nonexistent.mmdb");
     let msg = format!("{:#}", cli::run_lookup(&a).unwrap_err());
@@ -613,10 +476,7 @@ fn cli_args_parse_with_clap() {
     assert_eq!(t.a.db, PathBuf::from(DEFAULT_COUNTRY_DB));
     assert_eq!(t.a.asn_db, Some(PathBuf::from("x.mmdb")));
     assert!(t.a.json);
-    assert!(
-        T::try_parse_from(["t"]).is_err(),
-        "at least one IP is required"
-    );
+    assert!(T::try_parse_from(["t"]).is_err(), "at least one IP is required");
 }
 
 #[test]
@@ -658,14 +518,7 @@ fn writer_round_trips_through_the_real_reader() {
         assert_eq!(v["b"], true);
         assert_eq!(v["a"].as_array().unwrap().len(), 40);
     }
-    assert_eq!(
-        r.lookup(ip("192.0.2.0"))
-            .unwrap()
-            .network()
-            .unwrap()
-            .to_string(),
-        "192.0.2.0/24"
-    );
+    assert_eq!(r.lookup(ip("192.0.2.0")).unwrap().network().unwrap().to_string(), "192.0.2.0/24");
     assert!(!r.lookup(ip("192.0.3.1")).unwrap().has_data());
     // A more specific network inserted later overrides part of a larger one.
     let mut w = MmdbWriter::new_ipv4("Test");
@@ -676,12 +529,8 @@ fn writer_round_trips_through_the_real_reader() {
     assert_eq!(get("10.1.2.3").as_deref(), Some("small"));
     assert_eq!(get("10.2.0.1").as_deref(), Some("big"));
     assert_eq!(get("11.0.0.1"), None);
-    assert!(MmdbWriter::new_ipv4("T")
-        .insert(ip("::1"), 128, &V::U16(1))
-        .is_err());
-    assert!(MmdbWriter::new_ipv4("T")
-        .insert(ip("1.0.0.0"), 33, &V::U16(1))
-        .is_err());
+    assert!(MmdbWriter::new_ipv4("T").insert(ip("::1"), 128, &V::U16(1)).is_err());
+    assert!(MmdbWriter::new_ipv4("T").insert(ip("1.0.0.0"), 33, &V::U16(1)).is_err());
 }
 
 /// A file whose record for 200.0.0.0/8 has invalid UTF-8 in its country code,
@@ -689,19 +538,9 @@ fn writer_round_trips_through_the_real_reader() {
 fn db_with_bad_record(good_networks: u8) -> Vec<u8> {
     let mut w = MmdbWriter::new_ipv4("country ipv4");
     for n in 1..=good_networks {
-        w.insert(
-            IpAddr::from([n, 0, 0, 0]),
-            8,
-            &V::map([("country_code", V::str("AU"))]),
-        )
-        .unwrap();
+        w.insert(IpAddr::from([n, 0, 0, 0]), 8, &V::map([("country_code", V::str("AU"))])).unwrap();
     }
-    w.insert(
-        ip("200.0.0.0"),
-        8,
-        &V::map([("country_code", V::str("FR"))]),
-    )
-    .unwrap();
+    w.insert(ip("200.0.0.0"), 8, &V::map([("country_code", V::str("FR"))])).unwrap();
     let mut bytes = w.to_bytes().unwrap();
     // 0x42 = string of length 2; patch its payload to invalid UTF-8.
     let at = bytes.windows(3).position(|x| x == b"\x42FR").unwrap();

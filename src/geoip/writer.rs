@@ -114,11 +114,7 @@ impl MmdbWriter {
     /// Sets the metadata `description` map to a single English entry
     /// (an empty string leaves the map empty, as ip-location-db files do).
     pub fn description(mut self, en: &str) -> MmdbWriter {
-        self.description = if en.is_empty() {
-            Vec::new()
-        } else {
-            vec![("en".to_owned(), en.to_owned())]
-        };
+        self.description = if en.is_empty() { Vec::new() } else { vec![("en".to_owned(), en.to_owned())] };
         self
     }
 
@@ -221,24 +217,13 @@ impl MmdbWriter {
             ("binary_format_major_version".into(), MmdbValue::U16(2)),
             ("binary_format_minor_version".into(), MmdbValue::U16(0)),
             ("build_epoch".into(), MmdbValue::U64(self.build_epoch)),
-            (
-                "database_type".into(),
-                MmdbValue::Str(self.database_type.clone()),
-            ),
+            ("database_type".into(), MmdbValue::Str(self.database_type.clone())),
             (
                 "description".into(),
-                MmdbValue::Map(
-                    self.description
-                        .iter()
-                        .map(|(k, v)| (k.clone(), MmdbValue::Str(v.clone())))
-                        .collect(),
-                ),
+                MmdbValue::Map(self.description.iter().map(|(k, v)| (k.clone(), MmdbValue::Str(v.clone()))).collect()),
             ),
             ("ip_version".into(), MmdbValue::U16(self.ip_version)),
-            (
-                "languages".into(),
-                MmdbValue::Array(vec![MmdbValue::str("en")]),
-            ),
+            ("languages".into(), MmdbValue::Array(vec![MmdbValue::str("en")])),
             ("node_count".into(), MmdbValue::U32(node_count_u32)),
             ("record_size".into(), MmdbValue::U16(24)),
         ]);

@@ -85,10 +85,7 @@ pub fn parse_hop(hop: &str) -> Option<IpAddr> {
         return Some(canonical(socket.ip()));
     }
     let inner = hop.strip_prefix('[')?.strip_suffix(']')?;
-    inner
-        .parse::<std::net::Ipv6Addr>()
-        .ok()
-        .map(|ip| canonical(IpAddr::V6(ip)))
+    inner.parse::<std::net::Ipv6Addr>().ok().map(|ip| canonical(IpAddr::V6(ip)))
 }
 
 /// `::ffff:198.51.100.7` is the IPv4 client 198.51.100.7: one key, not two.
@@ -105,10 +102,7 @@ fn forwarded_for(element: &str) -> Option<IpAddr> {
         let (name, value) = pair.split_once('=')?;
         name.trim().eq_ignore_ascii_case("for").then_some(value.trim())
     })?;
-    let value = value
-        .strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or(value);
+    let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
     parse_hop(value)
 }
 
@@ -139,31 +133,19 @@ mod tests {
     #[test]
     fn the_rightmost_untrusted_hop_is_the_client() {
         // The client forged "6.6.6.6"; our proxy 10.1.1.1 appended the real client, then 10.2.2.2 forwarded.
-        assert_eq!(
-            one("127.0.0.1", "6.6.6.6, 198.51.100.7, 10.1.1.1"),
-            Some(ip("198.51.100.7"))
-        );
+        assert_eq!(one("127.0.0.1", "6.6.6.6, 198.51.100.7, 10.1.1.1"), Some(ip("198.51.100.7")));
     }
 
     #[test]
     fn every_field_line_counts_in_order() {
         // HAProxy `option forwardfor`: the client's own line first, the proxy's line (the real client) last.
         let lines: [&[u8]; 2] = [b"6.6.6.6", b"198.51.100.7"];
-        assert_eq!(
-            resolve(ip("127.0.0.1"), lines, XFF, &trusted()),
-            Some(ip("198.51.100.7"))
-        );
+        assert_eq!(resolve(ip("127.0.0.1"), lines, XFF, &trusted()), Some(ip("198.51.100.7")));
         let lines: [&[u8]; 3] = [b"6.6.6.6, 7.7.7.7", b"198.51.100.7, 10.0.0.5", b"10.0.0.6"];
-        assert_eq!(
-            resolve(ip("127.0.0.1"), lines, XFF, &trusted()),
-            Some(ip("198.51.100.7"))
-        );
+        assert_eq!(resolve(ip("127.0.0.1"), lines, XFF, &trusted()), Some(ip("198.51.100.7")));
         // A garbage line written by the client, left of the real hop, does not matter.
         let lines: [&[u8]; 2] = [b"x", b"198.51.100.7"];
-        assert_eq!(
-            resolve(ip("127.0.0.1"), lines, XFF, &trusted()),
-            Some(ip("198.51.100.7"))
-        );
+        assert_eq!(resolve(ip("127.0.0.1"), lines, XFF, &trusted()), Some(ip("198.51.100.7")));
     }
 
     #[test]
@@ -190,19 +172,10 @@ mod tests {
     #[test]
     fn rfc_7239_forwarded_is_read_when_configured() {
         let fwd = ForwardedHeader::Forwarded;
-        let lines: [&[u8]; 2] = [
-            b"for=6.6.6.6",
-            b"for=198.51.100.7;proto=https;by=10.0.0.1, For=\"10.0.0.5:80\"",
-        ];
-        assert_eq!(
-            resolve(ip("10.0.0.1"), lines, fwd, &trusted()),
-            Some(ip("198.51.100.7"))
-        );
+        let lines: [&[u8]; 2] = [b"for=6.6.6.6", b"for=198.51.100.7;proto=https;by=10.0.0.1, For=\"10.0.0.5:80\""];
+        assert_eq!(resolve(ip("10.0.0.1"), lines, fwd, &trusted()), Some(ip("198.51.100.7")));
         let v6: [&[u8]; 1] = [b"for=\"[2001:db8:cafe::17]:4711\""];
-        assert_eq!(
-            resolve(ip("10.0.0.1"), v6, fwd, &trusted()),
-            Some(ip("2001:db8:cafe::17"))
-        );
+        assert_eq!(resolve(ip("10.0.0.1"), v6, fwd, &trusted()), Some(ip("2001:db8:cafe::17")));
         for bad in [&b"for=unknown"[..], b"for=_hidden", b"proto=https", b"for="] {
             assert_eq!(resolve(ip("10.0.0.1"), [bad], fwd, &trusted()), None, "{bad:?}");
         }

@@ -74,10 +74,7 @@ pub fn default_max_connections(open_files: Option<u64>) -> usize {
 
 /// The soft `RLIMIT_NOFILE` of this process (`LimitNOFILE` under systemd).
 pub fn open_files_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we own and has no other effect.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
     (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
@@ -108,12 +105,7 @@ impl Refusal {
 
 impl Tracker {
     pub fn new(limits: ConnectionLimits, exempt: IpRanges) -> Arc<Tracker> {
-        Arc::new(Tracker {
-            limits,
-            exempt,
-            open: AtomicUsize::new(0),
-            per_client: Mutex::new(HashMap::new()),
-        })
+        Arc::new(Tracker { limits, exempt, open: AtomicUsize::new(0), per_client: Mutex::new(HashMap::new()) })
     }
 
     pub fn limits(&self) -> &ConnectionLimits {
@@ -143,10 +135,7 @@ impl Tracker {
             *count += 1;
         }
         metrics::OPEN_CONNECTIONS.set(self.open() as i64);
-        Ok(Permit {
-            tracker: self.clone(),
-            client: counted,
-        })
+        Ok(Permit { tracker: self.clone(), client: counted })
     }
 }
 
@@ -180,10 +169,7 @@ pub struct GuardedApp<A> {
 
 impl<A> GuardedApp<A> {
     pub fn new(inner: A, tracker: Arc<Tracker>) -> GuardedApp<A> {
-        GuardedApp {
-            inner: Arc::new(inner),
-            tracker,
-        }
+        GuardedApp { inner: Arc::new(inner), tracker }
     }
 }
 
@@ -194,18 +180,15 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             // A stream handed back for reuse is already counted and guarded.
             return self.inner.process_new(stream, shutdown).await;
         }
-        let client = stream
-            .get_socket_digest()
-            .and_then(|digest| digest.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let client =
+            stream.get_socket_digest().and_then(|digest| digest.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         match self.tracker.admit(client) {
             Ok(permit) => {
                 let guarded = GuardedStream::new(stream, self.tracker.limits(), permit);
                 self.inner.process_new(Box::new(guarded), shutdown).await
             }
             Err(refusal) => {
-                metrics::CONNECTIONS_REFUSED
-                    .with_label_values(&[refusal.as_str()])
-                    .inc();
+                metrics::CONNECTIONS_REFUSED.with_label_values(&[refusal.as_str()]).inc();
                 refuse(stream).await;
                 None
             }
@@ -235,10 +218,7 @@ async fn refuse(mut stream: Stream) {
     Shutdown::shutdown(stream.as_mut()).await;
     let _ = tokio::time::timeout(Duration::from_millis(200), async {
         let mut sink = [0u8; 4096];
-        while tokio::io::AsyncReadExt::read(&mut stream, &mut sink)
-            .await
-            .is_ok_and(|n| n > 0)
-        {}
+        while tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await.is_ok_and(|n| n > 0) {}
     })
     .await;
 }
@@ -306,11 +286,7 @@ impl GuardedStream {
             "header_timeout" => self.try_answer(cx, "408 Request Timeout"),
             _ => {}
         }
-        let kind = if reason == "header_too_large" {
-            io::ErrorKind::InvalidData
-        } else {
-            io::ErrorKind::TimedOut
-        };
+        let kind = if reason == "header_too_large" { io::ErrorKind::InvalidData } else { io::ErrorKind::TimedOut };
         Poll::Ready(Err(io::Error::new(kind, reason)))
     }
 }

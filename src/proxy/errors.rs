@@ -25,11 +25,7 @@ pub fn classify(error: &Error) -> Option<Failure> {
     use ErrorType::*;
     let etype = error.etype();
     if let HTTPStatus(code) = etype {
-        return Some(Failure {
-            status: *code,
-            error: "error",
-            message: "The request could not be served.",
-        });
+        return Some(Failure { status: *code, error: "error", message: "The request could not be served." });
     }
     match error.esource() {
         ErrorSource::Upstream => Some(match etype {
@@ -46,23 +42,15 @@ pub fn classify(error: &Error) -> Option<Failure> {
         }),
         // A client that stops sending its body mid-way: 408, the client's fault, not ours.
         ErrorSource::Downstream | ErrorSource::Internal | ErrorSource::Unset if matches!(etype, ReadTimedout) => {
-            Some(Failure {
-                status: 408,
-                error: "request_timeout",
-                message: "The request body arrived too slowly.",
-            })
+            Some(Failure { status: 408, error: "request_timeout", message: "The request body arrived too slowly." })
         }
         ErrorSource::Downstream if matches!(etype, WriteError | ReadError | ConnectionClosed | WriteTimedout) => None,
-        ErrorSource::Downstream => Some(Failure {
-            status: 400,
-            error: "bad_request",
-            message: "The request could not be read.",
-        }),
-        ErrorSource::Internal | ErrorSource::Unset => Some(Failure {
-            status: 500,
-            error: "internal_error",
-            message: "The request could not be served.",
-        }),
+        ErrorSource::Downstream => {
+            Some(Failure { status: 400, error: "bad_request", message: "The request could not be read." })
+        }
+        ErrorSource::Internal | ErrorSource::Unset => {
+            Some(Failure { status: 500, error: "internal_error", message: "The request could not be served." })
+        }
     }
 }
 
@@ -91,10 +79,7 @@ pub async fn fail_to_proxy(session: &mut Session, error: &Error) -> FailToProxy 
         metrics::UPSTREAM_ERRORS.with_label_values(&[kind]).inc();
     }
     let Some(failure) = classify(error) else {
-        return FailToProxy {
-            error_code: 0,
-            can_reuse_downstream: false,
-        };
+        return FailToProxy { error_code: 0, can_reuse_downstream: false };
     };
     if session.response_written().is_none() {
         session.set_keepalive(None);
@@ -102,10 +87,7 @@ pub async fn fail_to_proxy(session: &mut Session, error: &Error) -> FailToProxy 
             tracing::debug!(%write_error, "could not answer a failed request");
         }
     }
-    FailToProxy {
-        error_code: failure.status,
-        can_reuse_downstream: false,
-    }
+    FailToProxy { error_code: failure.status, can_reuse_downstream: false }
 }
 
 async fn write(session: &mut Session, failure: &Failure) -> pingora::Result<()> {
@@ -123,10 +105,7 @@ async fn write(session: &mut Session, failure: &Failure) -> pingora::Result<()> 
 /// `?email=…&password=…` or an API call carrying `?token=…` must not be logged.
 pub fn request_summary(session: &Session) -> String {
     let header = session.req_header();
-    let host = header
-        .headers
-        .get(http::header::HOST)
-        .map(|h| String::from_utf8_lossy(h.as_bytes()));
+    let host = header.headers.get(http::header::HOST).map(|h| String::from_utf8_lossy(h.as_bytes()));
     format!(
         "{} {}, Host: {}",
         header.method.as_str(),
@@ -158,24 +137,15 @@ mod tests {
         assert_eq!(classify(&up(ErrorType::ConnectTimedout)).map(|f| f.status), Some(504));
         assert_eq!(classify(&up(ErrorType::ReadTimedout)).map(|f| f.status), Some(504));
         // The body read timeout of a protected route surfaces unset or downstream.
-        assert_eq!(
-            classify(&Error::new(ErrorType::ReadTimedout)).map(|f| f.status),
-            Some(408)
-        );
+        assert_eq!(classify(&Error::new(ErrorType::ReadTimedout)).map(|f| f.status), Some(408));
         let mut down = Error::new(ErrorType::ReadTimedout);
         down.as_down();
         assert_eq!(classify(&down).map(|f| f.status), Some(408));
         let mut gone = Error::new(ErrorType::ConnectionClosed);
         gone.as_down();
         assert_eq!(classify(&gone), None);
-        assert_eq!(
-            classify(&Error::new(ErrorType::HTTPStatus(413))).map(|f| f.status),
-            Some(413)
-        );
-        assert_eq!(
-            upstream_error_kind(&up(ErrorType::ConnectRefused)),
-            Some("connect_refused")
-        );
+        assert_eq!(classify(&Error::new(ErrorType::HTTPStatus(413))).map(|f| f.status), Some(413));
+        assert_eq!(upstream_error_kind(&up(ErrorType::ConnectRefused)), Some("connect_refused"));
         assert_eq!(upstream_error_kind(&Error::new(ErrorType::ConnectRefused)), None);
     }
 

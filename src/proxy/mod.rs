@@ -272,12 +272,8 @@ async fn read_bounded_body(session: &mut Session, limit: usize) -> Result<BodyRe
 /// Clients must not be able to forge the headers the app trusts from us — nor their underscore spellings, which
 /// CGI, Rack and WSGI servers map to the same `HTTP_X_STUFFGATE_*` variable.
 fn strip_spoofed_headers(request: &mut RequestHeader) {
-    let spoofed: Vec<http::HeaderName> = request
-        .headers
-        .keys()
-        .filter(|name| is_reserved_header(name.as_str()))
-        .cloned()
-        .collect();
+    let spoofed: Vec<http::HeaderName> =
+        request.headers.keys().filter(|name| is_reserved_header(name.as_str())).cloned().collect();
     for name in spoofed {
         request.remove_header(&name);
     }
@@ -286,10 +282,7 @@ fn strip_spoofed_headers(request: &mut RequestHeader) {
 /// Whether `name` (lower case, as `http` stores it) reads `x-stuffgate-…` once `_` is taken for `-`.
 fn is_reserved_header(name: &str) -> bool {
     name.len() >= HEADER_PREFIX.len()
-        && name
-            .bytes()
-            .zip(HEADER_PREFIX.bytes())
-            .all(|(got, want)| got == want || (got == b'_' && want == b'-'))
+        && name.bytes().zip(HEADER_PREFIX.bytes()).all(|(got, want)| got == want || (got == b'_' && want == b'-'))
 }
 
 #[cfg(test)]

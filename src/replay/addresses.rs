@@ -18,12 +18,7 @@ const MIN_DRAWS: u64 = 2_000_000;
 #[derive(Debug, thiserror::Error)]
 pub enum AddressError {
     #[error("found only {found} of {wanted} addresses for {country} in the GeoIP database after {draws} draws; name a larger country or fewer addresses")]
-    Scarce {
-        country: CountryCode,
-        wanted: u32,
-        found: u32,
-        draws: u64,
-    },
+    Scarce { country: CountryCode, wanted: u32, found: u32, draws: u64 },
     #[error("the scenario names countries but no GeoIP database is loaded: pass --geoip FILE (the shipped one is geoip/country.mmdb)")]
     NoDatabase,
 }
@@ -47,7 +42,12 @@ fn usable(ip: Ipv4Addr) -> bool {
 
 /// Draw `pool.count` distinct addresses, spread over the pool's countries by weight. `used` keeps addresses
 /// distinct across actors.
-pub fn draw(pool: &AddressPool, rng: &mut Rng, geo: Option<&GeoDb>, used: &mut HashSet<Ipv4Addr>) -> Result<Vec<IpAddr>, AddressError> {
+pub fn draw(
+    pool: &AddressPool,
+    rng: &mut Rng,
+    geo: Option<&GeoDb>,
+    used: &mut HashSet<Ipv4Addr>,
+) -> Result<Vec<IpAddr>, AddressError> {
     let mut out = Vec::with_capacity(pool.count as usize);
     if pool.countries.is_empty() {
         let mut draws = 0u64;
@@ -66,12 +66,7 @@ pub fn draw(pool: &AddressPool, rng: &mut Rng, geo: Option<&GeoDb>, used: &mut H
         let (mut found, mut draws) = (0u32, 0u64);
         while found < wanted {
             if draws >= limit {
-                return Err(AddressError::Scarce {
-                    country,
-                    wanted,
-                    found,
-                    draws,
-                });
+                return Err(AddressError::Scarce { country, wanted, found, draws });
             }
             draws += 1;
             let ip = Ipv4Addr::from(rng.next_u32());
@@ -124,10 +119,7 @@ mod tests {
 
     #[test]
     fn weights_split_the_count_exactly() {
-        let pool = AddressPool {
-            count: 10,
-            countries: vec![(code("CN"), 2), (code("US"), 1)],
-        };
+        let pool = AddressPool { count: 10, countries: vec![(code("CN"), 2), (code("US"), 1)] };
         let split = split(&pool);
         assert_eq!(split.iter().map(|s| s.1).sum::<u32>(), 10);
         assert_eq!(split[0], (code("CN"), 7));
@@ -137,10 +129,7 @@ mod tests {
     fn addresses_land_in_the_wanted_country_and_are_distinct() {
         let Some(path) = default_geoip_path() else { return };
         let geo = GeoDb::open(&path, None).unwrap();
-        let pool = AddressPool {
-            count: 50,
-            countries: vec![(code("JP"), 1), (code("BR"), 1)],
-        };
+        let pool = AddressPool { count: 50, countries: vec![(code("JP"), 1), (code("BR"), 1)] };
         let mut used = HashSet::new();
         let ips = draw(&pool, &mut Rng::new(3), Some(&geo), &mut used).unwrap();
         assert_eq!(ips.len(), 50);

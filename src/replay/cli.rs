@@ -117,7 +117,8 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
             bail!("give the gateway with --target http://127.0.0.1:PORT, or run --offline --policy FILE");
         };
         let target = Target::parse(target).map_err(anyhow::Error::msg)?;
-        let upstream_stats = Some(args.upstream_stats.clone().unwrap_or_else(|| format!("{}/__demo/stats", target.url)));
+        let upstream_stats =
+            Some(args.upstream_stats.clone().unwrap_or_else(|| format!("{}/__demo/stats", target.url)));
         let options = OnlineOptions {
             target,
             speed,
@@ -165,9 +166,10 @@ fn offline_options(args: &ReplayArgs) -> anyhow::Result<OfflineOptions> {
             max_tracked_keys: gateway.max_tracked_keys,
         });
     }
-    let shipped_filter = [PathBuf::from(SHIPPED_PASSWORD_FILTER), Path::new(env!("CARGO_MANIFEST_DIR")).join(SHIPPED_PASSWORD_FILTER)]
-        .into_iter()
-        .find(|p| p.exists());
+    let shipped_filter =
+        [PathBuf::from(SHIPPED_PASSWORD_FILTER), Path::new(env!("CARGO_MANIFEST_DIR")).join(SHIPPED_PASSWORD_FILTER)]
+            .into_iter()
+            .find(|p| p.exists());
     Ok(OfflineOptions {
         policy_files: policy_files(&args.policy)?,
         geoip: args.geoip.clone().or_else(super::addresses::default_geoip_path),
@@ -187,7 +189,8 @@ fn policy_files(given: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         return Ok(vec![local]);
     }
     let path = std::env::temp_dir().join(format!("stuffgate-replay-policy-{}.toml", std::process::id()));
-    std::fs::write(&path, EMBEDDED_DEFAULT_POLICY).with_context(|| format!("writing the built-in policy to {}", path.display()))?;
+    std::fs::write(&path, EMBEDDED_DEFAULT_POLICY)
+        .with_context(|| format!("writing the built-in policy to {}", path.display()))?;
     Ok(vec![path])
 }
 
@@ -307,7 +310,8 @@ pub fn run_demo(scenario_name: &str, policy: Option<&Path>, users: usize) -> any
         progress: std::io::stderr().is_terminal(),
         upstream_stats: Some(format!("http://127.0.0.1:{api}/__demo/stats")),
     };
-    let report = online_report(&schedule, &options).with_context(|| format!("the demo gateway's log: {}", log_path.display()))?;
+    let report = online_report(&schedule, &options)
+        .with_context(|| format!("the demo gateway's log: {}", log_path.display()))?;
     drop(child);
     // The log holds one decision line per request; it is kept only when something went wrong.
     if report.totals.errors == 0 {

@@ -15,11 +15,7 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram {
-            counts: vec![0; BUCKETS],
-            total: 0,
-            max: 0,
-        }
+        Histogram { counts: vec![0; BUCKETS], total: 0, max: 0 }
     }
 }
 

@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 
 use super::report::{human_duration, thousands, Report};
 
-const COLOURS: [(&str, &str); 4] = [("forwarded", "#3f8f5f"), ("blocked", "#c8453c"), ("invalid", "#e0a030"), ("error", "#888888")];
+const COLOURS: [(&str, &str); 4] =
+    [("forwarded", "#3f8f5f"), ("blocked", "#c8453c"), ("invalid", "#e0a030"), ("error", "#888888")];
 
 fn esc(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -18,7 +19,8 @@ fn timeline_svg(report: &Report) -> String {
     let plot_w = w - left - 10.0;
     let plot_h = h - bottom - top;
     let bar_w = plot_w / buckets.len().max(1) as f64;
-    let mut svg = format!(r#"<svg viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="decisions over time">"#);
+    let mut svg =
+        format!(r#"<svg viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="decisions over time">"#);
     for i in 0..=4 {
         let y = top + plot_h * (1.0 - i as f64 / 4.0);
         let value = peak * i as f64 / 4.0;
@@ -54,7 +56,12 @@ fn timeline_svg(report: &Report) -> String {
     for i in 0..=ticks {
         let x = left + plot_w * i as f64 / ticks as f64;
         let t = report.virtual_seconds * i as f64 / ticks as f64;
-        let _ = write!(svg, r#"<text x="{x:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"#, h - 10.0, human_duration(t));
+        let _ = write!(
+            svg,
+            r#"<text x="{x:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"#,
+            h - 10.0,
+            human_duration(t)
+        );
     }
     svg.push_str("</svg>");
     svg
@@ -66,7 +73,8 @@ fn actors_svg(report: &Report) -> String {
     let (w, left, right) = (900.0, 200.0, 90.0);
     let h = row * report.actors.len() as f64 + 10.0;
     let plot_w = w - left - right;
-    let mut svg = format!(r#"<svg viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="verdicts per actor">"#);
+    let mut svg =
+        format!(r#"<svg viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="verdicts per actor">"#);
     for (i, a) in report.actors.iter().enumerate() {
         let y = 5.0 + i as f64 * row;
         let _ = write!(
@@ -94,7 +102,13 @@ fn actors_svg(report: &Report) -> String {
             );
             x += bw;
         }
-        let _ = write!(svg, r#"<text x="{:.1}" y="{:.1}" font-size="12">{}</text>"#, w - right + 6.0, y + 15.0, thousands(a.counts.sent));
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" font-size="12">{}</text>"#,
+            w - right + 6.0,
+            y + 15.0,
+            thousands(a.counts.sent)
+        );
     }
     svg.push_str("</svg>");
     svg

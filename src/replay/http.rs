@@ -30,7 +30,8 @@ impl Target {
         if host.is_empty() {
             return Err(format!("`{url}` names no host"));
         }
-        let with_port = if host.contains(':') && !host.ends_with(']') { host.to_string() } else { format!("{host}:80") };
+        let with_port =
+            if host.contains(':') && !host.ends_with(']') { host.to_string() } else { format!("{host}:80") };
         let addr = with_port
             .to_socket_addrs()
             .map_err(|e| format!("`{host}` does not resolve: {e}"))?
@@ -38,11 +39,7 @@ impl Target {
             .ok_or_else(|| {
                 format!("`{host}` is not a loopback address: replays and load runs only target this machine (127.0.0.1 / ::1)")
             })?;
-        Ok(Target {
-            addr,
-            host: host.to_string(),
-            url: format!("http://{host}"),
-        })
+        Ok(Target { addr, host: host.to_string(), url: format!("http://{host}") })
     }
 }
 
@@ -66,18 +63,18 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(target: Target, timeout: Duration) -> Conn {
-        Conn {
-            target,
-            stream: None,
-            buf: Vec::with_capacity(8192),
-            head: Vec::with_capacity(512),
-            timeout,
-        }
+        Conn { target, stream: None, buf: Vec::with_capacity(8192), head: Vec::with_capacity(512), timeout }
     }
 
     /// Send one request and read its answer. A kept-alive connection the server closed meanwhile is reopened
     /// once, when not a byte of the answer had arrived.
-    pub async fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Response> {
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<Response> {
         let reused = self.stream.is_some();
         match tokio::time::timeout(self.timeout, self.attempt(method, path, headers, body)).await {
             Ok(Ok(r)) => Ok(r),
@@ -102,7 +99,13 @@ impl Conn {
         }
     }
 
-    async fn attempt(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Response> {
+    async fn attempt(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<Response> {
         if self.stream.is_none() {
             let stream = TcpStream::connect(self.target.addr).await?;
             stream.set_nodelay(true)?;
@@ -181,7 +184,8 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>, head_only: boo
         let nothing_yet = buf.is_empty();
         fill(stream, buf, nothing_yet).await?;
     };
-    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "response head is not text"))?;
+    let head = std::str::from_utf8(&buf[..head_end])
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "response head is not text"))?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
     let mut parts = status_line.split(' ');
@@ -190,10 +194,7 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>, head_only: boo
         .next()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad status line `{status_line}`")))?;
-    let mut response = Response {
-        status,
-        ..Response::default()
-    };
+    let mut response = Response { status, ..Response::default() };
     let mut length: Option<usize> = None;
     let mut chunked = false;
     let mut close = version == "HTTP/1.0";
@@ -225,8 +226,10 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>, head_only: boo
                 }
                 fill(stream, buf, false).await?;
             };
-            let size_text = std::str::from_utf8(&buf[..line_end]).unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
-            let size = usize::from_str_radix(&size_text, 16).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
+            let size_text =
+                std::str::from_utf8(&buf[..line_end]).unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
+            let size = usize::from_str_radix(&size_text, 16)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
             buf.drain(..line_end + 2);
             if size == 0 {
                 // Trailers end with an empty line.
@@ -282,7 +285,8 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>, head_only: boo
 /// GET a URL on loopback and return its body when the answer is 200 (for `/__demo/stats` and `/healthz`).
 pub async fn get(url: &str, timeout: Duration) -> Option<Vec<u8>> {
     let target = Target::parse(url).ok()?;
-    let path = url.strip_prefix("http://").and_then(|r| r.find('/').map(|i| r[i..].to_string())).unwrap_or_else(|| "/".into());
+    let path =
+        url.strip_prefix("http://").and_then(|r| r.find('/').map(|i| r[i..].to_string())).unwrap_or_else(|| "/".into());
     let mut conn = Conn::new(target, timeout);
     let response = conn.request("GET", &path, &[("connection", "close")], b"").await.ok()?;
     (response.status == 200).then_some(response.body)

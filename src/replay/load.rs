@@ -116,7 +116,10 @@ fn login_body(rng: &mut Rng, accounts: u32, valid_ratio: f64, out: &mut String) 
 }
 
 pub fn run(options: &LoadOptions) -> anyhow::Result<LoadReport> {
-    anyhow::ensure!(options.duration > Duration::ZERO && options.duration <= Duration::from_secs(3600), "--duration must be between 1s and 1h");
+    anyhow::ensure!(
+        options.duration > Duration::ZERO && options.duration <= Duration::from_secs(3600),
+        "--duration must be between 1s and 1h"
+    );
     anyhow::ensure!((1..=4096).contains(&options.connections), "--connections must be 1..=4096");
     if let Some(rate) = options.rate {
         anyhow::ensure!(rate > 0.0 && rate <= 10_000_000.0, "--rate must be between 0 and 10,000,000 requests/s");
@@ -188,11 +191,7 @@ pub fn run(options: &LoadOptions) -> anyhow::Result<LoadReport> {
                     let headers = [("content-type", "application/json"), ("x-forwarded-for", ip.as_str())];
                     let answer = match conn.request("POST", Endpoint::Login.path(), &headers, body.as_bytes()).await {
                         Ok(response) => classify(&response, Endpoint::Login),
-                        Err(_) => super::schedule::Answer {
-                            verdict: Verdict::Error,
-                            status: 0,
-                            token: None,
-                        },
+                        Err(_) => super::schedule::Answer { verdict: Verdict::Error, status: 0, token: None },
                     };
                     histogram.record(began.elapsed().as_micros() as u64);
                     counts[answer.verdict.index()] += 1;

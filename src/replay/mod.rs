@@ -43,16 +43,19 @@ use crate::geoip::GeoDb;
 
 /// Open the GeoIP database a scenario needs (none when no actor names a country).
 pub fn geo_for(scenario: &Scenario, path: Option<&Path>) -> anyhow::Result<Option<GeoDb>> {
-    let needs = scenario.actors.iter().any(|a| {
-        !a.pool.countries.is_empty() || matches!(a.params, scenario::Params::Traveller { .. })
-    });
+    let needs = scenario
+        .actors
+        .iter()
+        .any(|a| !a.pool.countries.is_empty() || matches!(a.params, scenario::Params::Traveller { .. }));
     if !needs {
         return Ok(None);
     }
     let path = match path {
         Some(p) => p.to_path_buf(),
         None => addresses::default_geoip_path().ok_or_else(|| {
-            anyhow::anyhow!("the scenario names countries; pass --geoip FILE (the shipped geoip/country.mmdb was not found)")
+            anyhow::anyhow!(
+                "the scenario names countries; pass --geoip FILE (the shipped geoip/country.mmdb was not found)"
+            )
         })?,
     };
     Ok(Some(GeoDb::open(&path, None)?))
@@ -92,7 +95,10 @@ pub fn online_report(schedule: &Arc<Schedule>, options: &online::OnlineOptions) 
         }
     }
     if run.cut_short {
-        notes.push(format!("stopped at the time limit ({:.0} s) before the schedule was done", options.max_time.as_secs_f64()));
+        notes.push(format!(
+            "stopped at the time limit ({:.0} s) before the schedule was done",
+            options.max_time.as_secs_f64()
+        ));
     }
     if let Some(users) = before_users {
         let needed = schedule.accounts as u64 + crate::demo_api::NAMED_USERS.len() as u64;

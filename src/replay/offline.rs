@@ -14,9 +14,9 @@ use crate::config::CompileEnv;
 use crate::defense::{Decision, Mode};
 use crate::engine::{self, InMemory};
 
-use bytes::Bytes;
 use crate::geoip::SharedGeoDb;
 use crate::reload::PolicyHandle;
+use bytes::Bytes;
 
 use super::report::Tally;
 use super::schedule::{follow_ups, Answer, Endpoint, Event, Schedule, Verdict};
@@ -106,15 +106,22 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
                 // The runner sends follow-ups' tokens as `Authorization: Bearer …`; session limits key on that.
                 let mut headers = http::HeaderMap::with_capacity(2);
                 headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-                if let Some(value) = event.bearer.as_deref().and_then(|t| http::HeaderValue::try_from(format!("Bearer {t}")).ok()) {
+                if let Some(value) =
+                    event.bearer.as_deref().and_then(|t| http::HeaderValue::try_from(format!("Bearer {t}")).ok())
+                {
                     headers.insert(http::header::AUTHORIZATION, value);
                 }
-                let mut request = InMemory { ip: event.ip, headers, body: Bytes::copy_from_slice(event.body.as_bytes()) };
+                let mut request =
+                    InMemory { ip: event.ip, headers, body: Bytes::copy_from_slice(event.body.as_bytes()) };
                 let Ok(judged) = engine::decide_now(route, env, &mut request, now);
                 flagged = would_block(&judged.decision);
                 match judged.verdict() {
-                    crate::defense::Verdict::Block { status, .. } => Answer { verdict: Verdict::Blocked, status, token: None },
-                    crate::defense::Verdict::Challenge => Answer { verdict: Verdict::Blocked, status: 428, token: None },
+                    crate::defense::Verdict::Block { status, .. } => {
+                        Answer { verdict: Verdict::Blocked, status, token: None }
+                    }
+                    crate::defense::Verdict::Challenge => {
+                        Answer { verdict: Verdict::Blocked, status: 428, token: None }
+                    }
                     crate::defense::Verdict::Invalid(problem) => {
                         Answer { verdict: Verdict::Invalid, status: problem.status(), token: None }
                     }
@@ -138,11 +145,7 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
             break;
         }
     }
-    Ok(OfflineRun {
-        tally,
-        processed,
-        elapsed: started.elapsed(),
-    })
+    Ok(OfflineRun { tally, processed, elapsed: started.elapsed() })
 }
 
 /// An observe-mode defense wanted to block.
@@ -159,12 +162,12 @@ fn upstream(event: &Event) -> Answer {
         Endpoint::Login => (401, None),
         Endpoint::Reset => (200, None),
         Endpoint::Signup => (201, None),
-        Endpoint::Topup if event.bearer.is_some() && (1..=crate::demo_api::MAX_TOPUP_YEN as u64).contains(&event.amount) => (200, None),
+        Endpoint::Topup
+            if event.bearer.is_some() && (1..=crate::demo_api::MAX_TOPUP_YEN as u64).contains(&event.amount) =>
+        {
+            (200, None)
+        }
         Endpoint::Topup => (400, None),
     };
-    Answer {
-        verdict: Verdict::Forwarded,
-        status,
-        token,
-    }
+    Answer { verdict: Verdict::Forwarded, status, token }
 }

@@ -152,11 +152,7 @@ pub fn classify(response: &Response, endpoint: Endpoint) -> Answer {
         .then(|| serde_json::from_slice::<serde_json::Value>(&response.body).ok())
         .flatten()
         .and_then(|v| v.get("token").and_then(|t| t.as_str()).map(|t| t.to_string().into_boxed_str()));
-    Answer {
-        verdict,
-        status: response.status,
-        token,
-    }
+    Answer { verdict, status: response.status, token }
 }
 
 async fn send(conn: &mut Conn, event: &Event, ip: &str, bearer: Option<&str>) -> Answer {
@@ -168,11 +164,7 @@ async fn send(conn: &mut Conn, event: &Event, ip: &str, bearer: Option<&str>) ->
     }
     match conn.request("POST", event.endpoint.path(), &headers, event.body.as_bytes()).await {
         Ok(response) => classify(&response, event.endpoint),
-        Err(_) => Answer {
-            verdict: Verdict::Error,
-            status: 0,
-            token: None,
-        },
+        Err(_) => Answer { verdict: Verdict::Error, status: 0, token: None },
     }
 }
 
@@ -235,9 +227,11 @@ async fn run_async(schedule: Arc<Schedule>, options: &OnlineOptions) -> anyhow::
     let progress = if options.progress {
         let bar = indicatif::ProgressBar::new(schedule.events.len() as u64);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} requests  {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} requests  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         bar.enable_steady_tick(Duration::from_millis(200));
         Some(bar)

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::histogram::Histogram;
-use super::schedule::{secs, ActorInfo, Answer, Endpoint, Event, Schedule, Verdict, NO_ACCOUNT, NO_VISIT};
 use super::scenario::ActorKind;
+use super::schedule::{secs, ActorInfo, Answer, Endpoint, Event, Schedule, Verdict, NO_ACCOUNT, NO_VISIT};
 
 /// Timeline buckets across the scenario's virtual duration.
 pub const TIMELINE_BUCKETS: usize = 60;
@@ -367,10 +367,7 @@ impl Report {
             actors,
             upstream: info.upstream,
             statuses: tally.statuses.clone(),
-            timeline: Timeline {
-                bucket_seconds: secs(tally.bucket),
-                buckets: tally.timeline.clone(),
-            },
+            timeline: Timeline { bucket_seconds: secs(tally.bucket), buckets: tally.timeline.clone() },
             notes: info.notes,
         }
     }
@@ -378,7 +375,8 @@ impl Report {
     /// The operator's terminal view.
     pub fn render_text(&self) -> String {
         let mut out = String::new();
-        let speed = if self.speed == 0.0 { "as fast as possible".to_string() } else { format!("×{}", trim_float(self.speed)) };
+        let speed =
+            if self.speed == 0.0 { "as fast as possible".to_string() } else { format!("×{}", trim_float(self.speed)) };
         let against = match (&self.target, &self.policy) {
             (Some(t), _) => format!("online against {t}"),
             (None, Some(p)) => format!("offline through the engine with {p}"),
@@ -393,7 +391,11 @@ impl Report {
             self.wall_seconds,
             if self.mode == "offline" { " of computing" } else { "" },
         );
-        let mut line = format!("  {} requests, {}/s", thousands(self.totals.sent), thousands(self.requests_per_second.round() as u64));
+        let mut line = format!(
+            "  {} requests, {}/s",
+            thousands(self.totals.sent),
+            thousands(self.requests_per_second.round() as u64)
+        );
         if let Some(l) = &self.latency {
             let _ = write!(line, "; latency p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms", l.p50_ms, l.p99_ms, l.max_ms);
         }
@@ -478,7 +480,11 @@ impl Report {
         );
         if let Some(flagged) = self.totals.flagged_in_observe {
             if flagged > 0 {
-                let _ = writeln!(out, "  observe mode: {} requests would have been blocked in enforce mode", thousands(flagged));
+                let _ = writeln!(
+                    out,
+                    "  observe mode: {} requests would have been blocked in enforce mode",
+                    thousands(flagged)
+                );
             }
         }
         if let Some(u) = &self.upstream {
@@ -502,7 +508,13 @@ impl Report {
 
 fn outcome_text(a: &ActorReport) -> String {
     if let Some(l) = &a.legit {
-        return format!("got in {}/{} ({:.1}%), blocked {}", thousands(l.got_in), thousands(l.visits), l.got_in_percent, thousands(l.blocked_never_in));
+        return format!(
+            "got in {}/{} ({:.1}%), blocked {}",
+            thousands(l.got_in),
+            thousands(l.visits),
+            l.got_in_percent,
+            thousands(l.blocked_never_in)
+        );
     }
     let h = &a.harm;
     let mut parts = Vec::new();
@@ -513,7 +525,9 @@ fn outcome_text(a: &ActorReport) -> String {
                 parts.push(format!("¥{} topped up", thousands(h.fraudulent_topup_yen)));
             }
         }
-        ActorKind::ResetHijacker => parts.push(format!("{} reset links sent to the attacker", thousands(h.reset_links_sent_elsewhere))),
+        ActorKind::ResetHijacker => {
+            parts.push(format!("{} reset links sent to the attacker", thousands(h.reset_links_sent_elsewhere)))
+        }
         ActorKind::SignupFarmer => parts.push(format!("{} fake accounts created", thousands(h.fake_signups))),
         ActorKind::Setup => parts.push(format!("{} accounts signed up", thousands(a.counts.forwarded))),
         _ => {}

@@ -11,7 +11,8 @@ impl Rng {
 
     /// An independent stream for `(seed, stream)`: changing one actor does not shift another's draws.
     pub fn derive(seed: u64, stream: u64, purpose: u64) -> Rng {
-        let mut r = Rng(seed ^ stream.wrapping_mul(0xA24B_AED4_963E_E407) ^ purpose.wrapping_mul(0x9FB2_1C65_1E98_DF25));
+        let mut r =
+            Rng(seed ^ stream.wrapping_mul(0xA24B_AED4_963E_E407) ^ purpose.wrapping_mul(0x9FB2_1C65_1E98_DF25));
         r.next_u64();
         r
     }
@@ -67,9 +68,24 @@ mod tests {
 
     #[test]
     fn streams_are_reproducible_and_distinct() {
-        let a: Vec<u64> = (0..4).map({ let mut r = Rng::derive(7, 1, 0); move |_| r.next_u64() }).collect();
-        let b: Vec<u64> = (0..4).map({ let mut r = Rng::derive(7, 1, 0); move |_| r.next_u64() }).collect();
-        let c: Vec<u64> = (0..4).map({ let mut r = Rng::derive(7, 2, 0); move |_| r.next_u64() }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::derive(7, 1, 0);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::derive(7, 1, 0);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let c: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::derive(7, 2, 0);
+                move |_| r.next_u64()
+            })
+            .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
         let mut r = Rng::new(1);

@@ -227,7 +227,10 @@ pub enum Params {
     },
     /// Ordinary users (`legit`, each on an address of their own unless `addresses` says fewer) and users behind
     /// carrier-grade NAT (`nat`, many users on a few addresses).
-    Users { users: u32, habits: Habits },
+    Users {
+        users: u32,
+        habits: Habits,
+    },
     Traveller {
         users: u32,
         home: AddressPool,
@@ -369,14 +372,26 @@ type ActorError = (&'static str, String);
 
 fn allowed_keys(kind: ActorKind) -> &'static [&'static str] {
     match kind {
-        ActorKind::Stuffer => &["addresses", "countries", "pace", "attempts_per_address", "valid_ratio", "known_account_ratio", "cashout"],
-        ActorKind::Sprayer => &["addresses", "countries", "passwords", "accounts", "valid_ratio", "cashout"],
-        ActorKind::ResetHijacker => {
-            &["addresses", "countries", "pace", "attempts_per_address", "methods", "attacker_domain", "known_account_ratio"]
+        ActorKind::Stuffer => {
+            &["addresses", "countries", "pace", "attempts_per_address", "valid_ratio", "known_account_ratio", "cashout"]
         }
+        ActorKind::Sprayer => &["addresses", "countries", "passwords", "accounts", "valid_ratio", "cashout"],
+        ActorKind::ResetHijacker => &[
+            "addresses",
+            "countries",
+            "pace",
+            "attempts_per_address",
+            "methods",
+            "attacker_domain",
+            "known_account_ratio",
+        ],
         ActorKind::SignupFarmer => &["addresses", "countries", "pace", "attempts_per_address", "domains"],
-        ActorKind::Legit | ActorKind::Nat => &["addresses", "countries", "users", "mistype_ratio", "retries", "retry_after"],
-        ActorKind::Traveller => &["countries", "users", "home", "abroad", "gap", "mistype_ratio", "retries", "retry_after"],
+        ActorKind::Legit | ActorKind::Nat => {
+            &["addresses", "countries", "users", "mistype_ratio", "retries", "retry_after"]
+        }
+        ActorKind::Traveller => {
+            &["countries", "users", "home", "abroad", "gap", "mistype_ratio", "retries", "retry_after"]
+        }
         ActorKind::Setup => &[],
     }
 }
@@ -424,12 +439,20 @@ fn compile_actor(file: &ActorFile, index: usize, scenario_duration: u64) -> Resu
     };
     let attempts = |file: &ActorFile| -> Result<(u32, u32), ActorError> {
         let (lo, hi) = match file.attempts_per_address {
-            None => return Err(("attempts_per_address", format!("a `{}` needs `attempts_per_address`, e.g. 100 or [1, 2]", kind.as_str()))),
+            None => {
+                return Err((
+                    "attempts_per_address",
+                    format!("a `{}` needs `attempts_per_address`, e.g. 100 or [1, 2]", kind.as_str()),
+                ))
+            }
             Some(CountFile::One(n)) => (n, n),
             Some(CountFile::Range([lo, hi])) => (lo, hi),
         };
         if lo == 0 || hi < lo || hi > 100_000 {
-            return Err(("attempts_per_address", "must be a count 1..=100000 or a range [low, high] with low ≤ high".into()));
+            return Err((
+                "attempts_per_address",
+                "must be a count 1..=100000 or a range [low, high] with low ≤ high".into(),
+            ));
         }
         Ok((lo, hi))
     };
@@ -466,11 +489,7 @@ fn compile_actor(file: &ActorFile, index: usize, scenario_duration: u64) -> Resu
             return Err(("cashout", "`amount` must be greater than zero (yen)".into()));
         }
         let within = parse_duration(&c.within).map_err(|m| ("cashout", m))?;
-        Ok(Some(Cashout {
-            topups: c.topups,
-            amount: c.amount,
-            within: nanos(within),
-        }))
+        Ok(Some(Cashout { topups: c.topups, amount: c.amount, within: nanos(within) }))
     };
 
     let start = duration("start", &file.start, 0)?;
@@ -520,7 +539,9 @@ fn compile_actor(file: &ActorFile, index: usize, scenario_duration: u64) -> Resu
         ActorKind::ResetHijacker => {
             let methods = match &file.methods {
                 None => vec![ResetMethod::SendTo],
-                Some(list) if list.is_empty() => return Err(("methods", "name at least one: send_to, email_list".into())),
+                Some(list) if list.is_empty() => {
+                    return Err(("methods", "name at least one: send_to, email_list".into()))
+                }
                 Some(list) => list
                     .iter()
                     .map(|m| match m.as_str() {
@@ -547,36 +568,37 @@ fn compile_actor(file: &ActorFile, index: usize, scenario_duration: u64) -> Resu
         ActorKind::SignupFarmer => {
             let domains = file.domains.clone().unwrap_or_default();
             if domains.is_empty() || domains.iter().any(|d| d.is_empty() || d.contains(['@', ' ', '"'])) {
-                return Err(("domains", "a `signup_farmer` needs `domains`, bare domains such as \"mailinator.com\"".into()));
+                return Err((
+                    "domains",
+                    "a `signup_farmer` needs `domains`, bare domains such as \"mailinator.com\"".into(),
+                ));
             }
-            (
-                Params::SignupFarmer {
-                    attempts: attempts(file)?,
-                    domains,
-                },
-                positive("addresses", file.addresses)?,
-            )
+            (Params::SignupFarmer { attempts: attempts(file)?, domains }, positive("addresses", file.addresses)?)
         }
         ActorKind::Legit | ActorKind::Nat => {
             let users = positive("users", file.users)?;
             let addresses = match (kind, file.addresses) {
-                (ActorKind::Nat, None) => return Err(("addresses", "a `nat` needs `addresses`: how many shared addresses carry its users".into())),
+                (ActorKind::Nat, None) => {
+                    return Err((
+                        "addresses",
+                        "a `nat` needs `addresses`: how many shared addresses carry its users".into(),
+                    ))
+                }
                 (_, Some(0)) => return Err(("addresses", "must be greater than zero".into())),
                 (_, Some(n)) => n.min(users),
                 (_, None) => users,
             };
-            (
-                Params::Users {
-                    users,
-                    habits: habits(file)?,
-                },
-                addresses,
-            )
+            (Params::Users { users, habits: habits(file)? }, addresses)
         }
         ActorKind::Traveller => {
             let users = positive("users", file.users)?;
             let home = match &file.home {
-                None => return Err(("home", "a `traveller` needs `home`, the country of the first login, e.g. \"JP\"".into())),
+                None => {
+                    return Err((
+                        "home",
+                        "a `traveller` needs `home`, the country of the first login, e.g. \"JP\"".into(),
+                    ))
+                }
                 Some(h) => h.parse::<CountryCode>().map_err(|e| ("home", e.to_string()))?,
             };
             if file.countries.is_some() {
@@ -595,17 +617,11 @@ fn compile_actor(file: &ActorFile, index: usize, scenario_duration: u64) -> Resu
                 kind,
                 start,
                 span,
-                pool: AddressPool {
-                    count: users,
-                    countries: abroad,
-                },
+                pool: AddressPool { count: users, countries: abroad },
                 pace: None,
                 params: Params::Traveller {
                     users,
-                    home: AddressPool {
-                        count: users,
-                        countries: vec![(home, 1)],
-                    },
+                    home: AddressPool { count: users, countries: vec![(home, 1)] },
                     gap,
                     habits: habits(file)?,
                 },
@@ -621,12 +637,8 @@ fn compile_actor(file: &ActorFile, index: usize, scenario_duration: u64) -> Resu
         kind,
         start,
         span,
-        pool: AddressPool {
-            count: addresses,
-            countries: pool_countries,
-        },
+        pool: AddressPool { count: addresses, countries: pool_countries },
         pace,
         params,
     })
 }
-

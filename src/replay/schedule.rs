@@ -160,11 +160,14 @@ const SECOND: u64 = 1_000_000_000;
 const MAX_EVENTS: u64 = 50_000_000;
 
 /// Words and domains for made-up accounts that do not exist at the target.
-const NAME_PARTS: &[&str] = &["ka", "to", "mi", "ha", "ru", "shi", "na", "ko", "yu", "ri", "ta", "ke", "li", "wei", "chen", "ana", "jo", "mar", "el", "sa"];
+const NAME_PARTS: &[&str] = &[
+    "ka", "to", "mi", "ha", "ru", "shi", "na", "ko", "yu", "ri", "ta", "ke", "li", "wei", "chen", "ana", "jo", "mar",
+    "el", "sa",
+];
 const MAIL_DOMAINS: &[&str] = &["mail.example", "example.net", "example.org", "inbox.example", "example.jp"];
 const PASSWORD_WORDS: &[&str] = &[
-    "dragon", "sunshine", "monkey", "sakura", "shadow", "master", "tokyo", "baseball", "princess", "football", "letmein",
-    "pokemon", "michael", "summer", "doraemon", "qwerty", "iloveyou", "welcome", "password", "abc123",
+    "dragon", "sunshine", "monkey", "sakura", "shadow", "master", "tokyo", "baseball", "princess", "football",
+    "letmein", "pokemon", "michael", "summer", "doraemon", "qwerty", "iloveyou", "welcome", "password", "abc123",
 ];
 
 fn made_up_name(rng: &mut Rng) -> String {
@@ -268,7 +271,8 @@ pub fn generate(scenario: &Scenario, seed: u64, geo: Option<&GeoDb>) -> Result<S
     }
     // Streams also depend on the scenario's name, so two scenarios run with one seed against one gateway do not
     // reuse each other's addresses (and inherit each other's counters).
-    let seed = seed ^ scenario.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    let seed = seed
+        ^ scenario.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
     // Pass 1: counts per address and the accounts each actor owns (valid pairs, its users).
     let mut accounts = Accounts { next: 0 };
     let mut plans = Vec::with_capacity(scenario.actors.len());
@@ -284,45 +288,25 @@ pub fn generate(scenario: &Scenario, seed: u64, geo: Option<&GeoDb>) -> Result<S
                 let total: u64 = per_address.iter().map(|&n| n as u64).sum();
                 total_events += total;
                 let valid = (total as f64 * valid_ratio).round() as u32;
-                Plan1 {
-                    base: accounts.take(valid),
-                    per_address,
-                    valid,
-                }
+                Plan1 { base: accounts.take(valid), per_address, valid }
             }
             Params::Sprayer { passwords, accounts: targets, valid_ratio, .. } => {
                 let valid = ((*targets as f64 * valid_ratio).round() as u32).min(*targets);
                 total_events += passwords.len() as u64 * *targets as u64 + valid as u64;
-                Plan1 {
-                    base: 0,
-                    per_address: Vec::new(),
-                    valid,
-                }
+                Plan1 { base: 0, per_address: Vec::new(), valid }
             }
             Params::ResetHijacker { attempts, .. } | Params::SignupFarmer { attempts, .. } => {
                 let per_address = per_address(&mut rng, *attempts);
                 total_events += per_address.iter().map(|&n| n as u64).sum::<u64>();
-                Plan1 {
-                    base: 0,
-                    per_address,
-                    valid: 0,
-                }
+                Plan1 { base: 0, per_address, valid: 0 }
             }
             Params::Users { users, .. } => {
                 total_events += *users as u64;
-                Plan1 {
-                    base: accounts.take(*users),
-                    per_address: Vec::new(),
-                    valid: 0,
-                }
+                Plan1 { base: accounts.take(*users), per_address: Vec::new(), valid: 0 }
             }
             Params::Traveller { users, .. } => {
                 total_events += *users as u64 * 2;
-                Plan1 {
-                    base: accounts.take(*users),
-                    per_address: Vec::new(),
-                    valid: 0,
-                }
+                Plan1 { base: accounts.take(*users), per_address: Vec::new(), valid: 0 }
             }
         };
         plans.push(plan);
@@ -342,30 +326,25 @@ pub fn generate(scenario: &Scenario, seed: u64, geo: Option<&GeoDb>) -> Result<S
     for (index, (actor, plan)) in scenario.actors.iter().zip(&plans).enumerate() {
         let actor_id = index as u16;
         let mut rng = Rng::derive(seed, index as u64, 2);
-        let address_error = |source| ScheduleError::Addresses {
-            actor: actor.name.clone(),
-            source,
-        };
-        let pool = addresses::draw(&actor.pool, &mut Rng::derive(seed, index as u64, 3), geo, &mut used).map_err(address_error)?;
-        let event = |at: u64, ip: IpAddr, endpoint: Endpoint, body: Box<str>, account: u32, valid: bool, plan: Plan| Event {
-            at,
-            actor: actor_id,
-            visit: NO_VISIT,
-            ip,
-            endpoint,
-            body,
-            account,
-            valid,
-            amount: 0,
-            bearer: None,
-            plan,
-        };
+        let address_error = |source| ScheduleError::Addresses { actor: actor.name.clone(), source };
+        let pool = addresses::draw(&actor.pool, &mut Rng::derive(seed, index as u64, 3), geo, &mut used)
+            .map_err(address_error)?;
+        let event =
+            |at: u64, ip: IpAddr, endpoint: Endpoint, body: Box<str>, account: u32, valid: bool, plan: Plan| Event {
+                at,
+                actor: actor_id,
+                visit: NO_VISIT,
+                ip,
+                endpoint,
+                body,
+                account,
+                valid,
+                amount: 0,
+                bearer: None,
+                plan,
+            };
         match &actor.params {
-            Params::Stuffer {
-                known_account_ratio,
-                cashout,
-                ..
-            } => {
+            Params::Stuffer { known_account_ratio, cashout, .. } => {
                 let total: u32 = plan.per_address.iter().sum();
                 // The combo list: valid pairs first, then failures (known accounts with stale passwords, and
                 // accounts the target never had), shuffled.
@@ -395,9 +374,7 @@ pub fn generate(scenario: &Scenario, seed: u64, geo: Option<&GeoDb>) -> Result<S
                     }
                 }
             }
-            Params::Sprayer {
-                passwords, accounts: targets, cashout, ..
-            } => {
+            Params::Sprayer { passwords, accounts: targets, cashout, .. } => {
                 // The accounts whose password is on the list belong to users who signed up with it: they sign up
                 // (from their own addresses) as the spray begins, under a setup actor of their own, so the
                 // upstream really holds those pairs. The other targets are harvested accounts that exist.
@@ -409,16 +386,14 @@ pub fn generate(scenario: &Scenario, seed: u64, geo: Option<&GeoDb>) -> Result<S
                     });
                 }
                 let victim_pool = addresses::draw(
-                    &super::scenario::AddressPool {
-                        count: plan.valid,
-                        countries: Vec::new(),
-                    },
+                    &super::scenario::AddressPool { count: plan.valid, countries: Vec::new() },
                     &mut Rng::derive(seed, index as u64, 5),
                     geo,
                     &mut used,
                 )
                 .map_err(address_error)?;
-                let hit_round: Vec<usize> = (0..plan.valid).map(|_| rng.below(passwords.len() as u64) as usize).collect();
+                let hit_round: Vec<usize> =
+                    (0..plan.valid).map(|_| rng.below(passwords.len() as u64) as usize).collect();
                 let mut target_list: Vec<(u32, String)> = Vec::with_capacity(*targets as usize);
                 for (k, &round) in hit_round.iter().enumerate() {
                     let id = synthetic;
@@ -459,12 +434,7 @@ pub fn generate(scenario: &Scenario, seed: u64, geo: Option<&GeoDb>) -> Result<S
                     }
                 }
             }
-            Params::ResetHijacker {
-                methods,
-                attacker_domain,
-                known_account_ratio,
-                ..
-            } => {
+            Params::ResetHijacker { methods, attacker_domain, known_account_ratio, .. } => {
                 let mut k = 0usize;
                 for (address, &count) in plan.per_address.iter().enumerate() {
                     let Some(&ip) = pool.get(address) else { break };
@@ -481,7 +451,15 @@ pub fn generate(scenario: &Scenario, seed: u64, geo: Option<&GeoDb>) -> Result<S
                             ResetMethod::EmailList => json!({ "email": [victim, attacker] }),
                         };
                         k += 1;
-                        events.push(event(at, ip, Endpoint::Reset, body.to_string().into_boxed_str(), account, account != NO_ACCOUNT, Plan::None));
+                        events.push(event(
+                            at,
+                            ip,
+                            Endpoint::Reset,
+                            body.to_string().into_boxed_str(),
+                            account,
+                            account != NO_ACCOUNT,
+                            Plan::None,
+                        ));
                     }
                 }
             }
@@ -492,7 +470,15 @@ pub fn generate(scenario: &Scenario, seed: u64, geo: Option<&GeoDb>) -> Result<S
                         let domain = &domains[rng.below(domains.len() as u64) as usize];
                         let email = format!("{}{}@{domain}", made_up_name(&mut rng), rng.below(1000));
                         let body = json!({ "email": email, "password": made_up_password(&mut rng) });
-                        events.push(event(at, ip, Endpoint::Signup, body.to_string().into_boxed_str(), NO_ACCOUNT, true, Plan::None));
+                        events.push(event(
+                            at,
+                            ip,
+                            Endpoint::Signup,
+                            body.to_string().into_boxed_str(),
+                            NO_ACCOUNT,
+                            true,
+                            Plan::None,
+                        ));
                     }
                 }
             }
@@ -508,11 +494,15 @@ pub fn generate(scenario: &Scenario, seed: u64, geo: Option<&GeoDb>) -> Result<S
                 }
             }
             Params::Traveller { users, home, gap, habits } => {
-                let home_pool = addresses::draw(home, &mut Rng::derive(seed, index as u64, 4), geo, &mut used).map_err(address_error)?;
+                let home_pool = addresses::draw(home, &mut Rng::derive(seed, index as u64, 4), geo, &mut used)
+                    .map_err(address_error)?;
                 for u in 0..*users {
                     let account = plan.base + u;
                     let at = actor.start + rng.below(actor.span.saturating_sub(*gap).max(1));
-                    for (at, ip) in [(at, home_pool[u as usize % home_pool.len().max(1)]), (at + gap, pool[u as usize % pool.len().max(1)])] {
+                    for (at, ip) in [
+                        (at, home_pool[u as usize % home_pool.len().max(1)]),
+                        (at + gap, pool[u as usize % pool.len().max(1)]),
+                    ] {
                         let visit = visit_actor.len() as u32;
                         visit_actor.push(actor_id);
                         events.push(visit_event(&mut rng, actor_id, visit, at, ip, account, habits));
@@ -530,10 +520,7 @@ pub fn generate(scenario: &Scenario, seed: u64, geo: Option<&GeoDb>) -> Result<S
         actors: scenario
             .actors
             .iter()
-            .map(|a| ActorInfo {
-                name: a.name.clone(),
-                kind: a.kind,
-            })
+            .map(|a| ActorInfo { name: a.name.clone(), kind: a.kind })
             .chain(extra_actors)
             .collect(),
         events,
@@ -595,32 +582,17 @@ pub fn follow_ups(event: &Event, answer: &Answer) -> Vec<Event> {
                 })
                 .collect()
         }
-        Plan::Visit {
-            correct,
-            delay,
-            retries,
-            retry_after,
-        } => match correct {
+        Plan::Visit { correct, delay, retries, retry_after } => match correct {
             Some(body) => vec![Event {
                 at: event.at + delay,
                 body: body.clone(),
                 valid: true,
-                plan: Plan::Visit {
-                    correct: None,
-                    delay: *delay,
-                    retries: *retries,
-                    retry_after: *retry_after,
-                },
+                plan: Plan::Visit { correct: None, delay: *delay, retries: *retries, retry_after: *retry_after },
                 ..event.clone()
             }],
             None if answer.verdict == Verdict::Blocked && *retries > 0 => vec![Event {
                 at: event.at + retry_after,
-                plan: Plan::Visit {
-                    correct: None,
-                    delay: *delay,
-                    retries: retries - 1,
-                    retry_after: *retry_after,
-                },
+                plan: Plan::Visit { correct: None, delay: *delay, retries: retries - 1, retry_after: *retry_after },
                 ..event.clone()
             }],
             None => Vec::new(),

@@ -64,7 +64,9 @@ fn same_seed_same_schedule_and_another_seed_another() {
 #[test]
 fn valid_pairs_use_the_demo_passwords_and_failures_do_not() {
     let schedule = generate(&small(), 9, None).unwrap();
-    for event in schedule.events.iter().filter(|e| e.endpoint == Endpoint::Login && e.account < schedule::SYNTHETIC_ACCOUNTS) {
+    for event in
+        schedule.events.iter().filter(|e| e.endpoint == Endpoint::Login && e.account < schedule::SYNTHETIC_ACCOUNTS)
+    {
         let body: serde_json::Value = serde_json::from_str(&event.body).unwrap();
         let works = body["email"] == crate::demo_api::demo_account(event.account as usize)
             && body["password"] == crate::demo_api::demo_password(event.account as usize);
@@ -76,28 +78,18 @@ fn valid_pairs_use_the_demo_passwords_and_failures_do_not() {
 fn a_takeover_cashes_out_with_the_token_and_a_typo_is_corrected() {
     let schedule = generate(&small(), 3, None).unwrap();
     let valid = schedule.events.iter().find(|e| matches!(e.plan, Plan::Cashout(_)) && e.valid).unwrap();
-    let ok = Answer {
-        verdict: Verdict::Forwarded,
-        status: 200,
-        token: Some("tok".into()),
-    };
+    let ok = Answer { verdict: Verdict::Forwarded, status: 200, token: Some("tok".into()) };
     let topups = follow_ups(valid, &ok);
     assert_eq!(topups.len(), 3);
-    assert!(topups.iter().all(|t| t.endpoint == Endpoint::Topup && t.bearer.as_deref() == Some("tok") && t.amount == 30000));
+    assert!(topups
+        .iter()
+        .all(|t| t.endpoint == Endpoint::Topup && t.bearer.as_deref() == Some("tok") && t.amount == 30000));
     assert!(topups.iter().all(|t| t.at > valid.at && t.at < valid.at + 60_000_000_000));
-    let blocked = Answer {
-        verdict: Verdict::Blocked,
-        status: 429,
-        token: None,
-    };
+    let blocked = Answer { verdict: Verdict::Blocked, status: 429, token: None };
     assert!(follow_ups(valid, &blocked).is_empty());
 
     let typo = schedule.events.iter().find(|e| e.visit != NO_VISIT && !e.valid).unwrap();
-    let failed = Answer {
-        verdict: Verdict::Forwarded,
-        status: 401,
-        token: None,
-    };
+    let failed = Answer { verdict: Verdict::Forwarded, status: 401, token: None };
     let retry = follow_ups(typo, &failed);
     assert_eq!(retry.len(), 1);
     assert!(retry[0].valid && retry[0].visit == typo.visit && retry[0].ip == typo.ip);

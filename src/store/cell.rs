@@ -92,13 +92,33 @@ pub(super) struct RecentSet {
 /// One defense's state for one key. Every variant carries its cell id, so a cell is 16 bytes.
 #[derive(Debug)]
 pub(super) enum Cell {
-    Gcra { id: CellId, tat: u64 },
+    Gcra {
+        id: CellId,
+        tat: u64,
+    },
     /// An approximate sliding-window count (current and previous fixed window, weighted by overlap: the technique
     /// Cloudflare describes for its rate limiter) with its penalty.
-    Count { id: CellId, start: u32, current: u16, previous: u16, until: u32, strikes: u8 },
-    Distinct { id: CellId, set: Box<DistinctSet> },
-    Recent { id: CellId, set: Box<RecentSet> },
-    Last { id: CellId, value: u32, until: u32 },
+    Count {
+        id: CellId,
+        start: u32,
+        current: u16,
+        previous: u16,
+        until: u32,
+        strikes: u8,
+    },
+    Distinct {
+        id: CellId,
+        set: Box<DistinctSet>,
+    },
+    Recent {
+        id: CellId,
+        set: Box<RecentSet>,
+    },
+    Last {
+        id: CellId,
+        value: u32,
+        until: u32,
+    },
 }
 
 impl Cell {

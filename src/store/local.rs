@@ -79,10 +79,8 @@ impl LocalStore {
     /// At most `max_keys` records per key kind.
     pub fn new(max_keys: usize) -> LocalStore {
         let per_shard_cap = (max_keys / SHARDS).max(8);
-        let kinds = KeyKind::ALL
-            .iter()
-            .map(|_| (0..SHARDS).map(|_| Mutex::new(HashMap::default())).collect())
-            .collect();
+        let kinds =
+            KeyKind::ALL.iter().map(|_| (0..SHARDS).map(|_| Mutex::new(HashMap::default())).collect()).collect();
         LocalStore { kinds, per_shard_cap }
     }
 
@@ -118,11 +116,8 @@ impl LocalStore {
             }
             Read::Penalty { key, cell } => {
                 let shard = self.shard(&key).lock();
-                let remaining = shard
-                    .get(&key.id)
-                    .and_then(|r| r.cell(cell))
-                    .map(|c| c.penalty_remaining(now))
-                    .unwrap_or(0);
+                let remaining =
+                    shard.get(&key.id).and_then(|r| r.cell(cell)).map(|c| c.penalty_remaining(now)).unwrap_or(0);
                 Reply::Penalty(remaining)
             }
             Read::Contains { key, cell, member } => {
@@ -159,7 +154,8 @@ impl LocalStore {
         let record = shard.entry(key.id).or_default();
         let until = match *write {
             Write::Count { cell: id, rule, .. } => {
-                let cell = record.cell_or(id, || Cell::Count { id, start: 0, current: 0, previous: 0, until: 0, strikes: 0 });
+                let cell =
+                    record.cell_or(id, || Cell::Count { id, start: 0, current: 0, previous: 0, until: 0, strikes: 0 });
                 let keep = cell::count(cell, now, &rule);
                 let penalised = cell.penalty_until();
                 record.penalised = record.penalised.max(penalised);

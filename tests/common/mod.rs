@@ -11,10 +11,7 @@ use std::time::{Duration, Instant};
 use stuffgate::demo_api::{DemoApi, DemoState};
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
 pub fn demo_api() -> DemoApi {
@@ -88,9 +85,7 @@ pub fn recording_upstream(status: u16) -> (SocketAddr, std::sync::mpsc::Receiver
                 let length: usize = text
                     .lines()
                     .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().unwrap_or(0))
+                        l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
                     })
                     .unwrap_or(0);
                 if seen >= head_end + 4 + length {
@@ -143,14 +138,8 @@ impl Gateway {
             .expect("gateway starts");
         let lines = Arc::new(Mutex::new(Vec::new()));
         for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -182,10 +171,7 @@ impl Gateway {
                 std::thread::sleep(Duration::from_millis(100));
                 panic!("gateway exited ({status}); its output:\n{}", self.logs());
             }
-            let admin_ok = client
-                .get(format!("{}/healthz", self.admin))
-                .send()
-                .is_ok_and(|r| r.status() == 200);
+            let admin_ok = client.get(format!("{}/healthz", self.admin)).send().is_ok_and(|r| r.status() == 200);
             let proxy_ok = client.get(format!("{}/", self.url)).send().is_ok();
             if admin_ok && proxy_ok {
                 return;
@@ -197,11 +183,7 @@ impl Gateway {
 
     /// Send SIGHUP (reload) to the gateway process.
     pub fn hangup(&self) {
-        let status = Command::new("kill")
-            .arg("-HUP")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill runs");
+        let status = Command::new("kill").arg("-HUP").arg(self.child.id().to_string()).status().expect("kill runs");
         assert!(status.success());
     }
 
@@ -252,10 +234,7 @@ impl Drop for Gateway {
 }
 
 pub fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client")
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client")
 }
 
 /// True when the answer came from the demo API rather than from the gateway.
