@@ -125,6 +125,8 @@ fn fallback(reads: &[Read], replies: &mut Replies, error: &StoreError) {
         Read::Penalty { .. } => Reply::Penalty(0),
         Read::Contains { .. } => Reply::Contains(false),
         Read::Last { .. } => Reply::Last(None),
+        // A single-use token cannot be checked: refuse it (the client gets a fresh challenge, not a bypass).
+        Read::Claim { .. } => Reply::Claimed(false),
     }));
 }
 

@@ -129,6 +129,24 @@ impl LocalStore {
                 let shard = self.shard(&key).lock();
                 Reply::Last(shard.get(&key.id).and_then(|r| r.cell(cell)).and_then(|c| c.last(now)))
             }
+            Read::Claim { key, cell: id, ttl } => {
+                let mut shard = self.shard(&key).lock();
+                if !shard.contains_key(&key.id) && shard.len() >= self.per_shard_cap {
+                    make_room(&mut shard, self.per_shard_cap, at);
+                }
+                let record = shard.entry(key.id).or_default();
+                let until = secs(now + ttl).max(at + 1);
+                let cell = record.cell_or(id, || Cell::Last { id, value: 0, until: 0 });
+                let Cell::Last { value, until: held_until, .. } = cell else {
+                    return Reply::Claimed(false);
+                };
+                if *value == 1 && at < *held_until {
+                    return Reply::Claimed(false);
+                }
+                (*value, *held_until) = (1, until);
+                record.extend(until);
+                Reply::Claimed(true)
+            }
         }
     }
 
@@ -336,6 +354,18 @@ mod tests {
         }
         assert_eq!(replies[..5], [Reply::Admit; 5]);
         assert_eq!(replies[5], Reply::Wait(12 * S));
+    }
+
+    #[test]
+    fn a_claim_is_granted_once_until_it_expires() {
+        let store = LocalStore::new(1000);
+        let token = key(KeyKind::Challenge, 42);
+        let claim = [Read::Claim { key: token, cell: 2, ttl: 120 * S }];
+        let mut replies = Replies::new();
+        for at in [T0, T0 + S, T0 + 121 * S] {
+            let _ = store.read(&claim, at, &mut replies).now_or_never();
+        }
+        assert_eq!(replies[..], [Reply::Claimed(true), Reply::Claimed(false), Reply::Claimed(true)]);
     }
 
     #[test]

@@ -34,16 +34,19 @@ pub enum KeyKind {
     Password = 3,
     Session = 4,
     Device = 5,
+    /// A challenge token (spent-token records: single use across gateways).
+    Challenge = 6,
 }
 
 impl KeyKind {
-    pub const ALL: [KeyKind; 6] = [
+    pub const ALL: [KeyKind; 7] = [
         KeyKind::Address,
         KeyKind::Account,
         KeyKind::AccountAddress,
         KeyKind::Password,
         KeyKind::Session,
         KeyKind::Device,
+        KeyKind::Challenge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +57,7 @@ impl KeyKind {
             KeyKind::Password => "password",
             KeyKind::Session => "session",
             KeyKind::Device => "device",
+            KeyKind::Challenge => "challenge",
         }
     }
 }
@@ -82,6 +86,9 @@ pub enum Read {
     Contains { key: StateKey, cell: CellId, member: u32 },
     /// The last value set, when set within its keep time.
     Last { key: StateKey, cell: CellId },
+    /// Claim the cell for `ttl` nanoseconds if nobody holds it (SET NX): true for the one caller that got it. Used
+    /// for single-use tokens.
+    Claim { key: StateKey, cell: CellId, ttl: u64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +100,8 @@ pub enum Reply {
     Penalty(u64),
     Contains(bool),
     Last(Option<u32>),
+    /// Whether this read claimed the cell (false: someone already held it).
+    Claimed(bool),
 }
 
 /// A write from an upstream's answer.
@@ -151,7 +160,7 @@ pub type Reads = smallvec::SmallVec<[Read; 8]>;
 pub type Replies = smallvec::SmallVec<[Reply; 8]>;
 
 /// Records by key kind, for gauges.
-pub type KeyCounts = [(KeyKind, usize); 6];
+pub type KeyCounts = [(KeyKind, usize); 7];
 
 pub trait Store: Send + Sync {
     /// Serve one phase's reads, appending one reply per read to `replies`, in order.
