@@ -44,6 +44,10 @@ pub struct Facts {
     pub breach: BreachSignal,
     /// The account logged in successfully from this address recently (see `defense::known_sources`).
     pub known_source: bool,
+    /// The device token, and whether the device is known for the account (see `challenge::facts`).
+    pub device: crate::challenge::DeviceFacts,
+    /// The challenge solution the request carried, if any.
+    pub challenge: crate::challenge::Solution,
 }
 
 /// Who is asking, as keys: owned and small, kept from the decision until the upstream's answer is counted. Raw

@@ -19,6 +19,9 @@ use bytes::Bytes;
 
 use crate::attempt::{normalise_account, Attempt, Credentials, IpKey, Subject};
 use crate::body::{self, BodyProblem};
+use crate::challenge::facts::Presented;
+use crate::challenge::seal::{self, Original};
+use crate::challenge;
 use crate::config::{BadBody, CompileEnv, Route, RouteKind};
 use crate::defense::pipeline::{self, Batch};
 use crate::defense::{known_sources, Decision, Effects, Outcome, Phase, Verdict};
@@ -70,6 +73,11 @@ pub struct Judged {
     pub body_read: bool,
     /// Headers for the upstream request (tags) — see also [`observe`] for the response's.
     pub effects: Effects,
+    /// The challenge to answer with, when the verdict is `Challenge`.
+    pub challenge: Option<challenge::Issued>,
+    /// The body to forward instead of the one read: the original login, unsealed from a challenge page's
+    /// re-submit (the proxy swaps it in and fixes `Content-Type` and `Content-Length`).
+    pub replacement: Option<Original>,
 }
 
 impl Judged {
@@ -150,13 +158,23 @@ pub async fn decide<R: Request>(
         read_phase(env.store.as_ref(), &mut batch, now).await;
         pipeline::judge(&route.slots, &batch, &attempt, now, &mut decision);
     }
-    let mut judged = Judged { subject, decision, body_read: false, effects: Effects::default() };
+    let mut judged = Judged {
+        subject,
+        decision,
+        body_read: false,
+        effects: Effects::default(),
+        challenge: None,
+        replacement: None,
+    };
     if !judged.decision.open() || !route.reads_body() {
         finish(&mut judged);
         return Ok(judged);
     }
 
-    let bytes = match request.read_body(route.max_body_bytes).await? {
+    let facts = route.needs.facts;
+    // A challenge page's re-submit carries the original body sealed, so it is larger than the route's bodies.
+    let limit = if facts.solution { seal::envelope_limit(route.max_body_bytes) } else { route.max_body_bytes };
+    let bytes = match request.read_body(limit).await? {
         BodyRead::Read(bytes) => {
             judged.body_read = true;
             bytes
@@ -167,9 +185,29 @@ pub async fn decide<R: Request>(
         }
     };
     let headers = request.headers();
-    let content_type = headers.get(http::header::CONTENT_TYPE).map(|v| v.as_bytes());
+    let sent_type = headers.get(http::header::CONTENT_TYPE).map(|v| v.as_bytes());
+    let envelope = if facts.solution { seal::detect(sent_type, &bytes) } else { None };
+    let original = match &envelope {
+        None => None,
+        Some(envelope) => match seal::open(&env.challenge.keys, &envelope.token, &envelope.sealed) {
+            Some(original) => Some(original),
+            None => {
+                judged.decision.answered = Some(Verdict::Invalid(BodyProblem::Malformed));
+                return Ok(judged);
+            }
+        },
+    };
+    // The body checks run on the original body, whichever way it came.
+    let (bytes, content_type): (&[u8], Option<&[u8]>) = match &original {
+        Some(original) => (&original.body, original.content_type.as_deref().map(str::as_bytes)),
+        None => (&bytes, sent_type),
+    };
+    if bytes.len() > route.max_body_bytes {
+        judged.decision.answered = Some(Verdict::Invalid(BodyProblem::TooLarge));
+        return Ok(judged);
+    }
     let extracted =
-        body::body_type(content_type, &bytes).and_then(|kind| body::extract(kind, &bytes, route.wanted_fields()));
+        body::body_type(content_type, bytes).and_then(|kind| body::extract(kind, bytes, route.wanted_fields()));
     let fields = match extracted {
         Ok(fields) if fields.account().is_some() || route.account_field.is_none() => fields,
         refused => {
@@ -197,7 +235,6 @@ pub async fn decide<R: Request>(
     if let (true, Some(password)) = (route.needs.fields.password, password) {
         subject.password = Some(env.keys.key(KeyKind::Password, password));
     }
-    let facts = route.needs.facts;
     if let Some(password) = password {
         if let (true, Some(filter)) = (facts.breached_password, &env.breached_passwords) {
             subject.facts.breach.password = filter.load().contains_password_any_case(password);
@@ -212,13 +249,36 @@ pub async fn decide<R: Request>(
     batch.clear();
     let known_source_read = if facts.known_source { known_sources::read(&attempt.subject) } else { None };
     batch.reads.extend(known_source_read);
+    let presented = match &envelope {
+        Some(e) => Some(Presented { token: &e.token, nonce: &e.nonce, signals: Some(&e.signals) }),
+        None => challenge::facts::from_header(headers),
+    };
+    let pending = if facts.device || facts.solution {
+        let subject = &mut attempt.subject;
+        challenge::facts::gather(&env.challenge, &env.keys, &route.name, facts, subject, headers, presented, now, &mut batch.reads)
+    } else {
+        Default::default()
+    };
     batch.gather(&route.slots, Phase::Credentials, &attempt);
     read_phase(env.store.as_ref(), &mut batch, now).await;
     if known_source_read.is_some() {
         attempt.subject.facts.known_source = batch.replies.first() == Some(&Reply::Contains(true));
     }
+    challenge::facts::apply(&pending, &batch.replies, &mut attempt.subject);
     pipeline::judge(&route.slots, &batch, &attempt, now, &mut judged.decision);
     judged.subject = attempt.subject;
+    if judged.decision.answered == Some(Verdict::Challenge) {
+        // A browser gets a page that re-submits the original body, sealed.
+        let accept = headers.get(http::header::ACCEPT).map(|v| v.as_bytes());
+        let to_seal = crate::answer::wants_html(accept).then(|| match &original {
+            Some(original) => original.clone(),
+            None => Original { content_type: sent_type.map(|t| String::from_utf8_lossy(t).into_owned()), body: Bytes::copy_from_slice(bytes) },
+        });
+        let bits = judged.decision.challenge_bits;
+        judged.challenge = Some(challenge::issue(&env.challenge, &route.name, &judged.subject, bits, to_seal.as_ref(), now));
+    } else if judged.decision.verdict().forwards() {
+        judged.replacement = original;
+    }
     finish(&mut judged);
     Ok(judged)
 }

@@ -19,6 +19,7 @@ pub(crate) mod answer;
 pub mod attempt;
 pub mod body;
 pub mod breach;
+pub mod challenge;
 pub mod clock;
 pub mod config;
 pub mod defense;

@@ -42,6 +42,9 @@ pub fn build_state(config: &GatewayConfig, clock: Clock) -> Result<Arc<GatewaySt
         env = env.with_secret(secret);
     }
     env.open_breach_filters(config.password_filter.as_deref(), config.pair_filter.as_deref())?;
+    if let Some(challenge) = &config.challenge {
+        env.challenge = Arc::new(challenge.clone());
+    }
     let policy = Arc::new(PolicyHandle::load(config.policy_files.clone(), env)?);
     let upstream_address = config
         .upstream

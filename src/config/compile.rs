@@ -39,6 +39,8 @@ pub struct CompileEnv {
     pub leaked_pairs: Option<Arc<SharedFilter>>,
     /// False for `stuffgate check`: validate defenses that need data files without those files.
     pub require_data: bool,
+    /// Challenge and device-token keys and settings (the gateway file's `[challenge]`; random keys without one).
+    pub challenge: Arc<crate::challenge::ChallengeConfig>,
 }
 
 impl CompileEnv {
@@ -53,6 +55,7 @@ impl CompileEnv {
             breached_passwords: None,
             leaked_pairs: None,
             require_data: true,
+            challenge: Arc::new(crate::challenge::ChallengeConfig::default()),
         }
     }
 
@@ -97,7 +100,7 @@ impl Taken {
     fn cell(&mut self, route: &str, fingerprint: &str, nth: usize) -> CellId {
         let digest = sha2::Sha256::digest(format!("{route}\n{fingerprint}\n{nth}").as_bytes());
         let mut id = u16::from_le_bytes([digest[0], digest[1]]);
-        while id <= KNOWN_SOURCES_CELL || self.cells.contains(&id) {
+        while id <= KNOWN_SOURCES_CELL.max(crate::challenge::RESERVED_CELLS) || self.cells.contains(&id) {
             id = id.wrapping_add(1);
         }
         self.cells.insert(id);
@@ -268,6 +271,7 @@ pub(crate) fn compile_file(
             let default_action = match (spec.default_action)(kind) {
                 DefaultAction::Block => ActionName::Block,
                 DefaultAction::Tag => ActionName::Tag,
+                DefaultAction::Challenge => ActionName::Challenge,
             };
             let action = match defense.action.unwrap_or(default_action) {
                 ActionName::Block => {
@@ -284,10 +288,21 @@ pub(crate) fn compile_file(
                     Action::Tag
                 }
                 ActionName::Challenge => {
-                    return Err(derr(
-                        "action",
-                        "`challenge` needs the challenge service, which this build does not have yet: use \"block\" or \"tag\"".into(),
-                    ))
+                    if defense.status.is_some() {
+                        return Err(derr("status", "a `challenge` answers 428; remove `status`".into()));
+                    }
+                    // A challenge token is bound to the account: only defenses that decide on the body can ask.
+                    if wants.phase() != crate::defense::Phase::Credentials || account_field.is_none() {
+                        return Err(derr(
+                            "action",
+                            format!(
+                                "`{}` decides before the body is read, and a challenge is bound to the account: use \"block\" or \"tag\" here, and `new_device` (or a body-reading defense) to challenge",
+                                defense.kind
+                            ),
+                        ));
+                    }
+                    needs.facts.solution = true;
+                    Action::Challenge
                 }
             };
             slots.push(Slot { phase: wants.phase(), defense: built, mode, action, fingerprint });

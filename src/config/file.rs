@@ -32,6 +32,31 @@ pub struct GatewayFile {
     pub forwarded_header: Option<String>,
     #[serde(default)]
     pub connections: ConnectionsFile,
+    /// `[challenge]`: keys and settings for challenges and device tokens.
+    pub challenge: Option<ChallengeFile>,
+}
+
+/// `[challenge]`: the keys challenge and device tokens are signed with, and device settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeFile {
+    /// Environment variables holding the secrets (at least 32 bytes each): the first signs, all verify. Rotate by
+    /// putting a new variable first and removing the old one after `remember_days`.
+    pub secrets_env: Vec<String>,
+    /// Seconds a challenge may take to solve (default 120).
+    pub ttl_secs: Option<u64>,
+    /// The device cookie's name (default "sg_dev").
+    pub cookie_name: Option<String>,
+    /// "auto" (default: when a trusted front end says `X-Forwarded-Proto: https`), "always" or "never".
+    pub secure_cookie: Option<crate::challenge::SecureCookie>,
+    /// Days a device stays known after its last successful login, and its token's lifetime (default 90).
+    pub remember_days: Option<u64>,
+    /// Devices remembered per account (default 8).
+    pub max_devices_per_account: Option<u8>,
+    /// A device token seen from more networks (IPv4 /24, IPv6 /48) in a day is shared, not known (default 6).
+    pub shared_after_networks: Option<u32>,
+    /// Seconds the no-JavaScript path waits before "Continue" is accepted, at 16 bits (default 5).
+    pub noscript_wait_secs: Option<u64>,
 }
 
 /// `[connections]`: limits that keep one client from holding every connection or megabytes of header buffers.

@@ -10,6 +10,7 @@ use smallvec::SmallVec;
 use super::{Defense, Finding, Phase};
 use crate::attempt::Attempt;
 use crate::body::BodyProblem;
+use crate::challenge::Solution;
 use crate::store::{Reads, Replies, Reply};
 
 pub use crate::config::file::Mode;
@@ -99,6 +100,8 @@ pub struct Decision {
     pub decided_by: Option<usize>,
     pub reasons: Vec<Reason>,
     pub trusted: bool,
+    /// The difficulty of the challenge to answer with (set with `Verdict::Challenge`).
+    pub challenge_bits: u8,
 }
 
 impl Decision {
@@ -161,7 +164,7 @@ pub fn judge(slots: &[Slot], batch: &Batch, attempt: &Attempt<'_>, now: u64, dec
         let index = batch.starts[at].0 as usize;
         let slot = &slots[index];
         let replies = batch.replies_of(at);
-        match slot.defense.decide(attempt, replies, now) {
+        match slot.defense.decide_after(attempt, replies, now, &decision.reasons) {
             Finding::Clear => {}
             Finding::Trusted => {
                 decision.reasons.push(Reason {
@@ -193,7 +196,20 @@ pub fn judge(slots: &[Slot], batch: &Batch, attempt: &Attempt<'_>, now: u64, dec
                 }
                 let answer = match slot.action {
                     Action::Block { status } => Verdict::Block { status, retry_after },
-                    Action::Challenge => Verdict::Challenge,
+                    Action::Challenge => {
+                        let bits = slot.defense.challenge_bits(attempt, &decision.reasons);
+                        if let Solution::Passed { bits: solved, .. } = attempt.subject.facts.challenge {
+                            if solved >= bits {
+                                // Passed: forwarded, tagged with the defense's name for the app to step up.
+                                if let Some(last) = decision.reasons.last_mut() {
+                                    (last.reason, last.action) = ("challenge_passed", "tag");
+                                }
+                                continue;
+                            }
+                        }
+                        decision.challenge_bits = bits;
+                        Verdict::Challenge
+                    }
                     Action::Tag => continue,
                 };
                 decision.answered = Some(answer);

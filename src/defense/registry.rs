@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
-use super::{breach, distinct, email_domain, failures, geo, geo_velocity, ip_list, rate, reset_target, Defense};
+use super::{
+    breach, distinct, email_domain, failures, geo, geo_velocity, ip_list, new_device, rate, reset_target, Defense,
+};
 use crate::config::{CompileEnv, RouteKind};
 use crate::store::CellId;
 
@@ -28,6 +30,7 @@ pub struct DefenseSpec {
 pub enum DefaultAction {
     Block,
     Tag,
+    Challenge,
 }
 
 /// Most defenses block by default.
@@ -51,6 +54,7 @@ pub const REGISTRY: &[DefenseSpec] = &[
     geo_velocity::SPEC,
     email_domain::SPEC,
     reset_target::SPEC,
+    new_device::SPEC,
 ];
 
 pub fn lookup(name: &str) -> Option<&'static DefenseSpec> {

@@ -49,6 +49,8 @@ pub struct RequestCtx {
     outcome: Option<Outcome>,
     decision_started: Option<Instant>,
     decision_micros: u64,
+    /// The challenge page's re-submit was replaced by the original body.
+    body_swapped: bool,
 }
 
 const HEADER_PREFIX: &str = "x-stuffgate-";
@@ -110,6 +112,40 @@ impl ProxyHttp for Gateway {
             for (name, value) in &judged.effects.upstream {
                 request.append_header(*name, value.as_str())?;
             }
+            if let Some(original) = &judged.replacement {
+                // The original login, unsealed from a challenge page's re-submit: its own type and length.
+                request.remove_header(&http::header::TRANSFER_ENCODING);
+                request.insert_header(http::header::CONTENT_LENGTH, original.body.len().to_string())?;
+                match &original.content_type {
+                    Some(content_type) => request.insert_header(http::header::CONTENT_TYPE, content_type.as_str())?,
+                    None => {
+                        request.remove_header(&http::header::CONTENT_TYPE);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(judged) = ctx.judged.as_mut() else {
+            return Ok(());
+        };
+        if let Some(original) = judged.replacement.as_ref() {
+            // The body was read whole into the replay buffer, which pingora sends in one piece: swap it once, and
+            // send nothing of anything after it.
+            if ctx.body_swapped {
+                *body = None;
+            } else {
+                *body = Some(original.body.clone());
+                ctx.body_swapped = true;
+            }
         }
         Ok(())
     }
@@ -166,6 +202,9 @@ impl ProxyHttp for Gateway {
                 .inc();
         }
         metrics::DECISION_SECONDS.with_label_values(&[route.name.as_str()]).observe(ctx.decision_micros as f64 / 1e6);
+        if route.needs.facts.solution {
+            crate::challenge::metrics::record(&route.name, judged.subject.facts.challenge, judged.challenge.is_some());
+        }
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
         crate::telemetry::decision_event(route, judged, ctx.outcome, status, ctx.decision_micros);
     }
@@ -201,10 +240,24 @@ impl Gateway {
         let judged = engine::decide(route, env, &mut Downstream { session: &mut *session, ip }, now).await?;
         let answer = Answer::for_decision(route, &judged.decision);
         let body_read = judged.body_read;
+        let challenge = judged.challenge.as_ref().map(|issued| {
+            let accept = session.req_header().headers.get(http::header::ACCEPT).map(|v| v.as_bytes());
+            if crate::answer::wants_html(accept) {
+                let uri = &session.req_header().uri;
+                let action = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                ("text/html; charset=utf-8", crate::challenge::page::html(issued, action))
+            } else {
+                ("application/json", crate::challenge::page::json(issued))
+            }
+        });
         ctx.judged = Some(judged);
-        match answer {
-            None => Ok(false),
-            Some(answer) => {
+        match (answer, challenge) {
+            (None, _) => Ok(false),
+            (Some(answer), Some((content_type, body))) => {
+                answer::send_rendered(session, &answer, content_type, body, body_read).await?;
+                Ok(true)
+            }
+            (Some(answer), None) => {
                 answer::send(session, &answer, body_read).await?;
                 Ok(true)
             }
