@@ -16,7 +16,8 @@ pub static CHALLENGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     registered(register_int_counter_vec!(
         "stuffgate_challenges_total",
         "Challenges by route and result: issued (answered 428), passed (solved, first use: forwarded), failed \
-         (wrong nonce or token, or reused), expired.",
+         (wrong nonce or token, or reused), expired, raised (valid but too easy once automation tells showed: a \
+         harder one was issued).",
         &["route", "result"]
     ))
 });
@@ -35,6 +36,8 @@ pub static SOLVE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
 pub fn record(route: &str, solution: Solution, issued: bool) {
     match solution {
         Solution::Absent => {}
+        // Valid, but the request turned out to need more (automation tells in the page's signals): a harder round.
+        Solution::Passed { .. } if issued => CHALLENGES.with_label_values(&[route, "raised"]).inc(),
         Solution::Passed { solve_ms, noscript, .. } => {
             CHALLENGES.with_label_values(&[route, "passed"]).inc();
             let path = if noscript { "noscript" } else { "pow" };
