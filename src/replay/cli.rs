@@ -53,6 +53,10 @@ pub struct ReplayArgs {
     /// Run the schedule through the decision engine on a virtual clock instead of a gateway.
     #[arg(long)]
     pub offline: bool,
+    /// --offline: attacking bots solve challenges, paying the proof-of-work (default: they never run them; users'
+    /// browsers always do).
+    #[arg(long)]
+    pub solvers: bool,
     /// Policy file(s) for --offline; default policies/default.toml.
     #[arg(long)]
     pub policy: Vec<PathBuf>,
@@ -164,6 +168,7 @@ fn offline_options(args: &ReplayArgs) -> anyhow::Result<OfflineOptions> {
             pair_filter: gateway.pair_filter,
             speed: 1.0,
             max_tracked_keys: gateway.max_tracked_keys,
+            solvers: args.solvers,
         });
     }
     let shipped_filter =
@@ -177,6 +182,7 @@ fn offline_options(args: &ReplayArgs) -> anyhow::Result<OfflineOptions> {
         pair_filter: None,
         speed: 1.0,
         max_tracked_keys: 1_000_000,
+        solvers: args.solvers,
     })
 }
 

@@ -142,6 +142,17 @@ pub fn offline_report(schedule: &Schedule, options: &offline::OfflineOptions) ->
     if options.speed != 1.0 {
         notes.push(format!("time compressed ×{} as an online run at that speed would be", options.speed));
     }
+    let c = run.challenges;
+    if c.issued > 0 {
+        notes.push(format!(
+            "challenges: {} issued; solved by users' browsers {}, by attacking bots {} ({}); {} SHA-256 computed",
+            report::thousands(c.issued),
+            report::thousands(c.solved_by_users),
+            report::thousands(c.solved_by_attackers),
+            if options.solvers { "--solvers: bots pay the proof-of-work" } else { "bots never run challenges" },
+            report::thousands(c.hashes),
+        ));
+    }
     let policy = options.policy_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
     Ok(Report::build(
         schedule,
