@@ -35,19 +35,24 @@ fn tokens(c: &mut Criterion) {
     });
     group.bench_function("verify_solution (token + bind + proof-of-work)", |b| {
         b.iter(|| {
-            let ok = keys.verify_challenge(black_box(&challenge), NOW).is_ok_and(|c| c.bind == token::bind("login", Some(42)))
+            let ok = keys
+                .verify_challenge(black_box(&challenge), NOW)
+                .is_ok_and(|c| c.bind == token::bind("login", Some(42)))
                 && token::pow_ok(&challenge, black_box(&nonce), 16);
             black_box(ok)
         })
     });
     group.bench_function("issue_device_token", |b| b.iter(|| black_box(keys.issue_device(black_box(&device_claims)))));
-    group.bench_function("verify_device_token", |b| b.iter(|| black_box(keys.verify_device(black_box(&device), NOW).is_ok())));
+    group.bench_function("verify_device_token", |b| {
+        b.iter(|| black_box(keys.verify_device(black_box(&device), NOW).is_ok()))
+    });
     let original = Original {
         content_type: Some("application/x-www-form-urlencoded".into()),
         body: Bytes::from_static(b"email=someone%40example.com&password=correct+horse+battery+staple&remember=1"),
     };
     let sealed = seal::seal(&keys, &challenge, &original);
-    group.bench_function("seal_body_80B", |b| b.iter(|| black_box(seal::seal(&keys, &challenge, black_box(&original)))));
+    group
+        .bench_function("seal_body_80B", |b| b.iter(|| black_box(seal::seal(&keys, &challenge, black_box(&original)))));
     group.bench_function("open_body_80B", |b| b.iter(|| black_box(seal::open(&keys, &challenge, black_box(&sealed)))));
     group.finish();
 }

@@ -19,9 +19,9 @@ use bytes::Bytes;
 
 use crate::attempt::{normalise_account, Attempt, Credentials, IpKey, Subject};
 use crate::body::{self, BodyProblem};
+use crate::challenge;
 use crate::challenge::facts::Presented;
 use crate::challenge::seal::{self, Original};
-use crate::challenge;
 use crate::config::{BadBody, CompileEnv, Route, RouteKind};
 use crate::defense::pipeline::{self, Batch};
 use crate::defense::{known_sources, Decision, Effects, Outcome, Phase, Verdict};
@@ -158,14 +158,8 @@ pub async fn decide<R: Request>(
         read_phase(env.store.as_ref(), &mut batch, now).await;
         pipeline::judge(&route.slots, &batch, &attempt, now, &mut decision);
     }
-    let mut judged = Judged {
-        subject,
-        decision,
-        body_read: false,
-        effects: Effects::default(),
-        challenge: None,
-        replacement: None,
-    };
+    let mut judged =
+        Judged { subject, decision, body_read: false, effects: Effects::default(), challenge: None, replacement: None };
     if !judged.decision.open() || !route.reads_body() {
         finish(&mut judged);
         return Ok(judged);
@@ -255,7 +249,17 @@ pub async fn decide<R: Request>(
     };
     let pending = if facts.device || facts.solution {
         let subject = &mut attempt.subject;
-        challenge::facts::gather(&env.challenge, &env.keys, &route.name, facts, subject, headers, presented, now, &mut batch.reads)
+        challenge::facts::gather(
+            &env.challenge,
+            &env.keys,
+            &route.name,
+            facts,
+            subject,
+            headers,
+            presented,
+            now,
+            &mut batch.reads,
+        )
     } else {
         Default::default()
     };
@@ -272,10 +276,14 @@ pub async fn decide<R: Request>(
         let accept = headers.get(http::header::ACCEPT).map(|v| v.as_bytes());
         let to_seal = crate::answer::wants_html(accept).then(|| match &original {
             Some(original) => original.clone(),
-            None => Original { content_type: sent_type.map(|t| String::from_utf8_lossy(t).into_owned()), body: Bytes::copy_from_slice(bytes) },
+            None => Original {
+                content_type: sent_type.map(|t| String::from_utf8_lossy(t).into_owned()),
+                body: Bytes::copy_from_slice(bytes),
+            },
         });
         let bits = judged.decision.challenge_bits;
-        judged.challenge = Some(challenge::issue(&env.challenge, &route.name, &judged.subject, bits, to_seal.as_ref(), now));
+        judged.challenge =
+            Some(challenge::issue(&env.challenge, &route.name, &judged.subject, bits, to_seal.as_ref(), now));
     } else if judged.decision.verdict().forwards() {
         judged.replacement = original;
     }

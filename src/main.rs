@@ -245,9 +245,10 @@ fn demo(
     };
     let (name, password) = stuffgate::demo_api::NAMED_USERS[0];
     println!(
-        "stuffgate demo\n  gateway   http://{listen}   (policy {})\n  demo API  http://{}   (direct, unprotected)\n  admin     http://{admin}/metrics  /healthz  /policy\n\nTry it:\n  curl -i http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"{name}\",\"password\":\"{password}\"}}'\n  for i in $(seq 1 40); do curl -s -o /dev/null -w '%{{http_code}} ' http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"user'$i'@example.com\",\"password\":\"guess\"}}'; done; echo\n  open http://{listen}/ in a browser for the login page\n",
+        "stuffgate demo\n  gateway   http://{listen}   (policy {})\n  demo API  http://{}   (direct, unprotected)\n  admin     http://{admin}/metrics  /healthz  /policy\n\nTry it:\n  curl -i http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"{name}\",\"password\":\"{password}\"}}'\n  for i in $(seq 1 40); do curl -s -o /dev/null -w '%{{http_code}} ' http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"user'$i'@example.com\",\"password\":\"guess\"}}'; done; echo\n  open http://{listen}/ in a browser for the login page\n\nA challenge (a breached password from a device the account has not used; docs/challenge-protocol.md):\n  curl -s http://{api_addr}/api/signup -H 'content-type: application/json' -d '{{\"email\":\"eve@example.com\",\"password\":\"password1\"}}'\n  curl -i http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"eve@example.com\",\"password\":\"password1\"}}'\n  or sign in as eve@example.com / password1 at http://{listen}/ in a browser\n",
         policy_file.display(),
         api_server.addr(),
+        api_addr = api_server.addr(),
     );
     // The API thread must outlive the gateway, which never returns.
     std::mem::forget(api_server);

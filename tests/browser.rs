@@ -31,7 +31,10 @@ impl Driver {
     fn start() -> Option<Driver> {
         if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
             let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-            assert!(!ci, "CI=true: {CHROMIUM} and {CHROMEDRIVER} must be installed (apt-get install chromium chromium-driver)");
+            assert!(
+                !ci,
+                "CI=true: {CHROMIUM} and {CHROMEDRIVER} must be installed (apt-get install chromium chromium-driver)"
+            );
             eprintln!("skipped: {CHROMIUM} or {CHROMEDRIVER} is missing (apt-get install chromium chromium-driver)");
             return None;
         }
@@ -176,5 +179,8 @@ fn without_javascript_the_challenge_page_continues_after_a_short_wait() {
     });
     assert_eq!(api.state().stats().logins_ok, 1);
     let metrics = metrics(&gateway);
-    assert!(metrics.contains(r#"stuffgate_challenge_solve_seconds_count{path="noscript",route="login"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"stuffgate_challenge_solve_seconds_count{path="noscript",route="login"} 1"#),
+        "{metrics}"
+    );
 }

@@ -38,7 +38,13 @@ fn api_with_eve() -> stuffgate::demo_api::DemoApi {
     api
 }
 
-fn login(gateway: &Gateway, from: &str, email: &str, password: &str, extra: &[(&str, &str)]) -> reqwest::blocking::Response {
+fn login(
+    gateway: &Gateway,
+    from: &str,
+    email: &str,
+    password: &str,
+    extra: &[(&str, &str)],
+) -> reqwest::blocking::Response {
     let mut request = client()
         .post(format!("{}/api/login", gateway.url))
         .header("content-type", "application/json")
@@ -91,7 +97,10 @@ fn the_json_protocol_end_to_end_and_a_solution_is_single_use() {
     assert!(from_upstream(&passed));
     assert!(passed.headers().contains_key("x-stuffgate-device-token"));
     let cookie = passed.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(cookie.starts_with("sg_dev=") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(
+        cookie.starts_with("sg_dev=") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
     assert!(!cookie.contains("Secure"), "plain HTTP: no Secure");
 
     // The same solution again (from another address, even): refused, with a fresh challenge.
@@ -161,8 +170,15 @@ fn observe_mode_counts_the_challenge_without_sending_it() {
     let response = login(&gateway, "198.51.100.20", EVE.0, EVE.1, &[]);
     assert_eq!(response.status(), 200);
     assert!(from_upstream(&response));
-    assert!(gateway.wait_for_log("new_device:new_device:challenge:observe", Duration::from_secs(5)), "{}", gateway.logs());
-    assert!(metric(&gateway, r#"stuffgate_defense_findings_total{action="challenge",defense="new_device",mode="observe",route="login"} 1"#));
+    assert!(
+        gateway.wait_for_log("new_device:new_device:challenge:observe", Duration::from_secs(5)),
+        "{}",
+        gateway.logs()
+    );
+    assert!(metric(
+        &gateway,
+        r#"stuffgate_defense_findings_total{action="challenge",defense="new_device",mode="observe",route="login"} 1"#
+    ));
 }
 
 /// An upstream that keeps each request's head and body, and answers 200.
@@ -219,7 +235,9 @@ fn a_browser_style_sealed_resubmit_reaches_the_app_byte_identical_and_nothing_of
     // field named `submit`.
     let original_form = "email=Eve%40Example.com&password=password1&note=a+b%2Bc%26d%3De&quote=%22x%22&submit=Sign+in";
     let json_body = r#"{"email":"eve@example.com","password":"password1","remember":true}"#;
-    for (content_type, original) in [("application/x-www-form-urlencoded", original_form), ("application/json", json_body)] {
+    for (content_type, original) in
+        [("application/x-www-form-urlencoded", original_form), ("application/json", json_body)]
+    {
         let page = client()
             .post(format!("{}/api/login?next=%2Fhome", gateway.url))
             .header("content-type", content_type)
@@ -232,7 +250,10 @@ fn a_browser_style_sealed_resubmit_reaches_the_app_byte_identical_and_nothing_of
         assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
         assert_eq!(page.headers()["x-stuffgate-decision"], "challenge");
         let page = page.text().unwrap();
-        assert!(!page.contains("password1") && !page.contains("Eve%40Example"), "nothing readable of the login in the page");
+        assert!(
+            !page.contains("password1") && !page.contains("Eve%40Example"),
+            "nothing readable of the login in the page"
+        );
         assert!(page.contains("action=\"/api/login?next=%2Fhome\""));
         assert!(page.contains("role=\"status\"") && page.contains("<noscript>"));
         let token = field(&page, "_sg_c");
@@ -290,7 +311,9 @@ fn a_browser_style_sealed_resubmit_reaches_the_app_byte_identical_and_nothing_of
 fn without_javascript_the_page_continues_after_the_wait() {
     std::env::set_var("STUFFGATE_TEST_CHALLENGE_KEY", "k".repeat(32));
     let (app, requests) = recording_app();
-    let extra = format!("{SHIPPED_DATA}[challenge]\nsecrets_env = [\"STUFFGATE_TEST_CHALLENGE_KEY\"]\nnoscript_wait_secs = 1\n");
+    let extra = format!(
+        "{SHIPPED_DATA}[challenge]\nsecrets_env = [\"STUFFGATE_TEST_CHALLENGE_KEY\"]\nnoscript_wait_secs = 1\n"
+    );
     let gateway = Gateway::start_with(&policy(""), app, Options { extra_config: &extra, ..Options::default() });
     let original = "email=eve%40example.com&password=password1";
     let page = client()
@@ -303,7 +326,8 @@ fn without_javascript_the_page_continues_after_the_wait() {
         .text()
         .unwrap();
     assert!(page.contains("wait 1 seconds"), "{page}");
-    let continue_form = form(&[("_sg_c", &field(&page, "_sg_c")), ("_sg_n", ""), ("_sg_s", &field(&page, "_sg_s")), ("_sg_f", "")]);
+    let continue_form =
+        form(&[("_sg_c", &field(&page, "_sg_c")), ("_sg_n", ""), ("_sg_s", &field(&page, "_sg_s")), ("_sg_f", "")]);
     let post = || {
         client()
             .post(format!("{}/api/login", gateway.url))

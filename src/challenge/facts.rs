@@ -58,7 +58,11 @@ pub enum Solution {
     #[default]
     Absent,
     /// Valid, first use: worth `bits`.
-    Passed { bits: u8, solve_ms: u64, noscript: bool },
+    Passed {
+        bits: u8,
+        solve_ms: u64,
+        noscript: bool,
+    },
     /// Wrong nonce, bad MAC, another route or account, or the no-JavaScript path taken too early.
     Invalid,
     Expired,
@@ -135,9 +139,9 @@ pub fn gather(
         device.secure = match config.secure_cookie {
             SecureCookie::Always => true,
             SecureCookie::Never => false,
-            SecureCookie::Auto => headers
-                .get("x-forwarded-proto")
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https")),
+            SecureCookie::Auto => {
+                headers.get("x-forwarded-proto").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+            }
         };
         match device_token(headers, &config.cookie_name).map(|text| config.keys.verify_device(text, now)) {
             Some(Ok(claims)) => {
@@ -180,11 +184,8 @@ pub fn gather(
                 pending.claim_at = Some(reads.len());
                 let ttl = (u64::from(claims.expires) * 1_000_000_000).saturating_sub(now).max(1_000_000_000);
                 reads.push(Read::Claim { key: keys.key(KeyKind::Challenge, &claims.id), cell: SPENT_CELL, ttl });
-                pending.passed = Solution::Passed {
-                    bits: claims.bits,
-                    solve_ms: elapsed_ms,
-                    noscript: presented.nonce.is_empty(),
-                };
+                pending.passed =
+                    Solution::Passed { bits: claims.bits, solve_ms: elapsed_ms, noscript: presented.nonce.is_empty() };
             }
             Solution::Invalid
         }

@@ -197,7 +197,13 @@ mod tests {
     use super::*;
 
     fn issued() -> Issued {
-        Issued { token: "tok_en-1".into(), bits: 16, expires_in: 120, sealed: Some("c2VhbGVk".into()), noscript_wait: 5 }
+        Issued {
+            token: "tok_en-1".into(),
+            bits: 16,
+            expires_in: 120,
+            sealed: Some("c2VhbGVk".into()),
+            noscript_wait: 5,
+        }
     }
 
     #[test]

@@ -304,10 +304,9 @@ mod tests {
     #[test]
     fn every_single_byte_tamper_is_refused() {
         let k = keys(b"a secret of thirty-two bytes....");
-        for text in [
-            k.issue_challenge(&claims()),
-            k.issue_device(&DeviceClaims { issued: 1, expires: u32::MAX, id: [3; 16] }),
-        ] {
+        for text in
+            [k.issue_challenge(&claims()), k.issue_device(&DeviceClaims { issued: 1, expires: u32::MAX, id: [3; 16] })]
+        {
             let bytes = URL_SAFE_NO_PAD.decode(&text).unwrap();
             for at in 0..bytes.len() {
                 for flip in [0x01u8, 0x80, 0xff] {

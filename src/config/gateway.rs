@@ -215,7 +215,10 @@ fn challenge_config(
         match std::env::var(var) {
             Ok(value) if value.len() >= 32 => keys.push(SigningKey::from_secret(value.as_bytes())),
             Ok(_) => {
-                return Err(err(key, format!("${var} must hold at least 32 bytes (e.g. from `openssl rand -base64 32`)")))
+                return Err(err(
+                    key,
+                    format!("${var} must hold at least 32 bytes (e.g. from `openssl rand -base64 32`)"),
+                ))
             }
             Err(_) => return Err(err(key, format!("${var} is not set"))),
         }

@@ -21,7 +21,9 @@ use super::{Defense, Effects, FactNeeds, Fields, Finding, Needs, Outcome, Phase,
 use crate::attempt::{print32, Attempt, Subject};
 use crate::challenge::facts::{with_tells, DEVICE_TOKEN_HEADER};
 use crate::challenge::token::DeviceClaims;
-use crate::challenge::{ChallengeConfig, DeviceToken, DEFAULT_BITS, DEVICE_NETWORKS_CELL, KNOWN_DEVICES_CELL, MAX_BITS};
+use crate::challenge::{
+    ChallengeConfig, DeviceToken, DEFAULT_BITS, DEVICE_NETWORKS_CELL, KNOWN_DEVICES_CELL, MAX_BITS,
+};
 use crate::clock::Clock;
 use crate::config::RouteKind;
 use crate::keys::KeyHasher;
@@ -88,13 +90,19 @@ fn build(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>,
         match FINDING_NAMES.iter().find(|known| *known == name) {
             Some(known) => when.push(*known),
             None => {
-                return Err(error("when", format!("`{name}` is not a finding; the findings are {}", FINDING_NAMES.join(", "))))
+                return Err(error(
+                    "when",
+                    format!("`{name}` is not a finding; the findings are {}", FINDING_NAMES.join(", ")),
+                ))
             }
         }
     }
     let bits = p.bits.unwrap_or(DEFAULT_BITS);
     if !(1..=MAX_BITS).contains(&bits) {
-        return Err(error("bits", format!("must be between 1 and {MAX_BITS} (16 takes well under a second in a browser)")));
+        return Err(error(
+            "bits",
+            format!("must be between 1 and {MAX_BITS} (16 takes well under a second in a browser)"),
+        ));
     }
     let max_bits = p.max_bits.unwrap_or(bits.saturating_add(2).min(MAX_BITS));
     if !(bits..=MAX_BITS).contains(&max_bits) {
@@ -188,7 +196,13 @@ impl Defense for NewDevice {
         let key = device.key(&self.keys);
         if device.token == DeviceToken::Valid {
             let member = network_print(&self.keys, subject);
-            out.push(Write::Distinct { key, cell: DEVICE_NETWORKS_CELL, member, failed: true, rule: self.shared_rule() });
+            out.push(Write::Distinct {
+                key,
+                cell: DEVICE_NETWORKS_CELL,
+                member,
+                failed: true,
+                rule: self.shared_rule(),
+            });
         }
         if let (Outcome::Success, Some(account)) = (outcome, subject.account) {
             out.push(Write::Remember {
@@ -215,10 +229,8 @@ impl Defense for NewDevice {
         };
         let token = self.config.keys.issue_device(&claims);
         let secure = if subject.facts.device.secure { "; Secure" } else { "" };
-        let cookie = format!(
-            "{}={token}; Path=/; Max-Age={remember}; HttpOnly; SameSite=Lax{secure}",
-            self.config.cookie_name
-        );
+        let cookie =
+            format!("{}={token}; Path=/; Max-Age={remember}; HttpOnly; SameSite=Lax{secure}", self.config.cookie_name);
         effects.response.push(("set-cookie", cookie));
         effects.response.push((DEVICE_TOKEN_HEADER, token));
     }
@@ -227,7 +239,6 @@ impl Defense for NewDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::challenge::Solution;
     use crate::defense::testing::Harness;
     use crate::defense::Mode;
 
@@ -259,11 +270,17 @@ mod tests {
         let mut s = h.subject("203.0.113.1", Some("victim"));
         assert_eq!(check(&h, &d, &s, &[]), Finding::Clear, "nothing risky: no challenge");
         assert_eq!(check(&h, &d, &s, &[finding("geo_velocity")]), Finding::Clear, "not in `when`");
-        assert!(matches!(check(&h, &d, &s, &[finding("breached_password")]), Finding::Hit { reason: "new_device", .. }));
+        assert!(matches!(
+            check(&h, &d, &s, &[finding("breached_password")]),
+            Finding::Hit { reason: "new_device", .. }
+        ));
         s.facts.device.known = true;
         assert_eq!(check(&h, &d, &s, &[finding("breached_password"), finding("account_failures")]), Finding::Clear);
         s.facts.device.shared = true;
-        assert!(matches!(check(&h, &d, &s, &[finding("breached_password")]), Finding::Hit { reason: "shared_device", .. }));
+        assert!(matches!(
+            check(&h, &d, &s, &[finding("breached_password")]),
+            Finding::Hit { reason: "shared_device", .. }
+        ));
     }
 
     #[test]
@@ -282,7 +299,6 @@ mod tests {
         assert_eq!(bits(&s, &three), 18);
         s.facts.device.tells = 3;
         assert_eq!(bits(&s, &one), 18, "two bits at most for tells");
-        s.facts.challenge = Solution::Passed { bits: 18, solve_ms: 1, noscript: false };
     }
 
     #[test]
@@ -300,7 +316,9 @@ mod tests {
         assert!(matches!(writes[..], [Write::Remember { cell: KNOWN_DEVICES_CELL, cap: 8, .. }]));
         d.on_answer(&s, Outcome::Success, &mut effects);
         let cookie = &effects.response[0].1;
-        assert!(cookie.starts_with("sg_dev=") && cookie.contains("HttpOnly; SameSite=Lax") && !cookie.contains("Secure"));
+        assert!(
+            cookie.starts_with("sg_dev=") && cookie.contains("HttpOnly; SameSite=Lax") && !cookie.contains("Secure")
+        );
         let token = &effects.response[1].1;
         let claims = d.config.keys.verify_device(token, h.clock.now_nanos()).unwrap();
         assert_eq!(claims.id, s.facts.device.id);

@@ -297,6 +297,32 @@ mod tests {
     }
 
     #[test]
+    fn a_passed_solution_worth_enough_bits_forwards_tagged_and_a_weaker_one_is_challenged_again() {
+        let slots = [slot(HIT, Phase::Credentials, Mode::Enforce, Action::Challenge)];
+        let judge_with = |solution: Solution| {
+            let h = Harness::new();
+            let headers = http::HeaderMap::new();
+            let mut subject = h.subject("192.0.2.1", Some("a"));
+            subject.facts.challenge = solution;
+            let attempt = Attempt { subject, credentials: Default::default(), headers: &headers };
+            let mut batch = Batch::default();
+            batch.gather(&slots, Phase::Credentials, &attempt);
+            let _ = h.store.read(&batch.reads, 0, &mut batch.replies).now_or_never();
+            let mut decision = Decision::default();
+            judge(&slots, &batch, &attempt, 0, &mut decision);
+            decision
+        };
+        let passed = judge_with(Solution::Passed { bits: 16, solve_ms: 300, noscript: false });
+        assert_eq!(passed.verdict(), Verdict::Tag);
+        assert_eq!((passed.reasons[0].reason, passed.reasons[0].action), ("challenge_passed", "tag"));
+        let weak = judge_with(Solution::Passed { bits: 15, solve_ms: 300, noscript: false });
+        assert_eq!((weak.verdict(), weak.challenge_bits), (Verdict::Challenge, 16));
+        for failed in [Solution::Absent, Solution::Invalid, Solution::Expired, Solution::Reused] {
+            assert_eq!(judge_with(failed).verdict(), Verdict::Challenge, "{failed:?}");
+        }
+    }
+
+    #[test]
     fn phases_split_and_trust_skips_the_rest() {
         let slots = [
             slot(Finding::Trusted, Phase::Address, Mode::Enforce, Action::Tag),
