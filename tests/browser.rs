@@ -145,6 +145,15 @@ fn a_fresh_browser_with_a_breached_password_solves_the_challenge_and_reaches_the
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert!(!answer.contains("challenge_required"));
+        // The page's plain-JavaScript SHA-256 (used where `crypto.subtle` is missing) finds the nonce Rust finds.
+        let script = "var out = null; (new Function('return function(m,p){' + arguments[0] + '\\nsolve(m,p);}'))()(\
+                      {token: 'abc', bits: 10, subtle: false}, function (m) { if (m.nonce !== undefined) out = m; });\
+                      var h = (new Function(arguments[0] + '\\nreturn sha256(ascii(\"abc\"));'))();\
+                      return [out, Array.from(h).map(function (b) { return ('0' + b.toString(16)).slice(-2); }).join('')];";
+        let result = browser.execute(script, vec![serde_json::json!(stuffgate::challenge::page::WORKER)]).await.unwrap();
+        assert_eq!(result[1], "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", "SHA-256(\"abc\")");
+        assert_eq!(result[0]["how"], "js");
+        assert_eq!(result[0]["nonce"], stuffgate::challenge::token::solve("abc", 10).to_string());
         browser.close().await.unwrap();
         shot
     });

@@ -304,7 +304,11 @@ fn a_browser_style_sealed_resubmit_reaches_the_app_byte_identical_and_nothing_of
         assert_eq!(refused.status(), 400);
     }
     assert!(requests.try_recv().is_err(), "nothing else reached the app");
-    assert!(!gateway.logs().contains("password1"), "no password in the log");
+    assert!(gateway.wait_for_log("\"device_signals\":\"", Duration::from_secs(5)), "signals logged as a keyed hash");
+    assert!(gateway.wait_for_log("\"solution\":\"passed\"", Duration::from_secs(5)));
+    let logs = gateway.logs();
+    assert!(!logs.contains("password1"), "no password in the log");
+    assert!(!logs.contains("Asia/Tokyo") && !logs.contains("Chrome/156"), "no raw device signal in the log");
 }
 
 #[test]

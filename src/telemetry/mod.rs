@@ -61,6 +61,10 @@ pub fn decision_event(
     let subject = &judged.subject;
     let decided_by = decision.decided_by.and_then(|i| route.slots.get(i)).map(|s| s.defense.name());
     let account = subject.account.map(|a| format!("{:016x}", a.id));
+    // Challenge and device: the solution's state, and the page's device signals only as their keyed hash.
+    let facts = &subject.facts;
+    let solution = (facts.challenge != crate::challenge::Solution::Absent).then(|| facts.challenge.as_str());
+    let signals = facts.device.signals.map(|hash| format!("{hash:016x}"));
     tracing::info!(
         target: "stuffgate::decision",
         route = route.name.as_str(),
@@ -74,5 +78,7 @@ pub fn decision_event(
         outcome = outcome.map(|o| o.as_str()),
         status,
         decision_us = decision_micros,
+        solution,
+        device_signals = signals.as_deref(),
     );
 }
