@@ -230,6 +230,7 @@ fn demo(
         // The bundled attack replays send client addresses in X-Forwarded-For from loopback.
         trusted_proxies: IpRanges::new(&[loopback]),
         threads: 2,
+        runtime: Default::default(),
         max_tracked_keys: 1_000_000,
         watch_interval: Some(std::time::Duration::from_secs(2)),
         log_format: if log_format == "json" { LogFormat::Json } else { LogFormat::Text },

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::listeners::TcpSocketOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -14,6 +15,7 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::admin::AdminApp;
 use crate::clock::Clock;
+use crate::config::file::RuntimeLayout;
 use crate::config::{CompileEnv, ConfigError, GatewayConfig};
 use crate::proxy::connections::{GuardedApp, Tracker};
 use crate::proxy::{Gateway, GatewayState};
@@ -63,7 +65,9 @@ pub fn build_state(config: &GatewayConfig, clock: Clock) -> Result<Arc<GatewaySt
 
 /// Start serving; never returns.
 pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
-    let mut conf = ServerConf { threads: config.threads, work_stealing: true, ..ServerConf::default() };
+    let per_thread = config.runtime == RuntimeLayout::PerThread;
+    // Per-thread services each run a single-threaded runtime: nothing to steal, so no stealing runtime either.
+    let mut conf = ServerConf { threads: config.threads, work_stealing: !per_thread, ..ServerConf::default() };
     conf.pid_file = std::env::temp_dir().join(format!("stuffgate-{}.pid", std::process::id())).display().to_string();
     conf.upgrade_sock =
         std::env::temp_dir().join(format!("stuffgate-{}.sock", std::process::id())).display().to_string();
@@ -74,12 +78,27 @@ pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
 
     // Connection caps and header/idle deadlines sit between the listener and pingora's HTTP handling.
     let tracker = Tracker::new(config.hardening.connections.clone(), config.trusted_proxies.clone());
-    let app = pingora::proxy::http_proxy(&server.configuration, Gateway { state: state.clone() });
-    let mut proxy = Service::new("stuffgate".to_string(), GuardedApp::new(app, tracker));
-    for address in &config.listen {
-        proxy.add_tcp(address);
+    // Per thread: N services of one thread, each with its own listening sockets (SO_REUSEPORT: the kernel spreads
+    // connections) and its own upstream connection pool. They share the policy, the state store, the connection
+    // tracker and the metrics, so limits hold across them. Measured in benches/RESULTS.md ("threads").
+    let services = if per_thread { config.threads } else { 1 };
+    for index in 0..services {
+        let app = pingora::proxy::http_proxy(&server.configuration, Gateway { state: state.clone() });
+        let mut proxy = Service::new(format!("stuffgate-{index}"), GuardedApp::new(app, tracker.clone()));
+        for address in &config.listen {
+            if per_thread {
+                let mut options = TcpSocketOptions::default();
+                options.so_reuseport = Some(true);
+                proxy.add_tcp_with_settings(&respelled(address, index), options);
+            } else {
+                proxy.add_tcp(address);
+            }
+        }
+        if per_thread {
+            proxy.threads = Some(1);
+        }
+        server.add_service(proxy);
     }
-    server.add_service(proxy);
 
     let mut admin = Service::new("stuffgate admin".to_string(), AdminApp { policy: state.policy.clone() });
     admin.add_tcp(&config.admin);
@@ -101,6 +120,17 @@ pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
         "stuffgate started"
     );
     server.run_forever()
+}
+
+/// The same listen address, written differently per service. pingora keeps listening sockets in a table keyed by
+/// their address text (to hand them to a new process on a graceful upgrade) and reuses a socket whose text it has
+/// seen: one text per service gives each service a socket of its own, which SO_REUSEPORT lets share the port.
+/// Leading zeros in the port change the text, not the address.
+fn respelled(address: &str, index: usize) -> String {
+    match address.rsplit_once(':') {
+        Some((host, port)) if index > 0 => format!("{host}:{}{port}", "0".repeat(index)),
+        _ => address.to_string(),
+    }
 }
 
 impl Maintenance {
@@ -157,6 +187,23 @@ impl BackgroundService for Maintenance {
                     self.reload_data(true);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::respelled;
+
+    #[test]
+    fn each_service_spells_the_address_apart_and_it_still_parses_to_the_same_socket() {
+        use std::net::ToSocketAddrs;
+        let spellings: Vec<String> = (0..4).map(|i| respelled("127.0.0.1:8080", i)).collect();
+        assert_eq!(spellings[0], "127.0.0.1:8080");
+        assert_eq!(spellings.iter().collect::<std::collections::HashSet<_>>().len(), 4);
+        for text in spellings.iter().chain([&respelled("[::1]:8080", 2)]) {
+            let port = text.to_socket_addrs().unwrap().next().unwrap().port();
+            assert_eq!(port, 8080, "{text}");
         }
     }
 }
