@@ -21,6 +21,7 @@ use crate::defense::{Action, Defense, Mode, Slot};
 use crate::geoip::SharedGeoDb;
 use crate::keys::KeyHasher;
 use crate::store::{CellId, LocalStore, Store, KNOWN_SOURCES_CELL};
+use crate::telemetry::metrics::{RouteMetrics, SlotMetrics};
 
 /// What compiled defenses share with the running gateway.
 #[derive(Clone)]
@@ -290,7 +291,15 @@ pub(crate) fn compile_file(
                     ))
                 }
             };
-            slots.push(Slot { phase: wants.phase(), defense: built, mode, action, fingerprint });
+            let metrics = SlotMetrics::new(&route.name, built.name(), action.as_str(), mode.as_str());
+            slots.push(Slot {
+                phase: wants.phase(),
+                defense: built,
+                mode,
+                action,
+                fingerprint,
+                metrics: Some(metrics),
+            });
         }
         routes.push(Route {
             name: route.name.clone(),
@@ -308,6 +317,7 @@ pub(crate) fn compile_file(
             ipv6_prefix,
             slots,
             source: path.to_path_buf(),
+            metrics: RouteMetrics::new(&route.name),
         });
     }
     Ok(())

@@ -192,6 +192,7 @@ pub struct Route {
     pub ipv6_prefix: u8,
     pub slots: Vec<Slot>,
     pub source: PathBuf,
+    pub metrics: crate::telemetry::metrics::RouteMetrics,
 }
 
 impl Route {

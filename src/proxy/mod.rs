@@ -142,7 +142,7 @@ impl ProxyHttp for Gateway {
             return;
         };
         let verdict = judged.decision.verdict().as_str();
-        metrics::REQUESTS.with_label_values(&[route.name.as_str(), verdict]).inc();
+        route.metrics.request(verdict).inc();
         let env = self.state.policy.env();
         if env.geo.is_some() {
             if !route.needs.facts.geo {
@@ -158,14 +158,14 @@ impl ProxyHttp for Gateway {
             metrics::REQUESTS_BY_COUNTRY.with_label_values(&[route.name.as_str(), label, verdict]).inc();
         }
         if let Some(outcome) = ctx.outcome {
-            metrics::OUTCOMES.with_label_values(&[route.name.as_str(), outcome.as_str()]).inc();
+            route.metrics.outcome(outcome).inc();
         }
         for reason in &judged.decision.reasons {
-            metrics::FINDINGS
-                .with_label_values(&[route.name.as_str(), reason.defense, reason.action, reason.mode.as_str()])
-                .inc();
+            if let Some(counters) = route.slots.get(reason.slot).and_then(|s| s.metrics.as_ref()) {
+                if reason.action == "trusted" { &counters.trusted } else { &counters.hit }.inc();
+            }
         }
-        metrics::DECISION_SECONDS.with_label_values(&[route.name.as_str()]).observe(ctx.decision_micros as f64 / 1e6);
+        route.metrics.decision_seconds.observe(ctx.decision_micros as f64 / 1e6);
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
         crate::telemetry::decision_event(route, judged, ctx.outcome, status, ctx.decision_micros);
     }
