@@ -91,6 +91,18 @@ pub enum Read {
     Claim { key: StateKey, cell: CellId, ttl: u64 },
 }
 
+impl Read {
+    pub fn key(&self) -> StateKey {
+        match self {
+            Read::Gcra { key, .. }
+            | Read::Penalty { key, .. }
+            | Read::Contains { key, .. }
+            | Read::Last { key, .. }
+            | Read::Claim { key, .. } => *key,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reply {
     Admit,
