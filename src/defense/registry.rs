@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
-use super::{breach, distinct, email_domain, failures, geo, geo_velocity, ip_list, rate, reset_target, Defense};
+use super::{
+    breach, distinct, email_domain, failures, geo, geo_velocity, ip_list, rate, reset_target, user_agent, Defense,
+};
 use crate::config::{CompileEnv, RouteKind};
 use crate::store::CellId;
 
@@ -51,6 +53,7 @@ pub const REGISTRY: &[DefenseSpec] = &[
     geo_velocity::SPEC,
     email_domain::SPEC,
     reset_target::SPEC,
+    user_agent::SPEC,
 ];
 
 pub fn lookup(name: &str) -> Option<&'static DefenseSpec> {
