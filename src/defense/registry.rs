@@ -98,9 +98,15 @@ pub fn params<T: DeserializeOwned>(table: &toml::Table) -> Result<T, BuildError>
             .or_else(|| quoted("missing field "))
             .map(str::to_string)
             .unwrap_or_else(|| e.path().to_string());
-        let message = message
-            .replace(", expected one of", "; the parameters of this type are")
-            .replace("unknown field", "unknown parameter");
+        // toml appends where it was ("\nin `key`"): the key is reported on its own.
+        let message = message.split("\nin `").next().unwrap_or(&message).trim().to_string();
+        let message = if message.starts_with("unknown field") {
+            message
+                .replace("unknown field", "unknown parameter")
+                .replace(", expected one of", "; the parameters of this type are")
+        } else {
+            message.replace(", expected one of", "; choose one of")
+        };
         (key, message)
     })
 }
