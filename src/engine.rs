@@ -91,7 +91,7 @@ fn address_subject<R: Request>(route: &Route, env: &CompileEnv, request: &R) -> 
     Subject {
         ip,
         ip_key,
-        address: env.keys.key(KeyKind::Address, &ip_key.0.to_le_bytes()),
+        address: env.keys.address(ip_key.0),
         account: None,
         account_address: None,
         password: None,
@@ -139,7 +139,7 @@ pub async fn decide<R: Request>(
     now: u64,
 ) -> Result<Judged, R::Error> {
     let mut subject = address_subject(route, env, request);
-    if route.needs.facts.geo {
+    if route.needs.geo_before_body {
         locate(env, &mut subject);
     }
     let mut decision = Decision::default();
@@ -198,6 +198,9 @@ pub async fn decide<R: Request>(
         subject.password = Some(env.keys.key(KeyKind::Password, password));
     }
     let facts = route.needs.facts;
+    if facts.geo && !route.needs.geo_before_body {
+        locate(env, subject);
+    }
     if let Some(password) = password {
         if let (true, Some(filter)) = (facts.breached_password, &env.breached_passwords) {
             subject.facts.breach.password = filter.load().contains_password_any_case(password);
@@ -244,6 +247,7 @@ fn finish(judged: &mut Judged) {
 pub fn locate(env: &CompileEnv, subject: &mut Subject) {
     if let Some(geo) = &env.geo {
         subject.facts.geo = geo.load().lookup(subject.ip);
+        subject.facts.located = true;
     }
 }
 

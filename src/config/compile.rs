@@ -265,6 +265,7 @@ pub(crate) fn compile_file(
             needs.fields.password |= wants.fields.password;
             needs.fields.target |= wants.fields.target;
             needs.facts = needs.facts.union(wants.facts);
+            needs.geo_before_body |= wants.facts.geo && wants.phase() == crate::defense::Phase::Address;
             let mode = defense.mode.unwrap_or(default_mode);
             let default_action = match (spec.default_action)(kind) {
                 DefaultAction::Block => ActionName::Block,

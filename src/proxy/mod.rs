@@ -145,7 +145,7 @@ impl ProxyHttp for Gateway {
         route.metrics.request(verdict).inc();
         let env = self.state.policy.env();
         if env.geo.is_some() {
-            if !route.needs.facts.geo {
+            if !judged.subject.facts.located {
                 // Located here, after the answer, when no defense needed it before.
                 engine::locate(env, &mut judged.subject);
             }
