@@ -20,6 +20,7 @@ pub mod clock;
 pub mod config;
 pub mod defense;
 pub mod demo_api;
+pub mod fuzzing;
 pub mod engine;
 pub mod geoip;
 pub mod proxy;
