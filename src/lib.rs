@@ -24,6 +24,7 @@ pub mod config;
 pub mod defense;
 pub mod demo_api;
 pub mod engine;
+pub mod fuzzing;
 pub mod geoip;
 pub mod keys;
 pub mod proxy;
