@@ -82,7 +82,11 @@ impl ServeHttp for AdminApp {
                 let body = serde_json::json!({ "files": policy.files, "routes": routes, "tracked_keys": tracked });
                 respond(200, "application/json", body.to_string().into_bytes())
             }
-            _ => respond(404, "text/plain", b"not found: try /metrics, /healthz, /readyz, /policy, /decisions or /dashboard\n".to_vec()),
+            _ => respond(
+                404,
+                "text/plain",
+                b"not found: try /metrics, /healthz, /readyz, /policy, /decisions or /dashboard\n".to_vec(),
+            ),
         }
     }
 }

@@ -32,7 +32,9 @@ pub enum DecisionsCommand {
 }
 
 #[derive(clap::Args, Debug, Clone)]
-#[command(after_help = "The admin token is read from $STUFFGATE_ADMIN_TOKEN (the gateway must have been started with the same).\n\nExamples:\n  stuffgate decisions list\n  stuffgate decisions ban 198.51.100.0/24 --duration 4h --reason \"stuffing from a VPS range\"\n  stuffgate decisions delete p12")]
+#[command(
+    after_help = "The admin token is read from $STUFFGATE_ADMIN_TOKEN (the gateway must have been started with the same).\n\nExamples:\n  stuffgate decisions list\n  stuffgate decisions ban 198.51.100.0/24 --duration 4h --reason \"stuffing from a VPS range\"\n  stuffgate decisions delete p12"
+)]
 pub struct DecisionsArgs {
     #[command(subcommand)]
     pub command: DecisionsCommand,
@@ -174,7 +176,10 @@ fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, String)> {
         .and_then(|s| s.parse().ok())
         .context("the admin listener's answer has no status")?;
     let mut body = raw[split + 4..].to_vec();
-    if head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked")) {
+    if head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"))
+    {
         body = dechunk(&body);
     }
     Ok((status, String::from_utf8_lossy(&body).into_owned()))

@@ -47,7 +47,11 @@ pub fn gateway(config: &GatewayConfig) -> String {
         quoted(&format!("{:?}", config.log_format).to_lowercase()),
         quoted(&config.log_level)
     );
-    let _ = writeln!(out, "# privacy: hash secret {}", if config.hash_secret.is_some() { "set" } else { "unset (random per start)" });
+    let _ = writeln!(
+        out,
+        "# privacy: hash secret {}",
+        if config.hash_secret.is_some() { "set" } else { "unset (random per start)" }
+    );
     let _ = writeln!(out, "forwarded_header = {}", quoted(&format!("{:?}", config.hardening.forwarded_header)));
     let c = &config.hardening.connections;
     let _ = writeln!(out, "connections = {c:?}");
@@ -101,10 +105,11 @@ pub fn policy(policy: &Policy) -> String {
             PathMatch::Prefix(prefix) => writeln!(out, "path_prefix = {}", quoted(prefix)),
         }
         .unwrap_or(());
-        let body: Vec<String> = [("account", &route.account_field), ("password", &route.password_field), ("target", &route.target_field)]
-            .into_iter()
-            .filter_map(|(name, f)| field(f).map(|f| format!("{name} = {}", quoted(&f))))
-            .collect();
+        let body: Vec<String> =
+            [("account", &route.account_field), ("password", &route.password_field), ("target", &route.target_field)]
+                .into_iter()
+                .filter_map(|(name, f)| field(f).map(|f| format!("{name} = {}", quoted(&f))))
+                .collect();
         if !body.is_empty() {
             let _ = writeln!(out, "body = {{ {} }}", body.join(", "));
         }

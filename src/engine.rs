@@ -21,8 +21,8 @@ use crate::attempt::{normalise_account, Attempt, Credentials, IpKey, Subject};
 use crate::body::{self, BodyProblem};
 use crate::config::{BadBody, CompileEnv, Route, RouteKind};
 use crate::defense::pipeline::{self, Batch};
-use crate::defense::{known_sources, Decision, Effects, Outcome, Phase};
 pub use crate::defense::Verdict;
+use crate::defense::{known_sources, Decision, Effects, Outcome, Phase};
 use crate::keys::pair_id;
 use crate::store::{KeyKind, Read, Replies, Reply, StateKey, Store, StoreError, Write};
 

@@ -103,7 +103,8 @@ mod tests {
     #[test]
     fn live_settings_are_applied_and_the_rest_waits_for_a_restart() {
         let running = config("policies = [\"a.toml\"]\ntrusted_proxies = [\"10.0.0.0/8\"]\nthreads = 2\n");
-        let same = plan(&running, &config("policies = [\"a.toml\"]\ntrusted_proxies = [\"10.0.0.0/8\"]\nthreads = 2\n"));
+        let same =
+            plan(&running, &config("policies = [\"a.toml\"]\ntrusted_proxies = [\"10.0.0.0/8\"]\nthreads = 2\n"));
         assert!(same.live_keys().is_empty() && same.restart.is_empty(), "{same:?}");
         let changed = plan(
             &running,

@@ -43,9 +43,7 @@ enum Command {
     /// List, lift and add decisions (penalties in force, manual bans) through a running gateway's admin API.
     Decisions(stuffgate::admin_client::DecisionsArgs),
     /// Print a shell completion script, e.g. `stuffgate completions bash > /etc/bash_completion.d/stuffgate`.
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
     /// Run the bundled demo login API with the gateway in front of it.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]

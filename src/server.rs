@@ -76,11 +76,12 @@ fn admin_token() -> Option<String> {
 pub fn preflight(config: &GatewayConfig) -> Result<(), String> {
     Operator::token_from_env()?;
     let mut seen = std::collections::HashSet::new();
-    for (what, address) in
-        config.listen.iter().map(|a| ("listen", a)).chain(std::iter::once(("admin", &config.admin)))
+    for (what, address) in config.listen.iter().map(|a| ("listen", a)).chain(std::iter::once(("admin", &config.admin)))
     {
         if !seen.insert(address.clone()) {
-            return Err(format!("{address} is named twice (`{what}`): the proxy and the admin listener need their own ports"));
+            return Err(format!(
+                "{address} is named twice (`{what}`): the proxy and the admin listener need their own ports"
+            ));
         }
         if let Err(error) = std::net::TcpListener::bind(address.as_str()) {
             let hint = match error.kind() {
@@ -93,10 +94,7 @@ pub fn preflight(config: &GatewayConfig) -> Result<(), String> {
                 std::io::ErrorKind::AddrNotAvailable => "no interface of this machine has that address",
                 _ => "choose another address",
             };
-            return Err(format!(
-                "cannot listen on {address} (`{what}` in {}): {error}; {hint}",
-                config.path.display()
-            ));
+            return Err(format!("cannot listen on {address} (`{what}` in {}): {error}; {hint}", config.path.display()));
         }
     }
     Ok(())

@@ -116,10 +116,12 @@ pub fn data(app: &AdminApp) -> serde_json::Value {
         *outcomes.entry(label(s, "outcome")).or_default() += s.value;
     }
     // Challenges: answered as verdict "challenge"; passes where the device-challenge defense counts them.
-    let challenged: f64 = of("stuffgate_requests_total").filter(|s| label(s, "verdict") == "challenge").map(|s| s.value).sum();
+    let challenged: f64 =
+        of("stuffgate_requests_total").filter(|s| label(s, "verdict") == "challenge").map(|s| s.value).sum();
     let mut challenge_results: BTreeMap<String, f64> = BTreeMap::new();
     for s in samples.iter().filter(|s| s.name.starts_with("stuffgate_challenge") && s.name.ends_with("_total")) {
-        let result = s.labels.get("result").or_else(|| s.labels.get("outcome")).cloned().unwrap_or_else(|| s.name.clone());
+        let result =
+            s.labels.get("result").or_else(|| s.labels.get("outcome")).cloned().unwrap_or_else(|| s.name.clone());
         *challenge_results.entry(result).or_default() += s.value;
     }
     let process = |name: &str| samples.iter().find(|s| s.name == name).map(|s| s.value);

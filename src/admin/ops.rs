@@ -141,7 +141,9 @@ impl AdminApp {
         }
     }
 
-    /// Changes need the token; reads need it only when one is set.
+    /// Changes need the token; reads need it only when one is set. The refusal is the answer to send (large, but made
+    /// once per refused admin request).
+    #[allow(clippy::result_large_err)]
     fn authorize(&self, session: &ServerSession, changes: bool) -> Result<(), Response<Vec<u8>>> {
         let Some(token) = self.ops.token.as_deref() else {
             if !changes {
@@ -249,7 +251,13 @@ impl AdminApp {
             None => None,
             Some(text) => match crate::clock::parse_duration(text) {
                 Ok(d) if !d.is_zero() => Some(d.as_nanos() as u64),
-                _ => return problem(400, "bad_duration", format!("`{text}` is not a duration such as \"30m\", \"4h\" or \"7d\"")),
+                _ => {
+                    return problem(
+                        400,
+                        "bad_duration",
+                        format!("`{text}` is not a duration such as \"30m\", \"4h\" or \"7d\""),
+                    )
+                }
             },
         };
         let env = self.policy.env();
@@ -291,6 +299,7 @@ fn unauthorized(message: &str) -> Response<Vec<u8>> {
     response
 }
 
+#[allow(clippy::result_large_err)]
 async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
     let mut body = Vec::new();
     loop {

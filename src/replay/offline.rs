@@ -118,7 +118,10 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
                     InMemory { ip: event.ip, headers, body: Bytes::copy_from_slice(event.body.as_bytes()) };
                 let Ok(judged) = engine::decide_now(route, env, &mut request, now);
                 flagged = would_block(&judged.decision);
-                if matches!(judged.verdict(), crate::defense::Verdict::Block { .. } | crate::defense::Verdict::Challenge) {
+                if matches!(
+                    judged.verdict(),
+                    crate::defense::Verdict::Block { .. } | crate::defense::Verdict::Challenge
+                ) {
                     let by = judged.decision.decided_by.and_then(|i| route.slots.get(i)).map(|s| s.defense.name());
                     let by = by.or_else(|| judged.decision.reasons.first().map(|r| r.defense)).unwrap_or("unknown");
                     *blocked_by.entry(by.to_string()).or_default() += 1;

@@ -14,9 +14,8 @@ fn registered<T>(result: prometheus::Result<T>) -> T {
 static CPU_SECONDS: LazyLock<Counter> = LazyLock::new(|| {
     registered(register_counter!("process_cpu_seconds_total", "Total user and system CPU time spent in seconds."))
 });
-static RESIDENT: LazyLock<Gauge> = LazyLock::new(|| {
-    registered(register_gauge!("process_resident_memory_bytes", "Resident memory size in bytes."))
-});
+static RESIDENT: LazyLock<Gauge> =
+    LazyLock::new(|| registered(register_gauge!("process_resident_memory_bytes", "Resident memory size in bytes.")));
 static VIRTUAL: LazyLock<Gauge> =
     LazyLock::new(|| registered(register_gauge!("process_virtual_memory_bytes", "Virtual memory size in bytes.")));
 static OPEN_FDS: LazyLock<Gauge> =
@@ -26,10 +25,7 @@ static MAX_FDS: LazyLock<Gauge> =
 static THREADS: LazyLock<Gauge> =
     LazyLock::new(|| registered(register_gauge!("process_threads", "Number of OS threads in the process.")));
 static START_TIME: LazyLock<Gauge> = LazyLock::new(|| {
-    registered(register_gauge!(
-        "process_start_time_seconds",
-        "Start time of the process since unix epoch in seconds."
-    ))
+    registered(register_gauge!("process_start_time_seconds", "Start time of the process since unix epoch in seconds."))
 });
 static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     registered(register_int_gauge_vec!(
