@@ -38,17 +38,27 @@ pub enum DecisionsCommand {
 pub struct DecisionsArgs {
     #[command(subcommand)]
     pub command: DecisionsCommand,
-    /// The gateway's admin listener.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:9901")]
-    pub admin: String,
+    /// The gateway's admin listener [default: $STUFFGATE_ADMIN, else http://127.0.0.1:9901].
+    #[arg(long, global = true)]
+    pub admin: Option<String>,
+}
+
+impl DecisionsArgs {
+    fn admin(&self) -> String {
+        self.admin
+            .clone()
+            .or_else(|| std::env::var("STUFFGATE_ADMIN").ok().filter(|a| !a.trim().is_empty()))
+            .unwrap_or_else(|| "http://127.0.0.1:9901".to_string())
+    }
 }
 
 pub fn run(args: &DecisionsArgs) -> anyhow::Result<()> {
+    let admin = args.admin();
     let token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.trim().is_empty());
     let token = token.as_deref().map(str::trim);
     match &args.command {
         DecisionsCommand::List { json } => {
-            let body = call(&args.admin, "GET", "/decisions", token, None)?;
+            let body = call(&admin, "GET", "/decisions", token, None)?;
             if *json {
                 println!("{body}");
                 return Ok(());
@@ -57,14 +67,14 @@ pub fn run(args: &DecisionsArgs) -> anyhow::Result<()> {
             Ok(())
         }
         DecisionsCommand::Delete { id } => {
-            let body = call(&args.admin, "DELETE", &format!("/decisions/{id}"), token, None)?;
+            let body = call(&admin, "DELETE", &format!("/decisions/{id}"), token, None)?;
             let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             println!("lifted {id}: {}", value["lifted"]);
             Ok(())
         }
         DecisionsCommand::Ban { range, duration, reason } => {
             let request = serde_json::json!({ "range": range, "duration": duration, "reason": reason });
-            let body = call(&args.admin, "POST", "/decisions", token, Some(&request.to_string()))?;
+            let body = call(&admin, "POST", "/decisions", token, Some(&request.to_string()))?;
             let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             let ban = &value["ban"];
             println!(
