@@ -110,7 +110,9 @@ fn browser_available() -> bool {
     if !present {
         let ci = std::env::var("CI").is_ok_and(|v| v == "true");
         assert!(!ci, "CI=true but {CHROMIUM} or {CHROMEDRIVER} is missing: apt-get install chromium chromium-driver");
-        eprintln!("skipping the browser test: {CHROMIUM} and {CHROMEDRIVER} are needed (Debian: chromium chromium-driver)");
+        eprintln!(
+            "skipping the browser test: {CHROMIUM} and {CHROMEDRIVER} are needed (Debian: chromium chromium-driver)"
+        );
     }
     present
 }
@@ -129,18 +131,27 @@ fn the_dashboard_shows_live_traffic_in_a_real_browser() {
         for i in 0..n {
             // 8.8.8.8 (US in the shipped database) fails and is blocked; others log in.
             gateway.login(Some("8.8.8.8"), &format!("user{i:05}@example.com"), "wrong");
-            gateway.login(Some(&format!("192.0.2.{}", 10 + i % 50)), "alice@example.com", "correct horse battery staple");
+            gateway.login(
+                Some(&format!("192.0.2.{}", 10 + i % 50)),
+                "alice@example.com",
+                "correct horse battery staple",
+            );
         }
     };
     traffic(6);
 
     let driver = Driver::start();
     driver.command(reqwest::Method::POST, "/url", Some(json!({ "url": format!("{}/dashboard", gateway.admin) })));
-    let updates = || driver.script("return Number(document.getElementById('status').dataset.updates)").as_u64().unwrap_or(0);
+    let updates =
+        || driver.script("return Number(document.getElementById('status').dataset.updates)").as_u64().unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(40);
     // Traffic between polls, so the page has rates to draw.
     while updates() < 4 {
-        assert!(Instant::now() < deadline, "the page did not poll its data: {}", driver.script("return document.body.innerText"));
+        assert!(
+            Instant::now() < deadline,
+            "the page did not poll its data: {}",
+            driver.script("return document.body.innerText")
+        );
         traffic(2);
         std::thread::sleep(Duration::from_millis(300));
     }

@@ -37,7 +37,8 @@ fn blocks() -> Vec<Block> {
     for line in readme.lines() {
         match (&mut current, line.trim_start().strip_prefix("```")) {
             (None, Some(info)) => {
-                current = Some(Block { info: info.split_whitespace().map(str::to_string).collect(), text: String::new() })
+                current =
+                    Some(Block { info: info.split_whitespace().map(str::to_string).collect(), text: String::new() })
             }
             (Some(_), Some(_)) => out.extend(current.take()),
             (Some(block), None) => {
@@ -126,9 +127,8 @@ fn the_readme_samples_pass_check_and_its_commands_run_as_written() {
     let dir = scratch();
     let ports = [("8080", free_port()), ("8081", free_port()), ("9901", free_port())];
     let respell = |text: &str| ports.iter().fold(text.to_string(), |t, (from, to)| t.replace(from, &to.to_string()));
-    let mut script = String::from(
-        "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true' EXIT\n",
-    );
+    let mut script =
+        String::from("set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true' EXIT\n");
     let mut samples = 0;
     for block in blocks() {
         if !tagged(&block, "test") {
@@ -212,7 +212,10 @@ fn the_two_commands_build_what_the_readme_says() {
     let log = recording_cargo(shims.path());
     // test.sh: the install check passes here (cmake, cc, pkg-config, Rust present), then `cargo test --locked ARGS`.
     let (ok, output) = run_bounded(
-        Command::new(Path::new(ROOT).join("examples/test.sh")).arg("--test").arg("x").env("PATH", path_with(shims.path())),
+        Command::new(Path::new(ROOT).join("examples/test.sh"))
+            .arg("--test")
+            .arg("x")
+            .env("PATH", path_with(shims.path())),
         Duration::from_secs(60),
     );
     assert!(ok, "{output}");

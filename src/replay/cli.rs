@@ -17,7 +17,6 @@ use super::scenario::{Scenario, BUNDLED};
 use super::{html, offline_report, online_report, schedule_for, Report};
 use crate::clock::parse_duration;
 
-const EMBEDDED_DEFAULT_POLICY: &str = include_str!("../../policies/default.toml");
 /// The common-password filter `stuffgate demo` loads.
 const SHIPPED_PASSWORD_FILTER: &str = "policies/data/common-passwords.bloom";
 
@@ -210,10 +209,7 @@ fn offline_options(args: &ReplayArgs) -> anyhow::Result<OfflineOptions> {
             max_tracked_keys: gateway.max_tracked_keys,
         });
     }
-    let shipped_filter =
-        [PathBuf::from(SHIPPED_PASSWORD_FILTER), Path::new(env!("CARGO_MANIFEST_DIR")).join(SHIPPED_PASSWORD_FILTER)]
-            .into_iter()
-            .find(|p| p.exists());
+    let shipped_filter = crate::shipped::find(SHIPPED_PASSWORD_FILTER);
     Ok(OfflineOptions {
         policy_files: policy_files(&args.policy)?,
         geoip: args.geoip.clone().or_else(super::addresses::default_geoip_path),
@@ -228,14 +224,18 @@ fn policy_files(given: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     if !given.is_empty() {
         return Ok(given.to_vec());
     }
-    let local = PathBuf::from("policies/default.toml");
-    if local.exists() {
-        return Ok(vec![local]);
+    // The shipped policy, found from any directory (see `crate::shipped`); no temporary copy is written.
+    match crate::shipped::find("policies/default.toml") {
+        Some(path) => Ok(vec![path]),
+        None => bail!(
+            "no policy given and the shipped policies/default.toml is not found (searched {}): pass --policy FILE",
+            crate::shipped::candidates("policies/default.toml")
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
-    let path = std::env::temp_dir().join(format!("stuffgate-replay-policy-{}.toml", std::process::id()));
-    std::fs::write(&path, EMBEDDED_DEFAULT_POLICY)
-        .with_context(|| format!("writing the built-in policy to {}", path.display()))?;
-    Ok(vec![path])
 }
 
 fn max_time(given: Option<&str>, duration: u64, speed: f64) -> anyhow::Result<Duration> {
