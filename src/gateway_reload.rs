@@ -3,9 +3,14 @@
 //! every other changed setting is refused loudly, named with its running and new value, until a restart.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use crate::admin::ops::Health;
 use crate::config::GatewayConfig;
 use crate::defense::ip_list::IpRanges;
+use crate::proxy::GatewayState;
+use crate::reload::PolicyHandle;
+use crate::telemetry::metrics;
 
 /// What a changed gateway file asks for.
 #[derive(Debug, Default)]
@@ -85,6 +90,120 @@ pub fn plan(running: &GatewayConfig, new: &GatewayConfig) -> Plan {
     restart("breach.pair_filter", shown(&running.pair_filter), shown(&new.pair_filter));
     restart("forwarded_header / connections / upstream timeouts", shown(&running.hardening), shown(&new.hardening));
     plan
+}
+
+/// The gateway file as running, for reloads.
+pub struct GatewayFile {
+    path: std::path::PathBuf,
+    running: parking_lot::Mutex<GatewayConfig>,
+    stamp: parking_lot::Mutex<Option<(std::time::SystemTime, u64)>>,
+    state: Arc<GatewayState>,
+}
+
+fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+impl GatewayFile {
+    /// `None` for a gateway without a file (`stuffgate demo`).
+    pub fn new(config: &GatewayConfig, state: Arc<GatewayState>) -> Option<GatewayFile> {
+        let stamp = file_stamp(&config.path)?;
+        Some(GatewayFile {
+            path: config.path.clone(),
+            running: parking_lot::Mutex::new(config.clone()),
+            stamp: parking_lot::Mutex::new(Some(stamp)),
+            state,
+        })
+    }
+
+    pub fn changed(&self) -> bool {
+        *self.stamp.lock() != file_stamp(&self.path)
+    }
+
+    /// Settings changed on disk that wait for a restart.
+    pub fn pending(&self) -> Vec<String> {
+        match crate::config::load_gateway(&self.path) {
+            Ok(new) => crate::gateway_reload::plan(&self.running.lock(), &new).restart_keys(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Returns whether the policy list was replaced (and so compiled already).
+    pub fn reload(&self, policy: &PolicyHandle, health: &Health) -> bool {
+        *self.stamp.lock() = file_stamp(&self.path);
+        let new = match crate::config::load_gateway(&self.path) {
+            Ok(new) => new,
+            Err(error) => {
+                metrics::RELOADS.with_label_values(&["error"]).inc();
+                tracing::error!(%error, "gateway file reload refused; the running settings stay");
+                health.record_reload(false, format!("gateway file refused: {error}"), Vec::new());
+                return false;
+            }
+        };
+        let mut running = self.running.lock();
+        let plan = crate::gateway_reload::plan(&running, &new);
+        for (key, was, now) in &plan.restart {
+            tracing::error!(
+                file = %self.path.display(),
+                key,
+                running = %was,
+                on_disk = %now,
+                "gateway file: `{key}` changed, but it takes effect only after a restart; the running value stays"
+            );
+        }
+        if !plan.restart.is_empty() {
+            metrics::RELOADS.with_label_values(&["restart_required"]).inc();
+        }
+        let mut problems = Vec::new();
+        let mut replaced = false;
+        if let Some(files) = &plan.policies {
+            replaced = true;
+            match policy.replace_files(files.clone()) {
+                Ok(()) => {
+                    tracing::info!(policies = ?files, "gateway file: now serving these policy files");
+                    running.policy_files = files.clone();
+                }
+                Err(error) => problems.push(format!("policies refused: {error}")),
+            }
+        }
+        if let Some(trusted) = &plan.trusted_proxies {
+            self.state.trusted_proxies.store(Arc::new(trusted.clone()));
+            running.trusted_proxies = trusted.clone();
+            tracing::info!(
+                "gateway file: trusted_proxies applied to client addresses (the per-client connection cap's \
+                 exemption keeps the start-up list until a restart)"
+            );
+        }
+        if let Some(level) = &plan.log_level {
+            match crate::telemetry::set_level(level) {
+                Ok(()) => {
+                    running.log_level = level.clone();
+                    tracing::info!(level = %level, "gateway file: log level applied");
+                }
+                Err(error) => problems.push(format!("log.level refused: {error}")),
+            }
+        }
+        let pending = plan.restart_keys();
+        let applied = plan.live_keys();
+        if problems.is_empty() {
+            let message = if applied.is_empty() && pending.is_empty() {
+                "gateway file unchanged; policy reloaded".to_string()
+            } else {
+                format!("gateway file applied live: {:?}; waiting for a restart: {:?}", applied, pending)
+            };
+            if !applied.is_empty() {
+                tracing::info!(applied = ?applied, restart_required = ?pending, "gateway file reloaded");
+            }
+            health.record_reload(pending.is_empty(), message, pending);
+        } else {
+            for problem in &problems {
+                tracing::error!(problem = %problem, "gateway file reload: a setting was refused; its running value stays");
+            }
+            health.record_reload(false, problems.join("; "), pending);
+        }
+        replaced
+    }
 }
 
 #[cfg(test)]

@@ -18,10 +18,15 @@ use crate::admin::AdminApp;
 use crate::clock::Clock;
 use crate::config::file::RuntimeLayout;
 use crate::config::{CompileEnv, ConfigError, GatewayConfig};
+use crate::gateway_reload::GatewayFile;
 use crate::proxy::connections::{GuardedApp, Tracker};
 use crate::proxy::{Gateway, GatewayState};
 use crate::reload::PolicyHandle;
-use crate::telemetry::metrics;
+
+mod preflight;
+
+use preflight::admin_token;
+pub use preflight::preflight;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -63,41 +68,6 @@ pub fn build_state(config: &GatewayConfig, clock: Clock) -> Result<Arc<GatewaySt
         forwarded_header: config.hardening.forwarded_header,
         upstream,
     }))
-}
-
-/// The admin token from the environment (see `admin::ops`); a malformed one was refused by [`preflight`].
-fn admin_token() -> Option<String> {
-    Operator::token_from_env().ok().flatten()
-}
-
-/// Checks before anything is started, each failure a sentence saying what to change: every listen address and the
-/// admin address can be bound (pingora would log and retry forever, looking alive while serving nothing), and the
-/// admin token, when given, is usable.
-pub fn preflight(config: &GatewayConfig) -> Result<(), String> {
-    Operator::token_from_env()?;
-    let mut seen = std::collections::HashSet::new();
-    for (what, address) in config.listen.iter().map(|a| ("listen", a)).chain(std::iter::once(("admin", &config.admin)))
-    {
-        if !seen.insert(address.clone()) {
-            return Err(format!(
-                "{address} is named twice (`{what}`): the proxy and the admin listener need their own ports"
-            ));
-        }
-        if let Err(error) = std::net::TcpListener::bind(address.as_str()) {
-            let hint = match error.kind() {
-                std::io::ErrorKind::AddrInUse => {
-                    "another process is listening there (find it with `ss -ltnp`), or another stuffgate is still running"
-                }
-                std::io::ErrorKind::PermissionDenied => {
-                    "ports below 1024 need root or CAP_NET_BIND_SERVICE (the systemd unit grants it)"
-                }
-                std::io::ErrorKind::AddrNotAvailable => "no interface of this machine has that address",
-                _ => "choose another address",
-            };
-            return Err(format!("cannot listen on {address} (`{what}` in {}): {error}; {hint}", config.path.display()));
-        }
-    }
-    Ok(())
 }
 
 /// Start serving; never returns.
@@ -253,120 +223,6 @@ impl Maintenance {
             }
         }
         self.reload_data(sighup);
-    }
-}
-
-/// The gateway file as running, for reloads.
-struct GatewayFile {
-    path: std::path::PathBuf,
-    running: parking_lot::Mutex<GatewayConfig>,
-    stamp: parking_lot::Mutex<Option<(std::time::SystemTime, u64)>>,
-    state: Arc<GatewayState>,
-}
-
-fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
-
-impl GatewayFile {
-    /// `None` for a gateway without a file (`stuffgate demo`).
-    fn new(config: &GatewayConfig, state: Arc<GatewayState>) -> Option<GatewayFile> {
-        let stamp = file_stamp(&config.path)?;
-        Some(GatewayFile {
-            path: config.path.clone(),
-            running: parking_lot::Mutex::new(config.clone()),
-            stamp: parking_lot::Mutex::new(Some(stamp)),
-            state,
-        })
-    }
-
-    fn changed(&self) -> bool {
-        *self.stamp.lock() != file_stamp(&self.path)
-    }
-
-    /// Settings changed on disk that wait for a restart.
-    fn pending(&self) -> Vec<String> {
-        match crate::config::load_gateway(&self.path) {
-            Ok(new) => crate::gateway_reload::plan(&self.running.lock(), &new).restart_keys(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    /// Returns whether the policy list was replaced (and so compiled already).
-    fn reload(&self, policy: &PolicyHandle, health: &Health) -> bool {
-        *self.stamp.lock() = file_stamp(&self.path);
-        let new = match crate::config::load_gateway(&self.path) {
-            Ok(new) => new,
-            Err(error) => {
-                metrics::RELOADS.with_label_values(&["error"]).inc();
-                tracing::error!(%error, "gateway file reload refused; the running settings stay");
-                health.record_reload(false, format!("gateway file refused: {error}"), Vec::new());
-                return false;
-            }
-        };
-        let mut running = self.running.lock();
-        let plan = crate::gateway_reload::plan(&running, &new);
-        for (key, was, now) in &plan.restart {
-            tracing::error!(
-                file = %self.path.display(),
-                key,
-                running = %was,
-                on_disk = %now,
-                "gateway file: `{key}` changed, but it takes effect only after a restart; the running value stays"
-            );
-        }
-        if !plan.restart.is_empty() {
-            metrics::RELOADS.with_label_values(&["restart_required"]).inc();
-        }
-        let mut problems = Vec::new();
-        let mut replaced = false;
-        if let Some(files) = &plan.policies {
-            replaced = true;
-            match policy.replace_files(files.clone()) {
-                Ok(()) => {
-                    tracing::info!(policies = ?files, "gateway file: now serving these policy files");
-                    running.policy_files = files.clone();
-                }
-                Err(error) => problems.push(format!("policies refused: {error}")),
-            }
-        }
-        if let Some(trusted) = &plan.trusted_proxies {
-            self.state.trusted_proxies.store(Arc::new(trusted.clone()));
-            running.trusted_proxies = trusted.clone();
-            tracing::info!(
-                "gateway file: trusted_proxies applied to client addresses (the per-client connection cap's \
-                 exemption keeps the start-up list until a restart)"
-            );
-        }
-        if let Some(level) = &plan.log_level {
-            match crate::telemetry::set_level(level) {
-                Ok(()) => {
-                    running.log_level = level.clone();
-                    tracing::info!(level = %level, "gateway file: log level applied");
-                }
-                Err(error) => problems.push(format!("log.level refused: {error}")),
-            }
-        }
-        let pending = plan.restart_keys();
-        let applied = plan.live_keys();
-        if problems.is_empty() {
-            let message = if applied.is_empty() && pending.is_empty() {
-                "gateway file unchanged; policy reloaded".to_string()
-            } else {
-                format!("gateway file applied live: {:?}; waiting for a restart: {:?}", applied, pending)
-            };
-            if !applied.is_empty() {
-                tracing::info!(applied = ?applied, restart_required = ?pending, "gateway file reloaded");
-            }
-            health.record_reload(pending.is_empty(), message, pending);
-        } else {
-            for problem in &problems {
-                tracing::error!(problem = %problem, "gateway file reload: a setting was refused; its running value stays");
-            }
-            health.record_reload(false, problems.join("; "), pending);
-        }
-        replaced
     }
 }
 
