@@ -136,6 +136,7 @@ fn the_dashboard_shows_live_traffic_in_a_real_browser() {
                 "alice@example.com",
                 "correct horse battery staple",
             );
+            gateway.login(Some(&format!("192.0.2.{}", 100 + i % 50)), "bob@example.jp", "hunter2hunter2");
         }
     };
     traffic(6);
@@ -175,6 +176,15 @@ fn the_dashboard_shows_live_traffic_in_a_real_browser() {
     assert_eq!(seen["penalties"], "1", "{seen}");
     let verdicts = seen["verdicts"].as_array().unwrap();
     assert!(verdicts.contains(&json!("block")) && verdicts.contains(&json!("allow")), "{seen}");
+    // The chart by route: choosing the login route still shows its lines.
+    let per_route = driver.script(
+        "const s = document.getElementById('route'); s.value = 'login'; s.dispatchEvent(new Event('change'));
+         return document.querySelectorAll('#chart polyline').length",
+    );
+    assert!(per_route.as_u64().unwrap() >= 2, "{per_route}");
+    driver.script(
+        "const s = document.getElementById('route'); s.value = ''; s.dispatchEvent(new Event('change')); return 0",
+    );
 
     let png = driver.command(reqwest::Method::GET, "/screenshot", None);
     let png = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();

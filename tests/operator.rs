@@ -488,3 +488,20 @@ fn process_and_build_info_metrics_are_served() {
     assert!(metrics.contains(&format!("stuffgate_build_info{{arch=\"{}\"", std::env::consts::ARCH)), "{metrics}");
     assert!(metrics.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))));
 }
+
+#[test]
+fn an_offline_replay_reports_which_defense_answered_and_the_policy_it_ran() {
+    let (status, stdout, stderr) = run_bounded(
+        Command::new(BIN)
+            .args(["replay", "spray", "--offline", "--json", "--policy"])
+            .arg(shipped("policies/default.toml")),
+        Duration::from_secs(120),
+    );
+    assert!(status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(report["policy"].as_str().unwrap().ends_with("policies/default.toml"), "{}", report["policy"]);
+    let by = report["blocked_by"].as_object().unwrap();
+    let blocked: u64 = by.values().map(|n| n.as_u64().unwrap()).sum();
+    assert!(by["password_spray"].as_u64().unwrap() > 0, "{by:?}");
+    assert_eq!(blocked, report["totals"]["blocked"].as_u64().unwrap(), "every blocked request is attributed");
+}
