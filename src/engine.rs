@@ -21,7 +21,8 @@ use crate::attempt::{normalise_account, Attempt, Credentials, IpKey, Subject};
 use crate::body::{self, BodyProblem};
 use crate::config::{BadBody, CompileEnv, Route, RouteKind};
 use crate::defense::pipeline::{self, Batch};
-use crate::defense::{known_sources, Decision, Effects, Outcome, Phase, Verdict};
+pub use crate::defense::Verdict;
+use crate::defense::{known_sources, Decision, Effects, Outcome, Phase};
 use crate::keys::pair_id;
 use crate::store::{KeyKind, Read, Replies, Reply, StateKey, Store, StoreError, Write};
 
@@ -143,6 +144,11 @@ pub async fn decide<R: Request>(
         locate(env, &mut subject);
     }
     let mut decision = Decision::default();
+    if let Some(ban) = env.decisions.banned(subject.ip, now) {
+        decision.answered = Some(banned_verdict(&ban, now));
+        decision.reasons.push(banned_reason());
+        return Ok(Judged { subject, decision, body_read: false, effects: Effects::default() });
+    }
     let mut batch = Batch::default();
     {
         let attempt = Attempt { subject, credentials: Credentials::default(), headers: request.headers() };
@@ -226,6 +232,25 @@ pub async fn decide<R: Request>(
     Ok(judged)
 }
 
+/// The answer to an address under a manual ban (see `crate::decisions`): 403 until the ban ends.
+pub fn banned_verdict(ban: &crate::decisions::Ban, now: u64) -> Verdict {
+    let retry_after =
+        ban.until.map(|until| std::time::Duration::from_secs(until.saturating_sub(now / 1_000_000_000).max(1)));
+    Verdict::Block { status: 403, retry_after }
+}
+
+/// The decision event's reason for a manual ban (no slot of the route decided it).
+fn banned_reason() -> crate::defense::Reason {
+    crate::defense::Reason {
+        slot: usize::MAX,
+        defense: "manual_ban",
+        reason: "banned",
+        action: "block",
+        mode: crate::defense::Mode::Enforce,
+        header: None,
+    }
+}
+
 /// The tags for the app, once the decision is final.
 fn finish(judged: &mut Judged) {
     if !judged.decision.verdict().forwards() || judged.decision.tags().next().is_none() {
@@ -257,8 +282,12 @@ pub fn observe(route: &Route, env: &CompileEnv, subject: &Subject, status: u16, 
     let outcome = route.outcome_of(status);
     let mut writes: Vec<Write> = Vec::new();
     let mut effects = Effects::default();
-    for slot in &route.slots {
+    // Which slot named each write, so that a penalty it imposes is listed under its defense.
+    let mut owners: smallvec::SmallVec<[(usize, usize); 8]> = smallvec::SmallVec::new();
+    for (index, slot) in route.slots.iter().enumerate() {
+        let before = writes.len();
         slot.defense.record(subject, outcome, &mut writes);
+        owners.push((before, index));
         slot.defense.on_answer(subject, outcome, &mut effects);
     }
     if let (Outcome::Success, RouteKind::Login) = (outcome, route.kind) {
@@ -266,8 +295,57 @@ pub fn observe(route: &Route, env: &CompileEnv, subject: &Subject, status: u16, 
     }
     if !writes.is_empty() {
         env.store.write(&writes, now);
+        note_penalties(route, env, subject, &writes, &owners, now);
     }
     (outcome, effects)
+}
+
+/// List the penalties these writes imposed (see `crate::decisions`): the counting and distinct-set cells written are
+/// read back once. A store that cannot answer at once (a remote one) is not asked: its penalties still apply, they are
+/// only not listed.
+fn note_penalties(
+    route: &Route,
+    env: &CompileEnv,
+    subject: &Subject,
+    writes: &[Write],
+    owners: &[(usize, usize)],
+    now: u64,
+) {
+    let mut reads = crate::store::Reads::new();
+    let mut slots: smallvec::SmallVec<[usize; 8]> = smallvec::SmallVec::new();
+    for (at, write) in writes.iter().enumerate() {
+        if let Write::Count { key, cell, .. } | Write::Distinct { key, cell, .. } = *write {
+            let slot = owners.iter().rev().find(|(start, _)| *start <= at).map(|&(_, slot)| slot);
+            if let Some(slot) = slot {
+                reads.push(Read::Penalty { key, cell });
+                slots.push(slot);
+            }
+        }
+    }
+    if reads.is_empty() {
+        return;
+    }
+    let mut replies = Replies::new();
+    if !matches!(env.store.read(&reads, now, &mut replies).now_or_never(), Some(Ok(()))) {
+        return;
+    }
+    for ((read, reply), slot) in reads.iter().zip(replies.iter()).zip(slots) {
+        if let (Read::Penalty { key, cell }, Reply::Penalty(remaining)) = (read, reply) {
+            if *remaining > 0 {
+                let defense = route.slots[slot].defense.name();
+                env.decisions.note_penalty(
+                    *key,
+                    *cell,
+                    &route.name,
+                    defense,
+                    subject.ip,
+                    subject.account,
+                    now,
+                    *remaining,
+                );
+            }
+        }
+    }
 }
 
 /// Poll a decision that cannot wait: the offline replay and benchmarks run on the local store, which answers at

@@ -13,13 +13,20 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::admin::ops::{Health, Operator};
 use crate::admin::AdminApp;
 use crate::clock::Clock;
 use crate::config::file::RuntimeLayout;
 use crate::config::{CompileEnv, ConfigError, GatewayConfig};
+use crate::gateway_reload::GatewayFile;
 use crate::proxy::connections::{GuardedApp, Tracker};
 use crate::proxy::{Gateway, GatewayState};
 use crate::reload::PolicyHandle;
+
+mod preflight;
+
+use preflight::admin_token;
+pub use preflight::preflight;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -57,7 +64,7 @@ pub fn build_state(config: &GatewayConfig, clock: Clock) -> Result<Arc<GatewaySt
     upstream.options.read_timeout = Some(config.hardening.upstream_read_timeout);
     Ok(Arc::new(GatewayState {
         policy,
-        trusted_proxies: config.trusted_proxies.clone(),
+        trusted_proxies: arc_swap::ArcSwap::from_pointee(config.trusted_proxies.clone()),
         forwarded_header: config.hardening.forwarded_header,
         upstream,
     }))
@@ -100,14 +107,27 @@ pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
         server.add_service(proxy);
     }
 
-    let mut admin = Service::new("stuffgate admin".to_string(), AdminApp { policy: state.policy.clone() });
+    let health = Arc::new(Health::default());
+    let ops = Operator {
+        token: admin_token(),
+        upstream: config.upstream.address.to_socket_addrs().ok().and_then(|mut a| a.next()),
+        health: health.clone(),
+    };
+    let mut admin =
+        Service::new("stuffgate admin".to_string(), AdminApp { policy: state.policy.clone(), ops: Arc::new(ops) });
     admin.add_tcp(&config.admin);
     admin.threads = Some(1);
     server.add_service(admin);
 
     let mut maintenance = background_service(
         "maintenance",
-        Maintenance { policy: state.policy.clone(), watch_interval: config.watch_interval },
+        Maintenance {
+            policy: state.policy.clone(),
+            watch_interval: config.watch_interval,
+            gateway: GatewayFile::new(&config, state.clone()),
+            health,
+            data_errors: Default::default(),
+        },
     );
     maintenance.threads = Some(1);
     server.add_service(maintenance);
@@ -134,24 +154,81 @@ fn respelled(address: &str, index: usize) -> String {
 }
 
 impl Maintenance {
-    /// Swap in replaced data files (GeoIP); a missing or corrupt file is refused and the previous one serves.
-    fn reload_data(&self, always: bool) {
+    /// Swap in replaced data files (GeoIP, breach filters); a missing or corrupt file is refused and the previous one
+    /// serves. A refusal is logged once, and again only when it changes or the file comes back: not every poll.
+    fn reload_data(&self, sighup: bool) {
         let env = self.policy.env();
         for filter in env.breached_passwords.iter().chain(env.leaked_pairs.iter()) {
-            match filter.reload_if_changed() {
-                Ok(true) => tracing::info!(path = %filter.path().display(), "breach filter reloaded"),
-                Ok(false) => {}
-                Err(error) => tracing::error!(%error, "breach filter reload refused; the previous one keeps serving"),
-            }
-        }
-        if let Some(geo) = &self.policy.env().geo {
-            let result = if always { geo.reload().map(|()| true) } else { geo.reload_if_changed() };
+            let name = filter.path().display().to_string();
+            let result = filter.reload_if_changed();
             match result {
-                Ok(true) => tracing::info!(db = %geo.load().describe(), "GeoIP database reloaded"),
-                Ok(false) => {}
-                Err(error) => tracing::error!(%error, "GeoIP database reload refused; the previous one keeps serving"),
+                Err(error) => self.data_refused(&name, error.to_string(), "breach filter"),
+                // Still missing: refused (and logged) when it went; nothing new to say.
+                Ok(_) if !filter.path().is_file() => {}
+                Ok(true) => {
+                    self.data_recovered(&name);
+                    tracing::info!(path = %name, "breach filter reloaded")
+                }
+                Ok(false) => {
+                    self.data_recovered(&name);
+                    if sighup {
+                        tracing::info!(path = %name, "breach filter unchanged");
+                    }
+                }
             }
         }
+        if let Some(geo) = &env.geo {
+            let name = "geoip".to_string();
+            match geo.reload_if_changed() {
+                // GeoDb::open logs the new database's description: one line per change.
+                Ok(true) => self.data_recovered(&name),
+                Ok(false) => {
+                    self.data_recovered(&name);
+                    if sighup {
+                        tracing::info!(db = %geo.load().describe(), "GeoIP database unchanged");
+                    }
+                }
+                Err(error) => self.data_refused(&name, error.to_string(), "GeoIP database"),
+            }
+        }
+    }
+
+    fn data_refused(&self, name: &str, error: String, what: &str) {
+        let mut seen = self.data_errors.lock();
+        if seen.get(name) != Some(&error) {
+            tracing::error!(%error, "{what} reload refused; the previous one keeps serving (logged again when this changes)");
+            seen.insert(name.to_string(), error);
+        }
+    }
+
+    fn data_recovered(&self, name: &str) {
+        if self.data_errors.lock().remove(name).is_some() {
+            tracing::info!(file = name, "data file readable again");
+        }
+    }
+
+    /// SIGHUP or a saved gateway file: re-read it, apply what can be applied live, refuse the rest loudly. Reloads
+    /// the policy files either way.
+    fn reload_all(&self, sighup: bool) {
+        let policies_replaced = match &self.gateway {
+            Some(gateway) => gateway.reload(&self.policy, &self.health),
+            None => false,
+        };
+        if !policies_replaced {
+            let result = self.policy.reload();
+            let pending = self.gateway.as_ref().map(|g| g.pending()).unwrap_or_default();
+            match result {
+                Ok(()) => self.health.record_reload(true, "policy reloaded".into(), pending),
+                Err(error) => self.health.record_reload(false, format!("policy refused: {error}"), pending),
+            }
+        }
+        self.reload_data(sighup);
+    }
+}
+
+impl Maintenance {
+    fn pending(&self) -> Vec<String> {
+        self.gateway.as_ref().map(GatewayFile::pending).unwrap_or_default()
     }
 }
 
@@ -159,6 +236,11 @@ impl Maintenance {
 struct Maintenance {
     policy: Arc<PolicyHandle>,
     watch_interval: Option<Duration>,
+    /// The gateway file, re-read on SIGHUP and when saved; `None` for the demo.
+    gateway: Option<GatewayFile>,
+    health: Arc<Health>,
+    /// The last refusal logged per data file, so a missing file is logged once, not every poll.
+    data_errors: parking_lot::Mutex<std::collections::HashMap<String, String>>,
 }
 
 #[async_trait]
@@ -178,13 +260,21 @@ impl BackgroundService for Maintenance {
                 _ = shutdown.changed() => return,
                 _ = prune.tick() => self.policy.maintain(),
                 _ = watch.tick(), if self.watch_interval.is_some() => {
-                    let _ = self.policy.reload_if_changed();
-                    self.reload_data(false);
+                    if self.gateway.as_ref().is_some_and(GatewayFile::changed) {
+                        tracing::info!("gateway file changed: reloading it");
+                        self.reload_all(false);
+                    } else {
+                        match self.policy.reload_if_changed() {
+                            Some(Ok(())) => self.health.record_reload(true, "policy reloaded".into(), self.pending()),
+                            Some(Err(error)) => self.health.record_reload(false, format!("policy refused: {error}"), self.pending()),
+                            None => {}
+                        }
+                        self.reload_data(false);
+                    }
                 }
                 Some(()) = async { match hangup.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
-                    tracing::info!("SIGHUP: reloading the policy and data files");
-                    let _ = self.policy.reload();
-                    self.reload_data(true);
+                    tracing::info!("SIGHUP: reloading the gateway file, the policy and data files");
+                    self.reload_all(true);
                 }
             }
         }

@@ -40,6 +40,8 @@ pub struct CompileEnv {
     pub leaked_pairs: Option<Arc<SharedFilter>>,
     /// False for `stuffgate check`: validate defenses that need data files without those files.
     pub require_data: bool,
+    /// Penalties in force and manual bans, for operators (see `crate::decisions`).
+    pub decisions: Arc<crate::decisions::Decisions>,
 }
 
 impl CompileEnv {
@@ -54,6 +56,7 @@ impl CompileEnv {
             breached_passwords: None,
             leaked_pairs: None,
             require_data: true,
+            decisions: crate::decisions::Decisions::new(),
         }
     }
 

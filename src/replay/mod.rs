@@ -143,7 +143,7 @@ pub fn offline_report(schedule: &Schedule, options: &offline::OfflineOptions) ->
         notes.push(format!("time compressed ×{} as an online run at that speed would be", options.speed));
     }
     let policy = options.policy_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
-    Ok(Report::build(
+    let mut report = Report::build(
         schedule,
         &run.tally,
         report::RunInfo {
@@ -156,7 +156,9 @@ pub fn offline_report(schedule: &Schedule, options: &offline::OfflineOptions) ->
             upstream: None,
             notes,
         },
-    ))
+    );
+    report.blocked_by = run.blocked_by;
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -149,18 +149,22 @@ impl LocalStore {
     }
 
     fn write_one(&self, write: &Write, now: u64) {
-        let key = match write {
-            Write::Count { key, .. }
-            | Write::ResetCount { key, .. }
-            | Write::Distinct { key, .. }
-            | Write::Remember { key, .. }
-            | Write::SetLast { key, .. } => *key,
-        };
+        let key = write.key();
         let at = secs(now);
         let mut shard = self.shard(&key).lock();
         if let Write::ResetCount { cell: id, .. } = write {
             if let Some(cell) = shard.get_mut(&key.id).and_then(|r| r.cells.iter_mut().find(|c| c.id() == *id)) {
                 cell::reset_count(cell);
+            }
+            return;
+        }
+        if let Write::Lift { cell: id, .. } = write {
+            if let Some(record) = shard.get_mut(&key.id) {
+                if let Some(cell) = record.cells.iter_mut().find(|c| c.id() == *id) {
+                    cell::lift(cell);
+                }
+                // Eviction may take the record again once no other cell holds a penalty.
+                record.penalised = record.cells.iter().map(Cell::penalty_until).max().unwrap_or(0);
             }
             return;
         }
@@ -198,7 +202,7 @@ impl LocalStore {
                 }
                 until
             }
-            Write::ResetCount { .. } => 0,
+            Write::ResetCount { .. } | Write::Lift { .. } => 0,
         };
         record.extend(until);
     }
@@ -345,6 +349,33 @@ mod tests {
         for &k in &blocked {
             assert!(penalty(&store, k, 3, T0 + 2 * S) > 0, "a live penalty was evicted by a flood");
         }
+    }
+
+    #[test]
+    fn lift_clears_a_count_penalty_and_a_distinct_set_penalty() {
+        let store = LocalStore::new(10_000);
+        let address = key(KeyKind::Address, 3);
+        store.write(&[Write::Count { key: address, cell: 10, rule: rule(1) }], T0);
+        assert_eq!(penalty(&store, address, 10, T0), 900 * S);
+        store.write(&[Write::Lift { key: address, cell: 10 }], T0 + S);
+        assert_eq!(penalty(&store, address, 10, T0 + S), 0);
+        let password = key(KeyKind::Password, 3);
+        let rule = DistinctRule {
+            threshold: 1,
+            suspect: None,
+            window: 600 * S,
+            penalty: 60 * S,
+            max_penalty: 600 * S,
+            memory: 3600 * S,
+            cap: 16,
+        };
+        store.write(&[Write::Distinct { key: password, cell: 5, member: 100, failed: true, rule }], T0);
+        assert_eq!(penalty(&store, password, 5, T0), 60 * S);
+        store.write(&[Write::Lift { key: password, cell: 5 }], T0);
+        assert_eq!(penalty(&store, password, 5, T0), 0);
+        // Lifting what is not there creates nothing.
+        store.write(&[Write::Lift { key: key(KeyKind::Account, 99), cell: 1 }], T0);
+        assert_eq!(store.tracked_keys()[KeyKind::Account as usize].1, 0);
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct Options<'a> {
     /// Proxy threads, and how they are laid out (`per_thread` or `shared`).
     pub threads: usize,
     pub runtime: &'a str,
+    /// Environment variables for the gateway process (e.g. the admin token).
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 /// The shipped data files, as `stuffgate demo` uses them (the default policy needs both).
@@ -58,6 +60,7 @@ impl Default for Options<'_> {
             upstream_options: "",
             threads: 1,
             runtime: "per_thread",
+            env: &[],
         }
     }
 }
@@ -139,6 +142,7 @@ impl Gateway {
             .arg("run")
             .arg("--config")
             .arg(&config_path)
+            .envs(options.env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -186,6 +190,16 @@ impl Gateway {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("gateway did not become ready; its output:\n{}", self.logs());
+    }
+
+    /// The gateway file the process was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("gateway.toml")
+    }
+
+    /// Count of log lines containing `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.lines.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
     }
 
     /// Send SIGHUP (reload) to the gateway process.
