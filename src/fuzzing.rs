@@ -44,14 +44,21 @@ pub fn body(data: &[u8]) {
         assert_eq!(crate::account::normalise_account(&once), once, "account normalisation is idempotent");
     }
     if kind == BodyType::Json {
-        // Where a general JSON parser reads an object, the streaming extractor must read the same strings.
+        // Where a general JSON parser reads an object, the streaming extractor must read the same values: strings,
+        // and integers as their decimal text (phone-number logins); floats and booleans are refused before this.
         if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body) {
-            let reference = |key: &str| map.get(key).and_then(|v| v.as_str());
-            assert_eq!(found.account(), reference("email"), "account differs from serde_json");
-            assert_eq!(found.password(), reference("password"), "password differs from serde_json");
-            let nested =
-                map.get("user").and_then(|u| u.get("reset")).and_then(|r| r.get("to")).and_then(|t| t.as_str());
-            assert_eq!(found.target(), nested, "nested target differs from serde_json");
+            let text = |v: Option<&serde_json::Value>| {
+                v.and_then(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .or_else(|| v.as_u64().map(|n| n.to_string()))
+                        .or_else(|| v.as_i64().map(|n| n.to_string()))
+                })
+            };
+            let nested = map.get("user").and_then(|u| u.get("reset")).and_then(|r| r.get("to"));
+            assert_eq!(found.account().map(str::to_string), text(map.get("email")), "account differs from serde_json");
+            assert_eq!(found.password().map(str::to_string), text(map.get("password")), "password differs");
+            assert_eq!(found.target().map(str::to_string), text(nested), "nested target differs from serde_json");
         }
     }
 }

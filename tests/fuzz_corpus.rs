@@ -1,4 +1,4 @@
-//! Replays the committed fuzz corpora and crash regressions (`fuzz/corpus/<target>/`, `fuzz/regressions/<target>/`)
+//! Replays the committed fuzz seeds, corpora and crash regressions (`fuzz/{seeds,corpus,regressions}/<target>/`)
 //! through the same entry points the `cargo fuzz` targets call, so that every input the fuzzers kept stays a test.
 
 use std::path::Path;
@@ -6,7 +6,7 @@ use std::path::Path;
 fn replay(target: &str, run: fn(&[u8])) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let mut replayed = 0;
-    for dir in [root.join("corpus").join(target), root.join("regressions").join(target)] {
+    for dir in [root.join("seeds"), root.join("corpus"), root.join("regressions")].map(|d| d.join(target)) {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for entry in entries.flatten() {
             let data = std::fs::read(entry.path()).unwrap_or_else(|e| panic!("{}: {e}", entry.path().display()));
