@@ -41,6 +41,8 @@ pub struct BreachSignal {
 pub struct Facts {
     /// Country and network of the address (when a GeoIP database is configured and the route needs it).
     pub geo: GeoInfo,
+    /// `geo` was looked up (it is looked up only when needed, and for the log after the answer).
+    pub located: bool,
     pub breach: BreachSignal,
     /// The account logged in successfully from this address recently (see `defense::known_sources`).
     pub known_source: bool,

@@ -24,7 +24,8 @@ use crate::challenge::facts::Presented;
 use crate::challenge::seal::{self, Original};
 use crate::config::{BadBody, CompileEnv, Route, RouteKind};
 use crate::defense::pipeline::{self, Batch};
-use crate::defense::{known_sources, Decision, Effects, Outcome, Phase, Verdict};
+pub use crate::defense::Verdict;
+use crate::defense::{known_sources, Decision, Effects, Outcome, Phase};
 use crate::keys::pair_id;
 use crate::store::{KeyKind, Read, Replies, Reply, StateKey, Store, StoreError, Write};
 
@@ -99,7 +100,7 @@ fn address_subject<R: Request>(route: &Route, env: &CompileEnv, request: &R) -> 
     Subject {
         ip,
         ip_key,
-        address: env.keys.key(KeyKind::Address, &ip_key.0.to_le_bytes()),
+        address: env.keys.address(ip_key.0),
         account: None,
         account_address: None,
         password: None,
@@ -147,10 +148,22 @@ pub async fn decide<R: Request>(
     now: u64,
 ) -> Result<Judged, R::Error> {
     let mut subject = address_subject(route, env, request);
-    if route.needs.facts.geo {
+    if route.needs.geo_before_body {
         locate(env, &mut subject);
     }
     let mut decision = Decision::default();
+    if let Some(ban) = env.decisions.banned(subject.ip, now) {
+        decision.answered = Some(banned_verdict(&ban, now));
+        decision.reasons.push(banned_reason());
+        return Ok(Judged {
+            subject,
+            decision,
+            body_read: false,
+            effects: Effects::default(),
+            challenge: None,
+            replacement: None,
+        });
+    }
     let mut batch = Batch::default();
     {
         let attempt = Attempt { subject, credentials: Credentials::default(), headers: request.headers() };
@@ -229,6 +242,9 @@ pub async fn decide<R: Request>(
     if let (true, Some(password)) = (route.needs.fields.password, password) {
         subject.password = Some(env.keys.key(KeyKind::Password, password));
     }
+    if facts.geo && !route.needs.geo_before_body {
+        locate(env, subject);
+    }
     if let Some(password) = password {
         if let (true, Some(filter)) = (facts.breached_password, &env.breached_passwords) {
             subject.facts.breach.password = filter.load().contains_password_any_case(password);
@@ -291,6 +307,25 @@ pub async fn decide<R: Request>(
     Ok(judged)
 }
 
+/// The answer to an address under a manual ban (see `crate::decisions`): 403 until the ban ends.
+pub fn banned_verdict(ban: &crate::decisions::Ban, now: u64) -> Verdict {
+    let retry_after =
+        ban.until.map(|until| std::time::Duration::from_secs(until.saturating_sub(now / 1_000_000_000).max(1)));
+    Verdict::Block { status: 403, retry_after }
+}
+
+/// The decision event's reason for a manual ban (no slot of the route decided it).
+fn banned_reason() -> crate::defense::Reason {
+    crate::defense::Reason {
+        slot: usize::MAX,
+        defense: "manual_ban",
+        reason: "banned",
+        action: "block",
+        mode: crate::defense::Mode::Enforce,
+        header: None,
+    }
+}
+
 /// The tags for the app, once the decision is final.
 fn finish(judged: &mut Judged) {
     if !judged.decision.verdict().forwards() || judged.decision.tags().next().is_none() {
@@ -312,6 +347,7 @@ fn finish(judged: &mut Judged) {
 pub fn locate(env: &CompileEnv, subject: &mut Subject) {
     if let Some(geo) = &env.geo {
         subject.facts.geo = geo.load().lookup(subject.ip);
+        subject.facts.located = true;
     }
 }
 
@@ -321,8 +357,12 @@ pub fn observe(route: &Route, env: &CompileEnv, subject: &Subject, status: u16, 
     let outcome = route.outcome_of(status);
     let mut writes: Vec<Write> = Vec::new();
     let mut effects = Effects::default();
-    for slot in &route.slots {
+    // Which slot named each write, so that a penalty it imposes is listed under its defense.
+    let mut owners: smallvec::SmallVec<[(usize, usize); 8]> = smallvec::SmallVec::new();
+    for (index, slot) in route.slots.iter().enumerate() {
+        let before = writes.len();
         slot.defense.record(subject, outcome, &mut writes);
+        owners.push((before, index));
         slot.defense.on_answer(subject, outcome, &mut effects);
     }
     if let (Outcome::Success, RouteKind::Login) = (outcome, route.kind) {
@@ -330,8 +370,57 @@ pub fn observe(route: &Route, env: &CompileEnv, subject: &Subject, status: u16, 
     }
     if !writes.is_empty() {
         env.store.write(&writes, now);
+        note_penalties(route, env, subject, &writes, &owners, now);
     }
     (outcome, effects)
+}
+
+/// List the penalties these writes imposed (see `crate::decisions`): the counting and distinct-set cells written are
+/// read back once. A store that cannot answer at once (a remote one) is not asked: its penalties still apply, they are
+/// only not listed.
+fn note_penalties(
+    route: &Route,
+    env: &CompileEnv,
+    subject: &Subject,
+    writes: &[Write],
+    owners: &[(usize, usize)],
+    now: u64,
+) {
+    let mut reads = crate::store::Reads::new();
+    let mut slots: smallvec::SmallVec<[usize; 8]> = smallvec::SmallVec::new();
+    for (at, write) in writes.iter().enumerate() {
+        if let Write::Count { key, cell, .. } | Write::Distinct { key, cell, .. } = *write {
+            let slot = owners.iter().rev().find(|(start, _)| *start <= at).map(|&(_, slot)| slot);
+            if let Some(slot) = slot {
+                reads.push(Read::Penalty { key, cell });
+                slots.push(slot);
+            }
+        }
+    }
+    if reads.is_empty() {
+        return;
+    }
+    let mut replies = Replies::new();
+    if !matches!(env.store.read(&reads, now, &mut replies).now_or_never(), Some(Ok(()))) {
+        return;
+    }
+    for ((read, reply), slot) in reads.iter().zip(replies.iter()).zip(slots) {
+        if let (Read::Penalty { key, cell }, Reply::Penalty(remaining)) = (read, reply) {
+            if *remaining > 0 {
+                let defense = route.slots[slot].defense.name();
+                env.decisions.note_penalty(
+                    *key,
+                    *cell,
+                    &route.name,
+                    defense,
+                    subject.ip,
+                    subject.account,
+                    now,
+                    *remaining,
+                );
+            }
+        }
+    }
 }
 
 /// Poll a decision that cannot wait: the offline replay and benchmarks run on the local store, which answers at

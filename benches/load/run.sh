@@ -21,6 +21,10 @@
 #   sg-default-tN     stuffgate, policies/default.toml; login requests, each from a distinct address (X-Forwarded-For
 #                     from trusted loopback) with a distinct account and password: every defense runs, none trips
 #   sg-flood-tN       stuffgate, policies/default.toml; one address hammering /api/login → 429 from ip_rate
+#   sg-off-t2-shared, sg-default-t2-shared   as the t2 variants with `runtime = "shared"` (one work-stealing service
+#                     of 2 threads, pingora's default) instead of the default per-thread services on SO_REUSEPORT
+#   Many cores: PROXY_CPU and LOAD_CPU take taskset lists, e.g. PROXY_CPU=0-3 LOAD_CPU=4-7 THREADS_MANY=4 adds
+#                     sg-off-tM / sg-default-tM / sg-off-tM-shared variants with THREADS_MANY threads
 #   sg-default-steady as sg-default-t$VARIANT_THREADS with max_tracked_keys = 16384 and a STEADY_WARMUP (4 s) warm-up
 #                     that fills every bounded store to its cap: the steady state of a long-running gateway under
 #                     distinct-key traffic (evicting, no longer growing), without waiting to fill 1M keys per store
@@ -51,7 +55,9 @@ LOAD_CPU=${LOAD_CPU:-0}
 UPSTREAM_PORT=${UPSTREAM_PORT:-18181}
 PROXY_PORT=${PROXY_PORT:-18180}
 ADMIN_PORT=${ADMIN_PORT:-18190}
-all_variants="upstream-direct sg-off-t1 sg-off-t2 sg-route-only sg-default-t1 sg-default-t2 sg-default-steady sg-flood-t1 sg-flood-t2 sg-default-info nginx-proxy nginx-flood sg-off-get nginx-proxy-get"
+THREADS_MANY=${THREADS_MANY:-}
+all_variants="upstream-direct sg-off-t1 sg-off-t2 sg-off-t2-shared sg-route-only sg-default-t1 sg-default-t2 sg-default-t2-shared sg-default-steady sg-flood-t1 sg-flood-t2 sg-default-info nginx-proxy nginx-flood sg-off-get nginx-proxy-get"
+[[ -z $THREADS_MANY ]] || all_variants+=" sg-off-tM sg-default-tM sg-off-tM-shared"
 VARIANTS_SET=${VARIANTS:+1}
 VARIANTS=${VARIANTS:-$all_variants}
 COMMAND="$0${*:+ $*}"
@@ -170,9 +176,10 @@ EXTRA=""
 [[ ! -f $ROOT/policies/data/common-passwords.bloom ]] ||
   EXTRA+=$'[breach]\npassword_filter = "'"$ROOT"$'/policies/data/common-passwords.bloom"\n'
 EXTRA=${GATEWAY_EXTRA-$EXTRA}
-gateway_config() { # name policy threads level [max_tracked_keys]
+gateway_config() { # name policy threads level [max_tracked_keys] [runtime]
   fill "$HERE/gateway.toml.in" "$WORK/$1.toml" "PROXY_PORT=$PROXY_PORT" "ADMIN_PORT=$ADMIN_PORT" \
-    "UPSTREAM_PORT=$UPSTREAM_PORT" "POLICY=$2" "THREADS=$3" "LOG_LEVEL=$4" "MAX_KEYS=${5:-1000000}" "EXTRA=$EXTRA"
+    "UPSTREAM_PORT=$UPSTREAM_PORT" "POLICY=$2" "THREADS=$3" "LOG_LEVEL=$4" "MAX_KEYS=${5:-1000000}" "EXTRA=$EXTRA" \
+    "RUNTIME=${6:-per_thread}"
   "$BIN" check "$WORK/$1.toml" >/dev/null
 }
 gateway_config off-t1 "$POLICY_OFF" 1 "$LOG_LEVEL"
@@ -182,6 +189,13 @@ gateway_config default-t2 "$POLICY_DEFAULT" 2 "$LOG_LEVEL"
 gateway_config default-info "$POLICY_DEFAULT" "$VARIANT_THREADS" info
 gateway_config route-only "$POLICY_ROUTE_ONLY" "$VARIANT_THREADS" "$LOG_LEVEL"
 gateway_config default-steady "$POLICY_DEFAULT" "$VARIANT_THREADS" "$LOG_LEVEL" 16384
+gateway_config off-t2-shared "$POLICY_OFF" 2 "$LOG_LEVEL" 1000000 shared
+gateway_config default-t2-shared "$POLICY_DEFAULT" 2 "$LOG_LEVEL" 1000000 shared
+if [[ -n $THREADS_MANY ]]; then
+  gateway_config off-tM "$POLICY_OFF" "$THREADS_MANY" "$LOG_LEVEL"
+  gateway_config default-tM "$POLICY_DEFAULT" "$THREADS_MANY" "$LOG_LEVEL"
+  gateway_config off-tM-shared "$POLICY_OFF" "$THREADS_MANY" "$LOG_LEVEL" 1000000 shared
+fi
 fill "$HERE/proxy.nginx.conf" "$WORK/nginx-proxy.conf" "WORK=$WORK" "UPSTREAM_PORT=$UPSTREAM_PORT" \
   "PROXY_PORT=$PROXY_PORT" "LIMIT_ZONE=" "LIMIT_REALIP=" "LIMIT_REQ="
 fill "$HERE/proxy.nginx.conf" "$WORK/nginx-flood.conf" "WORK=$WORK" "UPSTREAM_PORT=$UPSTREAM_PORT" \
@@ -198,6 +212,11 @@ describe() {
     nginx-proxy-get) echo "nginx $WORK/nginx-proxy.conf - 200" ;;
     sg-off-t1) echo "gateway $WORK/off-t1.toml login.lua 401" ;;
     sg-off-t2) echo "gateway $WORK/off-t2.toml login.lua 401" ;;
+    sg-off-t2-shared) echo "gateway $WORK/off-t2-shared.toml login.lua 401" ;;
+    sg-default-t2-shared) echo "gateway $WORK/default-t2-shared.toml login.lua 401" ;;
+    sg-off-tM) echo "gateway $WORK/off-tM.toml login.lua 401" ;;
+    sg-default-tM) echo "gateway $WORK/default-tM.toml login.lua 401" ;;
+    sg-off-tM-shared) echo "gateway $WORK/off-tM-shared.toml login.lua 401" ;;
     sg-route-only) echo "gateway $WORK/route-only.toml login.lua 401" ;;
     sg-default-t1) echo "gateway $WORK/default-t1.toml login.lua 401" ;;
     sg-default-t2) echo "gateway $WORK/default-t2.toml login.lua 401" ;;

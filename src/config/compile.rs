@@ -21,6 +21,7 @@ use crate::defense::{Action, Defense, Mode, Slot};
 use crate::geoip::SharedGeoDb;
 use crate::keys::KeyHasher;
 use crate::store::{CellId, LocalStore, Store, KNOWN_SOURCES_CELL};
+use crate::telemetry::metrics::{RouteMetrics, SlotMetrics};
 
 /// What compiled defenses share with the running gateway.
 #[derive(Clone)]
@@ -41,6 +42,8 @@ pub struct CompileEnv {
     pub require_data: bool,
     /// Challenge and device-token keys and settings (the gateway file's `[challenge]`; random keys without one).
     pub challenge: Arc<crate::challenge::ChallengeConfig>,
+    /// Penalties in force and manual bans, for operators (see `crate::decisions`).
+    pub decisions: Arc<crate::decisions::Decisions>,
 }
 
 impl CompileEnv {
@@ -56,6 +59,7 @@ impl CompileEnv {
             leaked_pairs: None,
             require_data: true,
             challenge: Arc::new(crate::challenge::ChallengeConfig::default()),
+            decisions: crate::decisions::Decisions::new(),
         }
     }
 
@@ -267,6 +271,7 @@ pub(crate) fn compile_file(
             needs.fields.password |= wants.fields.password;
             needs.fields.target |= wants.fields.target;
             needs.facts = needs.facts.union(wants.facts);
+            needs.geo_before_body |= wants.facts.geo && wants.phase() == crate::defense::Phase::Address;
             let mode = defense.mode.unwrap_or(default_mode);
             let default_action = match (spec.default_action)(kind) {
                 DefaultAction::Block => ActionName::Block,
@@ -305,7 +310,15 @@ pub(crate) fn compile_file(
                     Action::Challenge
                 }
             };
-            slots.push(Slot { phase: wants.phase(), defense: built, mode, action, fingerprint });
+            let metrics = SlotMetrics::new(&route.name, built.name(), action.as_str(), mode.as_str());
+            slots.push(Slot {
+                phase: wants.phase(),
+                defense: built,
+                mode,
+                action,
+                fingerprint,
+                metrics: Some(metrics),
+            });
         }
         routes.push(Route {
             name: route.name.clone(),
@@ -323,6 +336,7 @@ pub(crate) fn compile_file(
             ipv6_prefix,
             slots,
             source: path.to_path_buf(),
+            metrics: RouteMetrics::new(&route.name),
         });
     }
     Ok(())

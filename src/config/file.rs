@@ -18,6 +18,9 @@ pub struct GatewayFile {
     pub trusted_proxies: Vec<Spanned<String>>,
     /// Worker threads of the proxy service; default: one per core.
     pub threads: Option<usize>,
+    /// How the threads serve: "per_thread" (default: one single-threaded proxy service per thread, each with its own
+    /// SO_REUSEPORT listener and upstream pool, like nginx workers) or "shared" (one work-stealing service).
+    pub runtime: Option<RuntimeLayout>,
     /// Upper bound on the records the state store keeps per key kind (address, account, ...).
     pub max_tracked_keys: Option<usize>,
     /// Seconds between file-change checks for hot reload; 0 disables polling (SIGHUP still reloads).
@@ -211,6 +214,18 @@ pub struct DefenseFile {
     pub status: Option<u16>,
     #[serde(flatten)]
     pub params: toml::Table,
+}
+
+/// `runtime`: how the proxy's threads are laid out.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeLayout {
+    /// One single-threaded service per thread, each binding the listen addresses with SO_REUSEPORT: the kernel spreads
+    /// connections, and no task, wake-up or upstream connection crosses a thread.
+    #[default]
+    PerThread,
+    /// One service whose tasks any of its threads may steal (pingora's default).
+    Shared,
 }
 
 /// `mode`: whether findings act or are only logged and counted.

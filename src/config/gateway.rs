@@ -33,6 +33,7 @@ pub struct GatewayConfig {
     pub policy_files: Vec<PathBuf>,
     pub trusted_proxies: IpRanges,
     pub threads: usize,
+    pub runtime: super::file::RuntimeLayout,
     pub max_tracked_keys: usize,
     pub watch_interval: Option<Duration>,
     pub log_format: LogFormat,
@@ -183,6 +184,7 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
         policy_files: file.policies.iter().map(|p| base.join(p)).collect(),
         trusted_proxies: IpRanges::new(&nets),
         threads,
+        runtime: file.runtime.unwrap_or_default(),
         max_tracked_keys,
         watch_interval: match file.watch_interval_secs {
             Some(0) => None,

@@ -25,6 +25,7 @@ pub mod registry;
 pub mod reset_target;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod user_agent;
 
 use std::time::Duration;
 

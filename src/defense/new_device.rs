@@ -254,7 +254,7 @@ mod tests {
     }
 
     fn finding(defense: &'static str) -> Reason {
-        Reason { defense, reason: "x", action: "tag", mode: Mode::Enforce, header: None }
+        Reason { slot: 0, defense, reason: "x", action: "tag", mode: Mode::Enforce, header: None }
     }
 
     fn check(h: &Harness, d: &NewDevice, subject: &Subject, earlier: &[Reason]) -> Finding {

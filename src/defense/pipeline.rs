@@ -45,6 +45,8 @@ pub struct Slot {
     pub phase: Phase,
     /// The defense's type and parameters without mode and action: equal fingerprints on reload keep the defense.
     pub fingerprint: String,
+    /// Its findings counters, resolved at compile time (`None` in unit tests that build slots by hand).
+    pub metrics: Option<crate::telemetry::metrics::SlotMetrics>,
 }
 
 /// What the gateway does with the request.
@@ -82,6 +84,8 @@ impl Verdict {
 /// What one defense concluded, kept for the decision event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reason {
+    /// The slot (index in the route) that found it.
+    pub slot: usize,
     pub defense: &'static str,
     pub reason: &'static str,
     /// "block", "challenge", "tag", or "trusted".
@@ -168,6 +172,7 @@ pub fn judge(slots: &[Slot], batch: &Batch, attempt: &Attempt<'_>, now: u64, dec
             Finding::Clear => {}
             Finding::Trusted => {
                 decision.reasons.push(Reason {
+                    slot: index,
                     defense: slot.defense.name(),
                     reason: "trusted_source",
                     action: "trusted",
@@ -185,6 +190,7 @@ pub fn judge(slots: &[Slot], batch: &Batch, attempt: &Attempt<'_>, now: u64, dec
                     .tag_header()
                     .and_then(|name| slot.defense.explain(attempt, replies).map(|value| (name, value)));
                 decision.reasons.push(Reason {
+                    slot: index,
                     defense: slot.defense.name(),
                     reason,
                     action: slot.action.as_str(),
@@ -242,7 +248,14 @@ mod tests {
     }
 
     fn slot(finding: Finding, phase: Phase, mode: Mode, action: Action) -> Slot {
-        Slot { defense: Arc::new(Always(finding, phase)), mode, action, phase, fingerprint: String::new() }
+        Slot {
+            defense: Arc::new(Always(finding, phase)),
+            mode,
+            action,
+            phase,
+            fingerprint: String::new(),
+            metrics: None,
+        }
     }
 
     const HIT: Finding = Finding::Hit { reason: "over_limit", retry_after: None };

@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 use super::{
-    breach, distinct, email_domain, failures, geo, geo_velocity, ip_list, new_device, rate, reset_target, Defense,
+    breach, distinct, email_domain, failures, geo, geo_velocity, ip_list, new_device, rate, reset_target, user_agent,
+    Defense,
 };
 use crate::config::{CompileEnv, RouteKind};
 use crate::store::CellId;
@@ -55,6 +56,7 @@ pub const REGISTRY: &[DefenseSpec] = &[
     email_domain::SPEC,
     reset_target::SPEC,
     new_device::SPEC,
+    user_agent::SPEC,
 ];
 
 pub fn lookup(name: &str) -> Option<&'static DefenseSpec> {
@@ -99,9 +101,15 @@ pub fn params<T: DeserializeOwned>(table: &toml::Table) -> Result<T, BuildError>
             .or_else(|| quoted("missing field "))
             .map(str::to_string)
             .unwrap_or_else(|| e.path().to_string());
-        let message = message
-            .replace(", expected one of", "; the parameters of this type are")
-            .replace("unknown field", "unknown parameter");
+        // toml appends where it was ("\nin `key`"): the key is reported on its own.
+        let message = message.split("\nin `").next().unwrap_or(&message).trim().to_string();
+        let message = if message.starts_with("unknown field") {
+            message
+                .replace("unknown field", "unknown parameter")
+                .replace(", expected one of", "; the parameters of this type are")
+        } else {
+            message.replace(", expected one of", "; choose one of")
+        };
         (key, message)
     })
 }

@@ -27,7 +27,8 @@ use crate::telemetry::metrics;
 /// Everything the phases share, built once at start.
 pub struct GatewayState {
     pub policy: Arc<PolicyHandle>,
-    pub trusted_proxies: IpRanges,
+    /// Swapped when a reloaded gateway file changes `trusted_proxies`.
+    pub trusted_proxies: arc_swap::ArcSwap<IpRanges>,
     /// The header trusted proxies name the client in.
     pub forwarded_header: client_ip::ForwardedHeader,
     pub upstream: HttpPeer,
@@ -80,7 +81,7 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let Some(policy) = ctx.policy.clone() else {
-            return Ok(false);
+            return self.refuse_banned(session, ctx).await;
         };
         if ctx.client_ip.is_none() {
             // A trusted proxy's hop is not an address: no key would be the client's own (see client_ip.rs).
@@ -178,10 +179,13 @@ impl ProxyHttp for Gateway {
             return;
         };
         let verdict = judged.decision.verdict().as_str();
-        metrics::REQUESTS.with_label_values(&[route.name.as_str(), verdict]).inc();
+        route.metrics.request(verdict).inc();
         let env = self.state.policy.env();
+        if verdict == "block" {
+            env.decisions.note_block(judged.subject.ip);
+        }
         if env.geo.is_some() {
-            if !route.needs.facts.geo {
+            if !judged.subject.facts.located {
                 // Located here, after the answer, when no defense needed it before.
                 engine::locate(env, &mut judged.subject);
             }
@@ -194,14 +198,14 @@ impl ProxyHttp for Gateway {
             metrics::REQUESTS_BY_COUNTRY.with_label_values(&[route.name.as_str(), label, verdict]).inc();
         }
         if let Some(outcome) = ctx.outcome {
-            metrics::OUTCOMES.with_label_values(&[route.name.as_str(), outcome.as_str()]).inc();
+            route.metrics.outcome(outcome).inc();
         }
         for reason in &judged.decision.reasons {
-            metrics::FINDINGS
-                .with_label_values(&[route.name.as_str(), reason.defense, reason.action, reason.mode.as_str()])
-                .inc();
+            if let Some(counters) = route.slots.get(reason.slot).and_then(|s| s.metrics.as_ref()) {
+                if reason.action == "trusted" { &counters.trusted } else { &counters.hit }.inc();
+            }
         }
-        metrics::DECISION_SECONDS.with_label_values(&[route.name.as_str()]).observe(ctx.decision_micros as f64 / 1e6);
+        route.metrics.decision_seconds.observe(ctx.decision_micros as f64 / 1e6);
         if route.needs.facts.solution {
             crate::challenge::metrics::record(&route.name, judged.subject.facts.challenge, judged.challenge.is_some());
         }
@@ -229,7 +233,24 @@ impl Gateway {
         let header = self.state.forwarded_header;
         // Every field line, in order: `get` would return only the first, the one a client behind HAProxy wrote.
         let lines = session.req_header().headers.get_all(header.header_name()).iter().map(|v| v.as_bytes());
-        client_ip::resolve(peer, lines, header, &self.state.trusted_proxies)
+        client_ip::resolve(peer, lines, header, &self.state.trusted_proxies.load())
+    }
+
+    /// Manual bans (`crate::decisions`) hold on every route; on protected routes the engine applies them.
+    async fn refuse_banned(&self, session: &mut Session, ctx: &RequestCtx) -> Result<bool> {
+        let (Some(ip), env) = (ctx.client_ip, self.state.policy.env()) else {
+            return Ok(false);
+        };
+        let now = env.clock.now_nanos();
+        let Some(ban) = env.decisions.banned(ip, now) else {
+            return Ok(false);
+        };
+        env.decisions.note_block(ip);
+        let engine::Verdict::Block { retry_after, .. } = engine::banned_verdict(&ban, now) else {
+            return Ok(false);
+        };
+        answer::send(session, &Answer::banned(retry_after), false).await?;
+        Ok(true)
     }
 
     /// Run the route's defenses; true when the gateway answered and the request must not be forwarded.

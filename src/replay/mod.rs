@@ -154,7 +154,7 @@ pub fn offline_report(schedule: &Schedule, options: &offline::OfflineOptions) ->
         ));
     }
     let policy = options.policy_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
-    Ok(Report::build(
+    let mut report = Report::build(
         schedule,
         &run.tally,
         report::RunInfo {
@@ -167,7 +167,9 @@ pub fn offline_report(schedule: &Schedule, options: &offline::OfflineOptions) ->
             upstream: None,
             notes,
         },
-    ))
+    );
+    report.blocked_by = run.blocked_by;
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -40,6 +40,8 @@ pub struct OfflineOptions {
 
 pub struct OfflineRun {
     pub tally: Tally,
+    /// Blocked or challenged requests per deciding defense.
+    pub blocked_by: std::collections::BTreeMap<String, u64>,
     pub processed: u64,
     pub elapsed: Duration,
     pub challenges: Challenges,
@@ -78,6 +80,7 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
     let mut next_prune = origin + PRUNE_EVERY;
     let mut processed = 0u64;
     let mut challenges = Challenges::default();
+    let mut blocked_by: std::collections::BTreeMap<String, u64> = Default::default();
     let started = Instant::now();
     // The route of each endpoint, matched once as the proxy would match every request.
     let routes = Endpoint::ALL.map(|e| policy.match_route(&http::Method::POST, e.path()));
@@ -149,6 +152,14 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
                     challenges.issued += 1;
                 }
                 flagged = would_block(&judged.decision);
+                if matches!(
+                    judged.verdict(),
+                    crate::defense::Verdict::Block { .. } | crate::defense::Verdict::Challenge
+                ) {
+                    let by = judged.decision.decided_by.and_then(|i| route.slots.get(i)).map(|s| s.defense.name());
+                    let by = by.or_else(|| judged.decision.reasons.first().map(|r| r.defense)).unwrap_or("unknown");
+                    *blocked_by.entry(by.to_string()).or_default() += 1;
+                }
                 match judged.verdict() {
                     crate::defense::Verdict::Block { status, .. } => {
                         Answer { verdict: Verdict::Blocked, status, token: None }
@@ -179,7 +190,7 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
             break;
         }
     }
-    Ok(OfflineRun { tally, processed, elapsed: started.elapsed(), challenges })
+    Ok(OfflineRun { tally, blocked_by, processed, elapsed: started.elapsed(), challenges })
 }
 
 /// An observe-mode defense wanted to block.
