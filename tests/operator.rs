@@ -502,6 +502,8 @@ fn an_offline_replay_reports_which_defense_answered_and_the_policy_it_ran() {
     assert!(report["policy"].as_str().unwrap().ends_with("policies/default.toml"), "{}", report["policy"]);
     let by = report["blocked_by"].as_object().unwrap();
     let blocked: u64 = by.values().map(|n| n.as_u64().unwrap()).sum();
-    assert!(by["password_spray"].as_u64().unwrap() > 0, "{by:?}");
+    // A spray of common (breached) passwords from devices no account has used: the default policy challenges it
+    // (`new_device`), and the bots of this replay never solve.
+    assert!(by.get("new_device").and_then(|n| n.as_u64()).unwrap_or(0) > 0, "{by:?}");
     assert_eq!(blocked, report["totals"]["blocked"].as_u64().unwrap(), "every blocked request is attributed");
 }
