@@ -78,7 +78,8 @@ impl Penalty {
 /// A distinct set: members (a 32-bit print; bit 0 = latest outcome failed) with the second they were last seen.
 #[derive(Debug, Default)]
 pub(super) struct DistinctSet {
-    entries: Vec<(u32, u32)>,
+    /// Most keys see one or two members (distributed attacks, real users): those stay inside the box.
+    entries: smallvec::SmallVec<[(u32, u32); 2]>,
     penalty: Penalty,
 }
 
@@ -252,7 +253,7 @@ pub(super) fn distinct(set: &mut DistinctSet, now: u64, member: u32, failed: boo
         Some(entry) => *entry = (print, at),
         None => {
             if set.entries.len() >= rule.cap as usize {
-                set.entries.retain(|&(_, seen)| seen >= horizon);
+                set.entries.retain(|entry| entry.1 >= horizon);
             }
             if set.entries.len() >= rule.cap as usize {
                 if let Some(oldest) = (0..set.entries.len()).min_by_key(|&i| set.entries[i].1) {
@@ -270,7 +271,7 @@ pub(super) fn distinct(set: &mut DistinctSet, now: u64, member: u32, failed: boo
         .is_some_and(|(early, ratio)| failures >= early && successes as f32 <= ratio * (failures + successes) as f32);
     if failures >= rule.threshold || suspicious {
         strike(&mut set.penalty.until, &mut set.penalty.strikes, now, rule.penalty, rule.max_penalty, rule.memory);
-        set.entries = Vec::new();
+        set.entries = smallvec::SmallVec::new();
     }
     keep(set)
 }
