@@ -241,6 +241,7 @@ fn demo(
         password_filter: Path::new(SHIPPED_PASSWORD_FILTER).exists().then(|| PathBuf::from(SHIPPED_PASSWORD_FILTER)),
         pair_filter: None,
         hardening: Default::default(),
+        shared_state: None,
     };
     let (name, password) = stuffgate::demo_api::NAMED_USERS[0];
     println!(
