@@ -85,6 +85,25 @@ impl Redis {
         output.map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_string()).unwrap_or_default()
     }
 
+    /// Many commands through one `redis-cli` (one per line in, one reply per line out).
+    fn cli_batch(&self, commands: &[String]) -> Vec<String> {
+        use std::io::Write as _;
+        let mut child = Command::new("redis-cli")
+            .args(["--no-raw", "-p", &self.port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let input = commands.join("\n") + "\n";
+        let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+        let output = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        // One line per reply: `(integer) 5`, `"text"` or `text`, `(nil)`, `(error) ...`; keep the value.
+        let value = |line: &str| line.trim_start_matches("(integer) ").trim_matches('"').to_string();
+        String::from_utf8_lossy(&output.stdout).lines().map(value).collect()
+    }
+
     /// SIGKILL, as a crash.
     fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -405,7 +424,10 @@ fn load(url: &str, threads: usize, per_thread: usize, pace: Duration) -> Vec<(u1
                 let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
                 let mut out = Vec::with_capacity(per_thread);
                 for i in 0..per_thread {
-                    let body = serde_json::json!({ "email": format!("load{t}-{i}@example.com"), "password": "wrong" });
+                    let body = serde_json::json!({
+                        "email": format!("load{t}-{i}@example.com"),
+                        "password": format!("wrong{t}-{i}"),
+                    });
                     let started = Instant::now();
                     let status = client
                         .post(format!("{url}/api/login"))
@@ -536,8 +558,8 @@ fn after_a_flood_of_fake_accounts_every_key_has_a_ttl_and_every_set_its_cap() {
     let api = demo_api();
     let share =
         "share = [\"address\", \"account\", \"account_address\", \"password\", \"session\", \"device\", \"challenge\"]";
-    let mut config = common::SHIPPED_DATA.to_string();
-    config.push_str(&shared_config(&redis, share));
+    // The privacy key must precede the tables.
+    let config = format!("{}{}", shared_config(&redis, share), common::SHIPPED_DATA);
     let policy = std::fs::read_to_string(common::shipped("policies/default.toml")).unwrap();
     let gateway = start_gateway(&policy, api.addr(), &config);
     assert!(wait_store_up(&gateway, Duration::from_secs(10)).is_some());
@@ -552,21 +574,25 @@ fn after_a_flood_of_fake_accounts_every_key_has_a_ttl_and_every_set_its_cap() {
     let keys = redis.keys();
     assert!(keys.len() > 1000, "the flood was shared: {} keys", keys.len());
     let mut by_type: std::collections::BTreeMap<String, (usize, u64)> = Default::default();
-    for key in &keys {
-        let ttl: i64 = redis.cli(&["PTTL", key]).parse().unwrap();
+    let commands: Vec<String> =
+        keys.iter().flat_map(|k| ["PTTL", "TYPE", "ZCARD", "MEMORY USAGE"].map(|c| format!("{c} {k}"))).collect();
+    let answers = redis.cli_batch(&commands);
+    assert_eq!(answers.len(), commands.len());
+    for (key, answer) in keys.iter().zip(answers.chunks(4)) {
+        let ttl: i64 = answer[0].parse().unwrap();
         if ttl == -2 {
             continue; // expired (or deleted by a script) since the scan
         }
         assert!(ttl > 0, "{key} has no expiry ({ttl})");
-        let kind = redis.cli(&["TYPE", key]);
+        let kind = &answer[1];
         if kind == "zset" {
-            let members: usize = redis.cli(&["ZCARD", key]).parse().unwrap();
+            let members: usize = answer[2].parse().unwrap();
             // Known sources (cell 1) keep 4; distinct sets keep twice their threshold (at least 16, at most 1024).
             let cap = if key.ends_with(":1") { 4 } else { 60 };
             assert!(members <= cap, "{key} holds {members} > {cap}");
         }
-        let bytes: u64 = redis.cli(&["MEMORY", "USAGE", key]).parse().unwrap_or(0);
-        let label = format!("{kind} {}", key.split(':').nth(2).unwrap_or("?").get(..2).unwrap_or("?"));
+        let bytes: u64 = answer[3].parse().unwrap_or(0);
+        let label = format!("{kind} {}", key.split(':').nth(2).unwrap_or("?"));
         let entry = by_type.entry(label).or_default();
         entry.0 += 1;
         entry.1 += bytes;
