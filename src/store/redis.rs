@@ -149,15 +149,16 @@ impl RedisStore {
     /// Start connecting (spawns the connection task on the current runtime) and load the scripts on every
     /// (re)connection: a restarted server has forgotten them.
     pub fn connect(self: &Arc<Self>) {
-        let _ = self.client.connect();
+        // Both return the handle of a spawned task; dropping it detaches the task, which lives with the client.
+        drop(self.client.connect());
         let store = Arc::clone(self);
-        let _ = self.client.on_reconnect(move |_server| {
+        drop(self.client.on_reconnect(move |_server| {
             let store = Arc::clone(&store);
             async move {
                 store.load_scripts().await;
                 Ok(())
             }
-        });
+        }));
     }
 
     pub async fn load_scripts(&self) {
