@@ -540,26 +540,35 @@ fn a_hung_redis_opens_the_breaker_and_latency_returns_to_normal() {
     assert!(wait_store_up(&gateway, Duration::from_secs(10)).is_some());
     let mut baseline: Vec<Duration> =
         load(&gateway.url, 1, 150, Duration::from_millis(2)).iter().map(|r| r.1).collect();
-    let base_p99 = percentile(&mut baseline, 0.99);
+    let (base_p50, base_p99) = (percentile(&mut baseline, 0.5), percentile(&mut baseline, 0.99));
 
     assert_eq!(redis.cli(&["CLIENT", "PAUSE", "2500", "ALL"]), "OK");
     let paused = Instant::now();
-    let during = load(&gateway.url, 1, 150, Duration::from_millis(2));
-    assert!(paused.elapsed() < Duration::from_millis(2500), "the load ran while Redis was hung");
-    assert!(during.iter().all(|(status, _)| *status == 401), "no request failed");
+    let opening = load(&gateway.url, 1, 10, Duration::from_millis(2));
+    let round_trips = |text: &str| metric(text, "stuffgate_shared_store_seconds_count");
     let text = metrics(&gateway);
-    assert!(metric(&text, "stuffgate_store_fallbacks_total{reason=\"timeout\"}") >= 5.0, "timeouts counted");
-    assert!(metric(&text, "stuffgate_store_fallbacks_total{reason=\"breaker_open\"}") > 0.0, "the breaker opened");
-    assert_eq!(metric(&text, "stuffgate_shared_store_up "), 0.0);
-    // Past the few requests that waited out the deadline and opened the breaker, latency is back to normal.
-    let mut after: Vec<Duration> = during[10..].iter().map(|r| r.1).collect();
-    let open_p99 = percentile(&mut after, 0.99);
-    let mut first: Vec<Duration> = during[..5].iter().map(|r| r.1).collect();
+    let trips_at_open = round_trips(&text);
+    let timeouts = metric(&text, "stuffgate_store_fallbacks_total{reason=\"timeout\"}");
+    assert!(timeouts >= 5.0, "timeouts counted: {timeouts}");
+    assert_eq!(metric(&text, "stuffgate_shared_store_up "), 0.0, "the breaker is open");
+    let open = load(&gateway.url, 1, 140, Duration::from_millis(2));
+    assert!(paused.elapsed() < Duration::from_millis(2500), "the load ran while Redis was hung");
+    assert!(opening.iter().chain(&open).all(|(status, _)| *status == 401), "no request failed");
+    let text = metrics(&gateway);
+    let skipped = metric(&text, "stuffgate_store_fallbacks_total{reason=\"breaker_open\"}");
+    assert!(skipped >= 140.0, "every phase skipped Redis: {skipped}");
+    // While open, no request waits on Redis at all: the round-trip count stood still.
+    assert_eq!(round_trips(&text), trips_at_open, "a request waited on the hung server while the breaker was open");
+    let mut first: Vec<Duration> = opening[..5].iter().map(|r| r.1).collect();
+    let mut after: Vec<Duration> = open.iter().map(|r| r.1).collect();
+    let (open_p50, open_p99) = (percentile(&mut after, 0.5), percentile(&mut after, 0.99));
     eprintln!(
-        "CLIENT PAUSE: baseline p99 {base_p99:?}; first five while hung up to {:?}; breaker open p99 {open_p99:?}",
+        "CLIENT PAUSE: baseline p50 {base_p50:?} p99 {base_p99:?}; the first five while hung up to {:?}; breaker open \
+         p50 {open_p50:?} p99 {open_p99:?}",
         percentile(&mut first, 1.0)
     );
-    assert!(open_p99 < base_p99 + Duration::from_millis(3), "breaker open p99 {open_p99:?} vs baseline {base_p99:?}");
+    // Latency back to normal (medians: a p99 of 140 requests on two shared cores is mostly other processes' noise).
+    assert!(open_p50 < base_p50 + Duration::from_millis(2), "breaker open p50 {open_p50:?} vs baseline {base_p50:?}");
     let back = wait_store_up(&gateway, Duration::from_secs(10));
     assert!(back.is_some(), "the breaker closes once Redis answers again");
 }
