@@ -174,6 +174,11 @@ impl RedisStore {
         self.client.is_connected()
     }
 
+    /// Until the client is connected (at once when it is).
+    pub async fn wait_for_connect(&self) -> Result<(), StoreError> {
+        self.client.wait_for_connect().await.map_err(|e| StoreError::Backend(e.details().to_string()))
+    }
+
     /// One PING with fail-fast and the write timeout: the breaker's probe.
     pub async fn ping(&self) -> bool {
         let with = self.client.with_options(&self.write_options);

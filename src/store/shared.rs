@@ -20,8 +20,10 @@
 //!   flushes in pipelined batches; a full queue, an open breaker or a failed batch drops them (counted). The local
 //!   store still has them, so a gateway never forgets what it saw itself.
 //!
-//! The Redis client and the write and probe tasks run on a small runtime of their own ("stuffgate-shared"), apart
-//! from the proxy's: their work never queues behind request handling, and the proxy runtime only awaits replies.
+//! Two Redis connections: the one that serves reads is connected from the first request that needs it, on the
+//! proxy's own runtime, so a round trip costs no hand-off between threads (measured: a reader on a thread of its own
+//! spent most of the added CPU in context switches); the one that flushes writes and probes the breaker lives on a
+//! small runtime of its own ("stuffgate-shared"), which wakes every `write_flush` rather than per write.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -174,6 +176,13 @@ impl LogLimiter {
 
 /// What the request path and the background tasks share.
 struct Shared {
+    /// Reads: connected on the request path's runtime (see the module note).
+    reader: Arc<RedisStore>,
+    reader_started: AtomicBool,
+    /// Whether the read client has been connected once: until then a read waits (within the deadline) for the
+    /// connection it started; afterwards a disconnected client means a server gone, and reads do not wait.
+    reader_was_up: AtomicBool,
+    /// Writes and probes, on the background runtime.
     redis: Arc<RedisStore>,
     breaker: Breaker,
     settings: SharedSettings,
@@ -201,6 +210,20 @@ impl Shared {
         }
     }
 
+    /// Connect the read client from the runtime that serves requests, once.
+    fn start_reader(&self) {
+        if self.reader_started.load(Ordering::Relaxed) || self.reader_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(_) => self.reader.connect(),
+            Err(_) => {
+                let _inside = self.runtime.enter();
+                self.reader.connect();
+            }
+        }
+    }
+
     /// Load the scripts again (a restarted server forgot them), once at a time.
     fn reload_scripts(self: &Arc<Self>) {
         if self.reloading.swap(true, Ordering::AcqRel) {
@@ -208,7 +231,7 @@ impl Shared {
         }
         let shared = Arc::clone(self);
         self.runtime.spawn(async move {
-            shared.redis.load_scripts().await;
+            shared.reader.load_scripts().await;
             shared.reloading.store(false, Ordering::Release);
         });
     }
@@ -229,14 +252,16 @@ impl SharedStore {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the shared-state runtime: {e}"))?;
-        let redis = Arc::new(RedisStore::new(
-            &settings.url,
-            &settings.key_prefix,
-            settings.read_deadline,
-            settings.write_timeout(),
-        )?);
+        let client = || {
+            RedisStore::new(&settings.url, &settings.key_prefix, settings.read_deadline, settings.write_timeout())
+                .map(Arc::new)
+        };
+        let (reader, redis) = (client()?, client()?);
         let (queue, receiver) = mpsc::channel(settings.write_queue.max(1));
         let shared = Arc::new(Shared {
+            reader,
+            reader_started: AtomicBool::new(false),
+            reader_was_up: AtomicBool::new(false),
             redis,
             breaker: Breaker::new(settings.breaker),
             settings,
@@ -282,7 +307,8 @@ impl SharedStore {
 
     /// Redis's own answers to `reads`, without the local store, deadline or breaker (tests, diagnostics).
     pub async fn read_shared_only(&self, reads: &[Read], now: u64) -> Result<Vec<Result<Reply, String>>, StoreError> {
-        self.shared.redis.read(reads, now).await
+        self.shared.start_reader();
+        self.shared.reader.read(reads, now).await
     }
 
     /// Send `writes` to Redis now, bypassing the queue and the local store (tests, diagnostics). Returns how many
@@ -294,9 +320,10 @@ impl SharedStore {
 
     /// Wait (up to `timeout`) until the client is connected and the scripts are loaded.
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        self.shared.start_reader();
         let until = Instant::now() + timeout;
         while Instant::now() < until {
-            if self.shared.redis.is_connected() && self.shared.redis.ping().await {
+            if self.shared.reader.is_connected() && self.shared.redis.is_connected() && self.shared.redis.ping().await {
                 self.shared.redis.load_scripts().await;
                 return true;
             }
@@ -323,11 +350,29 @@ impl Store for SharedStore {
             shared.fail("breaker_open", "circuit breaker open");
             return ReadFuture::Ready(Ok(()));
         }
+        shared.start_reader();
+        let connected = shared.reader.is_connected();
+        if connected {
+            if !shared.reader_was_up.load(Ordering::Relaxed) {
+                shared.reader_was_up.store(true, Ordering::Relaxed);
+            }
+        } else if shared.reader_was_up.load(Ordering::Relaxed) {
+            // The server is gone and the client reconnecting in the background: nothing to wait for.
+            shared.fail("error", "not connected");
+            return ReadFuture::Ready(Ok(()));
+        }
         ReadFuture::Pending(Box::pin(async move {
             let subset: Reads = picked.iter().map(|&i| reads[i]).collect();
             let started = Instant::now();
             let deadline = shared.settings.read_deadline;
-            let answer = tokio::time::timeout(deadline, shared.redis.read(&subset, now)).await;
+            let round_trip = async {
+                if !connected {
+                    // The first reads after start: the connection is being made.
+                    shared.reader.wait_for_connect().await?;
+                }
+                shared.reader.read(&subset, now).await
+            };
+            let answer = tokio::time::timeout(deadline, round_trip).await;
             metrics::SHARED_SECONDS.with_label_values(&[phase_of(&subset)]).observe(started.elapsed().as_secs_f64());
             match answer {
                 Ok(Ok(answers)) => {
@@ -376,57 +421,70 @@ impl Store for SharedStore {
     }
 }
 
-/// Flush queued writes: a batch when `write_batch` are waiting or the oldest has waited `write_flush`.
+/// Flush queued writes every `write_flush` (and at once while a full batch waits). Writers only fill the queue: a
+/// write never wakes this task, so a login costs no thread hand-off for its writes.
 async fn write_behind(shared: Arc<Shared>, mut receiver: mpsc::Receiver<(Write, u64)>) {
     let settings = &shared.settings;
     let most = settings.write_batch.max(1);
     let mut batch = Vec::with_capacity(most);
+    let mut tick = tokio::time::interval(settings.write_flush);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        if receiver.recv_many(&mut batch, most).await == 0 {
-            return;
-        }
-        let flush_at = tokio::time::Instant::now() + settings.write_flush;
-        while batch.len() < most {
-            let wanted = most - batch.len();
-            match tokio::time::timeout_at(flush_at, receiver.recv_many(&mut batch, wanted)).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-        let sent = batch.len() as u64;
-        if shared.breaker.is_open() {
-            metrics::SHARED_WRITES_DROPPED.with_label_values(&["breaker_open"]).inc_by(sent);
+        tick.tick().await;
+        loop {
             batch.clear();
-            continue;
-        }
-        match tokio::time::timeout(settings.write_timeout(), shared.redis.write(&batch)).await {
-            Ok(Ok(report)) => {
-                shared.breaker.success();
-                metrics::SHARED_WRITES.inc_by(sent - report.failed as u64);
-                if report.failed > 0 {
-                    metrics::SHARED_WRITES_DROPPED.with_label_values(&["error"]).inc_by(report.failed as u64);
-                    if report.noscript {
-                        shared.redis.load_scripts().await;
-                    }
+            while batch.len() < most {
+                match receiver.try_recv() {
+                    Ok(write) => batch.push(write),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) if batch.is_empty() => return,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
                 }
             }
-            Ok(Err(StoreError::Timeout)) | Err(_) => {
-                metrics::SHARED_WRITES_DROPPED.with_label_values(&["timeout"]).inc_by(sent);
-                if shared.breaker.failure() == Some(Transition::Opened) {
-                    metrics::SHARED_STORE_UP.set(0);
-                    tracing::warn!("shared state store: circuit breaker open (writes timed out)");
-                }
+            if batch.is_empty() {
+                break;
             }
-            Ok(Err(StoreError::Backend(error))) => {
-                metrics::SHARED_WRITES_DROPPED.with_label_values(&["error"]).inc_by(sent);
-                shared.log.note("error", &error);
-                if shared.breaker.failure() == Some(Transition::Opened) {
-                    metrics::SHARED_STORE_UP.set(0);
-                    tracing::warn!(%error, "shared state store: circuit breaker open (writes failed)");
-                }
+            let full = batch.len() == most;
+            flush(&shared, &batch).await;
+            if !full {
+                break;
             }
         }
-        batch.clear();
+    }
+}
+
+async fn flush(shared: &Shared, batch: &[(Write, u64)]) {
+    let sent = batch.len() as u64;
+    if shared.breaker.is_open() {
+        metrics::SHARED_WRITES_DROPPED.with_label_values(&["breaker_open"]).inc_by(sent);
+        return;
+    }
+    match tokio::time::timeout(shared.settings.write_timeout(), shared.redis.write(batch)).await {
+        Ok(Ok(report)) => {
+            shared.breaker.success();
+            metrics::SHARED_WRITES.inc_by(sent - report.failed as u64);
+            if report.failed > 0 {
+                metrics::SHARED_WRITES_DROPPED.with_label_values(&["error"]).inc_by(report.failed as u64);
+                if report.noscript {
+                    shared.redis.load_scripts().await;
+                }
+            }
+        }
+        Ok(Err(StoreError::Timeout)) | Err(_) => {
+            metrics::SHARED_WRITES_DROPPED.with_label_values(&["timeout"]).inc_by(sent);
+            if shared.breaker.failure() == Some(Transition::Opened) {
+                metrics::SHARED_STORE_UP.set(0);
+                tracing::warn!("shared state store: circuit breaker open (writes timed out)");
+            }
+        }
+        Ok(Err(StoreError::Backend(error))) => {
+            metrics::SHARED_WRITES_DROPPED.with_label_values(&["error"]).inc_by(sent);
+            shared.log.note("error", &error);
+            if shared.breaker.failure() == Some(Transition::Opened) {
+                metrics::SHARED_STORE_UP.set(0);
+                tracing::warn!(%error, "shared state store: circuit breaker open (writes failed)");
+            }
+        }
     }
 }
 
@@ -446,7 +504,8 @@ async fn probe(shared: Arc<Shared>) {
                 tracing::info!("shared state store: answering again, circuit breaker closed");
             }
         }
-        let up = !shared.breaker.is_open() && shared.redis.is_connected();
+        let reader_ok = !shared.reader_started.load(Ordering::Relaxed) || shared.reader.is_connected();
+        let up = !shared.breaker.is_open() && shared.redis.is_connected() && reader_ok;
         if up != was_up {
             metrics::SHARED_STORE_UP.set(up as i64);
             if up {
