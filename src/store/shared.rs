@@ -20,10 +20,10 @@
 //!   flushes in pipelined batches; a full queue, an open breaker or a failed batch drops them (counted). The local
 //!   store still has them, so a gateway never forgets what it saw itself.
 //!
-//! Two Redis connections: the one that serves reads is connected from the first request that needs it, on the
-//! proxy's own runtime, so a round trip costs no hand-off between threads (measured: a reader on a thread of its own
-//! spent most of the added CPU in context switches); the one that flushes writes and probes the breaker lives on a
-//! small runtime of its own ("stuffgate-shared"), which wakes every `write_flush` rather than per write.
+//! Two Redis connections, both on a small runtime of their own ("stuffgate-shared" thread), connected at start: one
+//! serves reads, so a read never queues behind a batch of write scripts; the other flushes writes (waking every
+//! `write_flush`, never per write) and probes the breaker. (Serving reads from the proxy's own runtime instead was
+//! measured: the same CPU per login, and a start-up race; see benches/RESULTS.md.)
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -176,9 +176,8 @@ impl LogLimiter {
 
 /// What the request path and the background tasks share.
 struct Shared {
-    /// Reads: connected on the request path's runtime (see the module note).
+    /// Reads (see the module note).
     reader: Arc<RedisStore>,
-    reader_started: AtomicBool,
     /// Whether the read client has been connected once: until then a read waits (within the deadline) for the
     /// connection it started; afterwards a disconnected client means a server gone, and reads do not wait.
     reader_was_up: AtomicBool,
@@ -207,20 +206,6 @@ impl Shared {
                 failures = self.breaker.settings().failures,
                 "shared state store: circuit breaker open; deciding on local state until a probe succeeds"
             );
-        }
-    }
-
-    /// Connect the read client from the runtime that serves requests, once.
-    fn start_reader(&self) {
-        if self.reader_started.load(Ordering::Relaxed) || self.reader_started.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        match tokio::runtime::Handle::try_current() {
-            Ok(_) => self.reader.connect(),
-            Err(_) => {
-                let _inside = self.runtime.enter();
-                self.reader.connect();
-            }
         }
     }
 
@@ -260,7 +245,6 @@ impl SharedStore {
         let (queue, receiver) = mpsc::channel(settings.write_queue.max(1));
         let shared = Arc::new(Shared {
             reader,
-            reader_started: AtomicBool::new(false),
             reader_was_up: AtomicBool::new(false),
             redis,
             breaker: Breaker::new(settings.breaker),
@@ -274,6 +258,7 @@ impl SharedStore {
             .name("stuffgate-shared".into())
             .spawn(move || {
                 runtime.block_on(async move {
+                    background.reader.connect();
                     background.redis.connect();
                     // The writer ends when the store is dropped (its queue closes); the probe with it.
                     tokio::select! {
@@ -307,7 +292,6 @@ impl SharedStore {
 
     /// Redis's own answers to `reads`, without the local store, deadline or breaker (tests, diagnostics).
     pub async fn read_shared_only(&self, reads: &[Read], now: u64) -> Result<Vec<Result<Reply, String>>, StoreError> {
-        self.shared.start_reader();
         self.shared.reader.read(reads, now).await
     }
 
@@ -320,7 +304,6 @@ impl SharedStore {
 
     /// Wait (up to `timeout`) until the client is connected and the scripts are loaded.
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
-        self.shared.start_reader();
         let until = Instant::now() + timeout;
         while Instant::now() < until {
             if self.shared.reader.is_connected() && self.shared.redis.is_connected() && self.shared.redis.ping().await {
@@ -350,7 +333,6 @@ impl Store for SharedStore {
             shared.fail("breaker_open", "circuit breaker open");
             return ReadFuture::Ready(Ok(()));
         }
-        shared.start_reader();
         let connected = shared.reader.is_connected();
         if connected {
             if !shared.reader_was_up.load(Ordering::Relaxed) {
@@ -504,8 +486,7 @@ async fn probe(shared: Arc<Shared>) {
                 tracing::info!("shared state store: answering again, circuit breaker closed");
             }
         }
-        let reader_ok = !shared.reader_started.load(Ordering::Relaxed) || shared.reader.is_connected();
-        let up = !shared.breaker.is_open() && shared.redis.is_connected() && reader_ok;
+        let up = !shared.breaker.is_open() && shared.redis.is_connected() && shared.reader.is_connected();
         if up != was_up {
             metrics::SHARED_STORE_UP.set(up as i64);
             if up {
