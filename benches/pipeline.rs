@@ -382,9 +382,47 @@ fn rss_mib() -> f64 {
     pages * 4096.0 / (1024.0 * 1024.0)
 }
 
-criterion_group!(benches, pipeline_benches, body_benches, telemetry_benches);
+fn key_benches(c: &mut Criterion) {
+    let bench = Bench::new(Clock::system());
+    let mut group = c.benchmark_group("keys");
+    group.throughput(Throughput::Elements(1));
+    let address = 0x5C00_1234u128.to_le_bytes();
+    group.bench_function("hmac_sha256_address", |b| {
+        b.iter(|| bench.env.keys.key(stuffgate::store::KeyKind::Address, black_box(&address)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, pipeline_benches, body_benches, telemetry_benches, key_benches);
+
+/// Instruction counting (valgrind --tool=callgrind, deterministic where timings are not):
+/// `STUFFGATE_COUNT=login:N` or `flood:N` runs N operations as the benches above do, then exits.
+fn count_mode() -> bool {
+    let Ok(spec) = std::env::var("STUFFGATE_COUNT") else { return false };
+    let (what, n) = spec.split_once(':').expect("STUFFGATE_COUNT=login:N or flood:N");
+    let n: u64 = n.parse().expect("a count");
+    let bench = Bench::new(Clock::system());
+    if what == "flood" {
+        let attacker = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 66));
+        for _ in 0..1000 {
+            let _ = bench.decide(attacker);
+        }
+        for _ in 0..n {
+            black_box(bench.decide(black_box(attacker)));
+        }
+    } else {
+        let mut body = Numbered::new(MINIMAL_TEMPLATE);
+        for i in 0..n {
+            black_box(bench.login(address(i), body.set(i), status_for(i)));
+        }
+    }
+    true
+}
 
 fn main() {
+    if count_mode() {
+        return;
+    }
     // `cargo bench` passes --bench; `cargo test --benches` does not (criterion then runs each bench once).
     let args: Vec<String> = std::env::args().skip(1).collect();
     let bench_mode = args.iter().any(|a| a == "--bench");

@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
 # Run the stuffgate demo: the bundled demo login API with the gateway in front of it.
-# Installs the one system package pingora's build needs (cmake) when it is missing, then builds and runs.
+# Installs what a fresh Debian machine lacks to build (cmake, a C compiler) when missing, then builds and runs.
+# Arguments go to `stuffgate demo` (e.g. --replay 7pay-burst). STUFFGATE_PROFILE=dev skips the optimised build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v cmake >/dev/null 2>&1; then
-  echo "stuffgate demo: installing cmake (needed to build pingora's zlib-ng)…" >&2
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake build-essential >/dev/null
-fi
-exec cargo run --release -- demo "$@"
+# shellcheck source=examples/prereqs.sh
+source examples/prereqs.sh
+exec cargo run --quiet --profile "${STUFFGATE_PROFILE:-release}" -- demo "$@"

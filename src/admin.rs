@@ -1,4 +1,8 @@
-//! The admin listener: `/metrics` (Prometheus), `/healthz`, and `/policy` (what is loaded, for operators).
+//! The admin listener: `/metrics` (Prometheus), `/healthz`, and `/policy` (what is loaded, for operators); readiness,
+//! the decisions API and the dashboard are in `admin/ops.rs`.
+
+pub(crate) mod dashboard;
+pub mod ops;
 
 use std::sync::Arc;
 
@@ -12,6 +16,8 @@ use crate::reload::PolicyHandle;
 
 pub struct AdminApp {
     pub policy: Arc<PolicyHandle>,
+    /// Readiness, decisions, dashboard and the admin token (`admin/ops.rs`).
+    pub ops: Arc<ops::Operator>,
 }
 
 fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -26,6 +32,9 @@ fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        if let Some(response) = self.operator(session).await {
+            return response;
+        }
         match session.req_header().uri.path() {
             "/metrics" => {
                 // The gauges are published by the maintenance timer: a scrape never walks the stores.
@@ -73,7 +82,11 @@ impl ServeHttp for AdminApp {
                 let body = serde_json::json!({ "files": policy.files, "routes": routes, "tracked_keys": tracked });
                 respond(200, "application/json", body.to_string().into_bytes())
             }
-            _ => respond(404, "text/plain", b"not found: try /metrics, /healthz or /policy\n".to_vec()),
+            _ => respond(
+                404,
+                "text/plain",
+                b"not found: try /metrics, /healthz, /readyz, /policy, /decisions or /dashboard\n".to_vec(),
+            ),
         }
     }
 }

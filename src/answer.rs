@@ -48,6 +48,11 @@ impl Answer {
         Some(answer)
     }
 
+    /// An address under an operator's manual ban (`stuffgate decisions ban`), on a route that is not protected.
+    pub fn banned(retry_after: Option<std::time::Duration>) -> Answer {
+        Answer { status: 403, decision: "block", message: generic(403), retry_after }
+    }
+
     /// A trusted proxy named something that is not an address as the client: no key would be the client's own.
     pub fn unknown_client() -> Answer {
         Answer {

@@ -41,9 +41,15 @@ pub struct BreachSignal {
 pub struct Facts {
     /// Country and network of the address (when a GeoIP database is configured and the route needs it).
     pub geo: GeoInfo,
+    /// `geo` was looked up (it is looked up only when needed, and for the log after the answer).
+    pub located: bool,
     pub breach: BreachSignal,
     /// The account logged in successfully from this address recently (see `defense::known_sources`).
     pub known_source: bool,
+    /// The device token, and whether the device is known for the account (see `challenge::facts`).
+    pub device: crate::challenge::DeviceFacts,
+    /// The challenge solution the request carried, if any.
+    pub challenge: crate::challenge::Solution,
 }
 
 /// Who is asking, as keys: owned and small, kept from the decision until the upstream's answer is counted. Raw

@@ -19,9 +19,13 @@ use bytes::Bytes;
 
 use crate::attempt::{normalise_account, Attempt, Credentials, IpKey, Subject};
 use crate::body::{self, BodyProblem};
+use crate::challenge;
+use crate::challenge::facts::Presented;
+use crate::challenge::seal::{self, Original};
 use crate::config::{BadBody, CompileEnv, Route, RouteKind};
 use crate::defense::pipeline::{self, Batch};
-use crate::defense::{known_sources, Decision, Effects, Outcome, Phase, Verdict};
+pub use crate::defense::Verdict;
+use crate::defense::{known_sources, Decision, Effects, Outcome, Phase};
 use crate::keys::pair_id;
 use crate::store::{KeyKind, Read, Replies, Reply, StateKey, Store, StoreError, Write};
 
@@ -70,6 +74,11 @@ pub struct Judged {
     pub body_read: bool,
     /// Headers for the upstream request (tags) — see also [`observe`] for the response's.
     pub effects: Effects,
+    /// The challenge to answer with, when the verdict is `Challenge`.
+    pub challenge: Option<challenge::Issued>,
+    /// The body to forward instead of the one read: the original login, unsealed from a challenge page's
+    /// re-submit (the proxy swaps it in and fixes `Content-Type` and `Content-Length`).
+    pub replacement: Option<Original>,
 }
 
 impl Judged {
@@ -91,7 +100,7 @@ fn address_subject<R: Request>(route: &Route, env: &CompileEnv, request: &R) -> 
     Subject {
         ip,
         ip_key,
-        address: env.keys.key(KeyKind::Address, &ip_key.0.to_le_bytes()),
+        address: env.keys.address(ip_key.0),
         account: None,
         account_address: None,
         password: None,
@@ -139,10 +148,22 @@ pub async fn decide<R: Request>(
     now: u64,
 ) -> Result<Judged, R::Error> {
     let mut subject = address_subject(route, env, request);
-    if route.needs.facts.geo {
+    if route.needs.geo_before_body {
         locate(env, &mut subject);
     }
     let mut decision = Decision::default();
+    if let Some(ban) = env.decisions.banned(subject.ip, now) {
+        decision.answered = Some(banned_verdict(&ban, now));
+        decision.reasons.push(banned_reason());
+        return Ok(Judged {
+            subject,
+            decision,
+            body_read: false,
+            effects: Effects::default(),
+            challenge: None,
+            replacement: None,
+        });
+    }
     let mut batch = Batch::default();
     {
         let attempt = Attempt { subject, credentials: Credentials::default(), headers: request.headers() };
@@ -150,13 +171,17 @@ pub async fn decide<R: Request>(
         read_phase(env.store.as_ref(), &mut batch, now).await;
         pipeline::judge(&route.slots, &batch, &attempt, now, &mut decision);
     }
-    let mut judged = Judged { subject, decision, body_read: false, effects: Effects::default() };
+    let mut judged =
+        Judged { subject, decision, body_read: false, effects: Effects::default(), challenge: None, replacement: None };
     if !judged.decision.open() || !route.reads_body() {
         finish(&mut judged);
         return Ok(judged);
     }
 
-    let bytes = match request.read_body(route.max_body_bytes).await? {
+    let facts = route.needs.facts;
+    // A challenge page's re-submit carries the original body sealed, so it is larger than the route's bodies.
+    let limit = if facts.solution { seal::envelope_limit(route.max_body_bytes) } else { route.max_body_bytes };
+    let bytes = match request.read_body(limit).await? {
         BodyRead::Read(bytes) => {
             judged.body_read = true;
             bytes
@@ -167,9 +192,29 @@ pub async fn decide<R: Request>(
         }
     };
     let headers = request.headers();
-    let content_type = headers.get(http::header::CONTENT_TYPE).map(|v| v.as_bytes());
+    let sent_type = headers.get(http::header::CONTENT_TYPE).map(|v| v.as_bytes());
+    let envelope = if facts.solution { seal::detect(sent_type, &bytes) } else { None };
+    let original = match &envelope {
+        None => None,
+        Some(envelope) => match seal::open(&env.challenge.keys, &envelope.token, &envelope.sealed) {
+            Some(original) => Some(original),
+            None => {
+                judged.decision.answered = Some(Verdict::Invalid(BodyProblem::Malformed));
+                return Ok(judged);
+            }
+        },
+    };
+    // The body checks run on the original body, whichever way it came.
+    let (bytes, content_type): (&[u8], Option<&[u8]>) = match &original {
+        Some(original) => (&original.body, original.content_type.as_deref().map(str::as_bytes)),
+        None => (&bytes, sent_type),
+    };
+    if bytes.len() > route.max_body_bytes {
+        judged.decision.answered = Some(Verdict::Invalid(BodyProblem::TooLarge));
+        return Ok(judged);
+    }
     let extracted =
-        body::body_type(content_type, &bytes).and_then(|kind| body::extract(kind, &bytes, route.wanted_fields()));
+        body::body_type(content_type, bytes).and_then(|kind| body::extract(kind, bytes, route.wanted_fields()));
     let fields = match extracted {
         Ok(fields) if fields.account().is_some() || route.account_field.is_none() => fields,
         refused => {
@@ -197,7 +242,9 @@ pub async fn decide<R: Request>(
     if let (true, Some(password)) = (route.needs.fields.password, password) {
         subject.password = Some(env.keys.key(KeyKind::Password, password));
     }
-    let facts = route.needs.facts;
+    if facts.geo && !route.needs.geo_before_body {
+        locate(env, subject);
+    }
     if let Some(password) = password {
         if let (true, Some(filter)) = (facts.breached_password, &env.breached_passwords) {
             subject.facts.breach.password = filter.load().contains_password_any_case(password);
@@ -212,15 +259,71 @@ pub async fn decide<R: Request>(
     batch.clear();
     let known_source_read = if facts.known_source { known_sources::read(&attempt.subject) } else { None };
     batch.reads.extend(known_source_read);
+    let presented = match &envelope {
+        Some(e) => Some(Presented { token: &e.token, nonce: &e.nonce, signals: Some(&e.signals) }),
+        None => challenge::facts::from_header(headers),
+    };
+    let pending = if facts.device || facts.solution {
+        let subject = &mut attempt.subject;
+        challenge::facts::gather(
+            &env.challenge,
+            &env.keys,
+            &route.name,
+            facts,
+            subject,
+            headers,
+            presented,
+            now,
+            &mut batch.reads,
+        )
+    } else {
+        Default::default()
+    };
     batch.gather(&route.slots, Phase::Credentials, &attempt);
     read_phase(env.store.as_ref(), &mut batch, now).await;
     if known_source_read.is_some() {
         attempt.subject.facts.known_source = batch.replies.first() == Some(&Reply::Contains(true));
     }
+    challenge::facts::apply(&pending, &batch.replies, &mut attempt.subject);
     pipeline::judge(&route.slots, &batch, &attempt, now, &mut judged.decision);
     judged.subject = attempt.subject;
+    if judged.decision.answered == Some(Verdict::Challenge) {
+        // A browser gets a page that re-submits the original body, sealed.
+        let accept = headers.get(http::header::ACCEPT).map(|v| v.as_bytes());
+        let to_seal = crate::answer::wants_html(accept).then(|| match &original {
+            Some(original) => original.clone(),
+            None => Original {
+                content_type: sent_type.map(|t| String::from_utf8_lossy(t).into_owned()),
+                body: Bytes::copy_from_slice(bytes),
+            },
+        });
+        let bits = judged.decision.challenge_bits;
+        judged.challenge =
+            Some(challenge::issue(&env.challenge, &route.name, &judged.subject, bits, to_seal.as_ref(), now));
+    } else if judged.decision.verdict().forwards() {
+        judged.replacement = original;
+    }
     finish(&mut judged);
     Ok(judged)
+}
+
+/// The answer to an address under a manual ban (see `crate::decisions`): 403 until the ban ends.
+pub fn banned_verdict(ban: &crate::decisions::Ban, now: u64) -> Verdict {
+    let retry_after =
+        ban.until.map(|until| std::time::Duration::from_secs(until.saturating_sub(now / 1_000_000_000).max(1)));
+    Verdict::Block { status: 403, retry_after }
+}
+
+/// The decision event's reason for a manual ban (no slot of the route decided it).
+fn banned_reason() -> crate::defense::Reason {
+    crate::defense::Reason {
+        slot: usize::MAX,
+        defense: "manual_ban",
+        reason: "banned",
+        action: "block",
+        mode: crate::defense::Mode::Enforce,
+        header: None,
+    }
 }
 
 /// The tags for the app, once the decision is final.
@@ -244,6 +347,7 @@ fn finish(judged: &mut Judged) {
 pub fn locate(env: &CompileEnv, subject: &mut Subject) {
     if let Some(geo) = &env.geo {
         subject.facts.geo = geo.load().lookup(subject.ip);
+        subject.facts.located = true;
     }
 }
 
@@ -253,8 +357,12 @@ pub fn observe(route: &Route, env: &CompileEnv, subject: &Subject, status: u16, 
     let outcome = route.outcome_of(status);
     let mut writes: Vec<Write> = Vec::new();
     let mut effects = Effects::default();
-    for slot in &route.slots {
+    // Which slot named each write, so that a penalty it imposes is listed under its defense.
+    let mut owners: smallvec::SmallVec<[(usize, usize); 8]> = smallvec::SmallVec::new();
+    for (index, slot) in route.slots.iter().enumerate() {
+        let before = writes.len();
         slot.defense.record(subject, outcome, &mut writes);
+        owners.push((before, index));
         slot.defense.on_answer(subject, outcome, &mut effects);
     }
     if let (Outcome::Success, RouteKind::Login) = (outcome, route.kind) {
@@ -262,8 +370,57 @@ pub fn observe(route: &Route, env: &CompileEnv, subject: &Subject, status: u16, 
     }
     if !writes.is_empty() {
         env.store.write(&writes, now);
+        note_penalties(route, env, subject, &writes, &owners, now);
     }
     (outcome, effects)
+}
+
+/// List the penalties these writes imposed (see `crate::decisions`): the counting and distinct-set cells written are
+/// read back once. A store that cannot answer at once (a remote one) is not asked: its penalties still apply, they are
+/// only not listed.
+fn note_penalties(
+    route: &Route,
+    env: &CompileEnv,
+    subject: &Subject,
+    writes: &[Write],
+    owners: &[(usize, usize)],
+    now: u64,
+) {
+    let mut reads = crate::store::Reads::new();
+    let mut slots: smallvec::SmallVec<[usize; 8]> = smallvec::SmallVec::new();
+    for (at, write) in writes.iter().enumerate() {
+        if let Write::Count { key, cell, .. } | Write::Distinct { key, cell, .. } = *write {
+            let slot = owners.iter().rev().find(|(start, _)| *start <= at).map(|&(_, slot)| slot);
+            if let Some(slot) = slot {
+                reads.push(Read::Penalty { key, cell });
+                slots.push(slot);
+            }
+        }
+    }
+    if reads.is_empty() {
+        return;
+    }
+    let mut replies = Replies::new();
+    if !matches!(env.store.read(&reads, now, &mut replies).now_or_never(), Some(Ok(()))) {
+        return;
+    }
+    for ((read, reply), slot) in reads.iter().zip(replies.iter()).zip(slots) {
+        if let (Read::Penalty { key, cell }, Reply::Penalty(remaining)) = (read, reply) {
+            if *remaining > 0 {
+                let defense = route.slots[slot].defense.name();
+                env.decisions.note_penalty(
+                    *key,
+                    *cell,
+                    &route.name,
+                    defense,
+                    subject.ip,
+                    subject.account,
+                    now,
+                    *remaining,
+                );
+            }
+        }
+    }
 }
 
 /// Poll a decision that cannot wait: the offline replay and benchmarks run on the local store, which answers at

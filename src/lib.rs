@@ -15,20 +15,27 @@
 
 pub mod account;
 pub(crate) mod admin;
+pub mod admin_client;
 pub(crate) mod answer;
 pub mod attempt;
 pub mod body;
 pub mod breach;
+pub mod challenge;
 pub mod clock;
 pub mod config;
+pub mod decisions;
 pub mod defense;
 pub mod demo_api;
+pub mod dump;
 pub mod engine;
+pub mod fuzzing;
+pub mod gateway_reload;
 pub mod geoip;
 pub mod keys;
 pub mod proxy;
 pub mod reload;
 pub mod replay;
 pub mod server;
+pub mod shipped;
 pub mod store;
 pub mod telemetry;

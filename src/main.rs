@@ -13,10 +13,10 @@ use stuffgate::defense::ip_list::IpRanges;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The policy `demo` uses when no file is given and policies/default.toml is not beside the working directory.
-const EMBEDDED_DEFAULT_POLICY: &str = include_str!("../policies/default.toml");
 /// The breached-password filter built from Django's common-password list (see policies/data/).
 const SHIPPED_PASSWORD_FILTER: &str = "policies/data/common-passwords.bloom";
+/// The policy `demo` runs when none is given.
+const SHIPPED_POLICY: &str = "policies/default.toml";
 
 #[derive(Parser)]
 #[command(name = "stuffgate", version, about = "Credential-stuffing defense gateway")]
@@ -36,7 +36,14 @@ enum Command {
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Also print the merged, compiled configuration (like `nginx -T`).
+        #[arg(long)]
+        dump: bool,
     },
+    /// List, lift and add decisions (penalties in force, manual bans) through a running gateway's admin API.
+    Decisions(stuffgate::admin_client::DecisionsArgs),
+    /// Print a shell completion script, e.g. `stuffgate completions bash > /etc/bash_completion.d/stuffgate`.
+    Completions { shell: clap_complete::Shell },
     /// Run the bundled demo login API with the gateway in front of it.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -88,7 +95,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(&config),
-        Command::Check { files } => check(&files),
+        Command::Check { files, dump } => check(&files, dump),
+        Command::Decisions(args) => report_failure(stuffgate::admin_client::run(&args)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "stuffgate", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Command::Demo { listen, admin, api, policy, users, log_format, replay: None } => {
             demo(listen, admin, api, policy, users, &log_format)
         }
@@ -130,6 +143,10 @@ fn run(path: &Path) -> ExitCode {
 }
 
 fn start(config: GatewayConfig) -> ExitCode {
+    if let Err(error) = stuffgate::server::preflight(&config) {
+        eprintln!("stuffgate: {error}");
+        return ExitCode::FAILURE;
+    }
     let _log_guard = stuffgate::telemetry::init(config.log_format, &config.log_level);
     if config.hash_secret.is_none() {
         tracing::warn!("no privacy.hash_key_env set: account hashes in logs change at every restart");
@@ -144,10 +161,10 @@ fn start(config: GatewayConfig) -> ExitCode {
     stuffgate::server::run(config, state)
 }
 
-fn check(files: &[PathBuf]) -> ExitCode {
+fn check(files: &[PathBuf], dump: bool) -> ExitCode {
     let mut failed = false;
     for file in files {
-        match check_one(file) {
+        match check_one(file, dump) {
             Ok(summary) => println!("ok: {}: {summary}", file.display()),
             Err(error) => {
                 failed = true;
@@ -162,7 +179,7 @@ fn check(files: &[PathBuf]) -> ExitCode {
     }
 }
 
-fn check_one(file: &Path) -> Result<String, config::ConfigError> {
+fn check_one(file: &Path, dump: bool) -> Result<String, config::ConfigError> {
     let source = std::fs::read_to_string(file)
         .map_err(|e| config::ConfigError::new(file, None, None, format!("cannot read the file: {e}")))?;
     let mut env = CompileEnv::new(Clock::system(), 1024);
@@ -176,7 +193,13 @@ fn check_one(file: &Path) -> Result<String, config::ConfigError> {
             }
             env.open_breach_filters(gateway.password_filter.as_deref(), gateway.pair_filter.as_deref())
                 .map_err(|e| config::ConfigError::new(file, None, Some("breach".into()), e.to_string()))?;
+            stuffgate::telemetry::valid_level(&gateway.log_level).map_err(|e| {
+                config::ConfigError::new(file, None, Some("log.level".into()), format!("not a log filter: {e}"))
+            })?;
             let policy = config::compile_policies(&gateway.policy_files, &env, None)?;
+            if dump {
+                println!("{}\n{}", stuffgate::dump::gateway(&gateway), stuffgate::dump::policy(&policy));
+            }
             Ok(format!(
                 "gateway file; its {} policy file(s) give {} route(s)",
                 gateway.policy_files.len(),
@@ -187,6 +210,9 @@ fn check_one(file: &Path) -> Result<String, config::ConfigError> {
             // A lone policy file is checked without the gateway's data files (GeoIP, breach filters).
             env.require_data = false;
             let policy = config::compile_policies(&[file.to_path_buf()], &env, None)?;
+            if dump {
+                println!("{}", stuffgate::dump::policy(&policy));
+            }
             let defenses: usize = policy.routes.iter().map(|r| r.slots.len()).sum();
             Ok(format!("policy with {} route(s), {} defense(s)", policy.routes.len(), defenses))
         }
@@ -201,18 +227,23 @@ fn demo(
     users: usize,
     log_format: &str,
 ) -> ExitCode {
+    // The shipped files are found from any working directory (see `stuffgate::shipped`).
     let policy_file = match policy {
         Some(path) => path,
-        None if Path::new("policies/default.toml").exists() => PathBuf::from("policies/default.toml"),
-        None => {
-            let path = std::env::temp_dir().join(format!("stuffgate-demo-policy-{}.toml", std::process::id()));
-            if let Err(error) = std::fs::write(&path, EMBEDDED_DEFAULT_POLICY) {
-                eprintln!("stuffgate: cannot write the built-in policy to {}: {error}", path.display());
+        None => match stuffgate::shipped::find(SHIPPED_POLICY) {
+            Some(path) => path,
+            None => {
+                eprintln!("stuffgate: {}", missing_shipped(SHIPPED_POLICY));
                 return ExitCode::FAILURE;
             }
-            path
-        }
+        },
     };
+    let geoip = stuffgate::shipped::find(stuffgate::geoip::DEFAULT_COUNTRY_DB);
+    let password_filter = stuffgate::shipped::find(SHIPPED_PASSWORD_FILTER);
+    if password_filter.is_none() {
+        eprintln!("stuffgate: {}", missing_shipped(SHIPPED_PASSWORD_FILTER));
+        return ExitCode::FAILURE;
+    }
     let api_server = match stuffgate::demo_api::DemoApi::spawn(api, stuffgate::demo_api::DemoState::seeded(users)) {
         Ok(server) => server,
         Err(error) => {
@@ -230,28 +261,41 @@ fn demo(
         // The bundled attack replays send client addresses in X-Forwarded-For from loopback.
         trusted_proxies: IpRanges::new(&[loopback]),
         threads: 2,
+        runtime: Default::default(),
         max_tracked_keys: 1_000_000,
         watch_interval: Some(std::time::Duration::from_secs(2)),
         log_format: if log_format == "json" { LogFormat::Json } else { LogFormat::Text },
         log_level: "info".to_string(),
         hash_secret: None,
-        geoip: Path::new(stuffgate::geoip::DEFAULT_COUNTRY_DB)
-            .exists()
-            .then(|| (PathBuf::from(stuffgate::geoip::DEFAULT_COUNTRY_DB), None)),
-        password_filter: Path::new(SHIPPED_PASSWORD_FILTER).exists().then(|| PathBuf::from(SHIPPED_PASSWORD_FILTER)),
+        geoip: geoip.map(|country| (country, None)),
+        password_filter,
         pair_filter: None,
         hardening: Default::default(),
+        challenge: None,
         shared_state: None,
     };
     let (name, password) = stuffgate::demo_api::NAMED_USERS[0];
     println!(
-        "stuffgate demo\n  gateway   http://{listen}   (policy {})\n  demo API  http://{}   (direct, unprotected)\n  admin     http://{admin}/metrics  /healthz  /policy\n\nTry it:\n  curl -i http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"{name}\",\"password\":\"{password}\"}}'\n  for i in $(seq 1 40); do curl -s -o /dev/null -w '%{{http_code}} ' http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"user'$i'@example.com\",\"password\":\"guess\"}}'; done; echo\n  open http://{listen}/ in a browser for the login page\n",
+        "stuffgate demo\n  gateway   http://{listen}   (policy {})\n  demo API  http://{}   (direct, unprotected)\n  admin     http://{admin}/dashboard  /metrics  /healthz  /readyz  /policy  /decisions\n\nTry it:\n  curl -i http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"{name}\",\"password\":\"{password}\"}}'\n  for i in $(seq 1 40); do curl -s -o /dev/null -w '%{{http_code}} ' http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"user'$i'@example.com\",\"password\":\"guess\"}}'; done; echo\n  open http://{listen}/ in a browser for the login page\n\nA challenge (a breached password from a device the account has not used; docs/challenge-protocol.md):\n  curl -s http://{api_addr}/api/signup -H 'content-type: application/json' -d '{{\"email\":\"eve@example.com\",\"password\":\"password1\"}}'\n  curl -i http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"eve@example.com\",\"password\":\"password1\"}}'\n  or sign in as eve@example.com / password1 at http://{listen}/ in a browser\n",
         policy_file.display(),
         api_server.addr(),
+        api_addr = api_server.addr(),
     );
     // The API thread must outlive the gateway, which never returns.
     std::mem::forget(api_server);
     start(config)
+}
+
+/// Where the demo looked for a shipped file it did not find, and what to do.
+fn missing_shipped(relative: &str) -> String {
+    let searched: Vec<String> =
+        stuffgate::shipped::candidates(relative).iter().map(|p| p.display().to_string()).collect();
+    format!(
+        "the demo needs the shipped file {relative}, found in none of: {}. Run it from a clone of the repository, \
+         or copy the repository's policies/ and geoip/ to {}",
+        searched.join(", "),
+        stuffgate::shipped::SHARE_DIRS[0]
+    )
 }
 
 fn demo_api(listen: SocketAddr, users: usize) -> ExitCode {

@@ -13,7 +13,8 @@ use crate::telemetry::metrics;
 
 pub struct PolicyHandle {
     current: ArcSwap<Policy>,
-    files: Vec<PathBuf>,
+    /// The policy files, in merge order; a gateway-file reload may replace the list (see [`Self::replace_files`]).
+    files: Mutex<Vec<PathBuf>>,
     env: CompileEnv,
     /// (modified time, length) of each file when last loaded, to notice edits by polling.
     stamps: Mutex<Vec<Option<(SystemTime, u64)>>>,
@@ -33,7 +34,7 @@ impl PolicyHandle {
         let policy = compile_policies(&files, &env, None)?;
         Ok(PolicyHandle {
             current: ArcSwap::from_pointee(policy),
-            files,
+            files: Mutex::new(files),
             env,
             stamps: Mutex::new(stamps),
             reloading: Mutex::new(()),
@@ -55,11 +56,32 @@ impl PolicyHandle {
 
     /// Recompile from the files and swap. On error the old policy stays.
     pub fn reload(&self) -> Result<(), ConfigError> {
+        let files = self.files.lock().clone();
+        self.load_files(files, false)
+    }
+
+    /// Serve the policies of another list of files (the gateway file's `policies` changed). Compiled before anything
+    /// changes: on error the running files and policy stay.
+    pub fn replace_files(&self, files: Vec<PathBuf>) -> Result<(), ConfigError> {
+        self.load_files(files, true)
+    }
+
+    /// The policy files in merge order.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.files.lock().clone()
+    }
+
+    fn load_files(&self, files: Vec<PathBuf>, replace: bool) -> Result<(), ConfigError> {
         let _one_at_a_time = self.reloading.lock();
-        let stamps: Vec<_> = self.files.iter().map(stamp).collect();
+        let stamps: Vec<_> = files.iter().map(stamp).collect();
         let previous = self.current.load_full();
-        let result = compile_policies(&self.files, &self.env, Some(&previous));
-        *self.stamps.lock() = stamps;
+        let result = compile_policies(&files, &self.env, Some(&previous));
+        if replace && result.is_ok() {
+            *self.files.lock() = files;
+        }
+        if !replace || result.is_ok() {
+            *self.stamps.lock() = stamps;
+        }
         match result {
             Ok(policy) => {
                 let routes = policy.routes.len();
@@ -84,7 +106,7 @@ impl PolicyHandle {
 
     /// Reload when any policy file's modification time or length changed since the last load.
     pub fn reload_if_changed(&self) -> Option<Result<(), ConfigError>> {
-        let now: Vec<_> = self.files.iter().map(stamp).collect();
+        let now: Vec<_> = self.files.lock().iter().map(stamp).collect();
         if *self.stamps.lock() == now {
             return None;
         }

@@ -6,18 +6,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::listeners::TcpSocketOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::admin::ops::{Health, Operator};
 use crate::admin::AdminApp;
 use crate::clock::Clock;
+use crate::config::file::RuntimeLayout;
 use crate::config::{CompileEnv, ConfigError, GatewayConfig};
+use crate::gateway_reload::GatewayFile;
 use crate::proxy::connections::{GuardedApp, Tracker};
 use crate::proxy::{Gateway, GatewayState};
 use crate::reload::PolicyHandle;
+
+mod preflight;
+
+use preflight::admin_token;
+pub use preflight::preflight;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -51,6 +60,9 @@ pub fn build_state(config: &GatewayConfig, clock: Clock) -> Result<Arc<GatewaySt
         env.store = Arc::new(shared);
     }
     env.open_breach_filters(config.password_filter.as_deref(), config.pair_filter.as_deref())?;
+    if let Some(challenge) = &config.challenge {
+        env.challenge = Arc::new(challenge.clone());
+    }
     let policy = Arc::new(PolicyHandle::load(config.policy_files.clone(), env)?);
     let upstream_address = config
         .upstream
@@ -64,7 +76,7 @@ pub fn build_state(config: &GatewayConfig, clock: Clock) -> Result<Arc<GatewaySt
     upstream.options.read_timeout = Some(config.hardening.upstream_read_timeout);
     Ok(Arc::new(GatewayState {
         policy,
-        trusted_proxies: config.trusted_proxies.clone(),
+        trusted_proxies: arc_swap::ArcSwap::from_pointee(config.trusted_proxies.clone()),
         forwarded_header: config.hardening.forwarded_header,
         upstream,
     }))
@@ -72,7 +84,9 @@ pub fn build_state(config: &GatewayConfig, clock: Clock) -> Result<Arc<GatewaySt
 
 /// Start serving; never returns.
 pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
-    let mut conf = ServerConf { threads: config.threads, work_stealing: true, ..ServerConf::default() };
+    let per_thread = config.runtime == RuntimeLayout::PerThread;
+    // Per-thread services each run a single-threaded runtime: nothing to steal, so no stealing runtime either.
+    let mut conf = ServerConf { threads: config.threads, work_stealing: !per_thread, ..ServerConf::default() };
     conf.pid_file = std::env::temp_dir().join(format!("stuffgate-{}.pid", std::process::id())).display().to_string();
     conf.upgrade_sock =
         std::env::temp_dir().join(format!("stuffgate-{}.sock", std::process::id())).display().to_string();
@@ -83,21 +97,49 @@ pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
 
     // Connection caps and header/idle deadlines sit between the listener and pingora's HTTP handling.
     let tracker = Tracker::new(config.hardening.connections.clone(), config.trusted_proxies.clone());
-    let app = pingora::proxy::http_proxy(&server.configuration, Gateway { state: state.clone() });
-    let mut proxy = Service::new("stuffgate".to_string(), GuardedApp::new(app, tracker));
-    for address in &config.listen {
-        proxy.add_tcp(address);
+    // Per thread: N services of one thread, each with its own listening sockets (SO_REUSEPORT: the kernel spreads
+    // connections) and its own upstream connection pool. They share the policy, the state store, the connection
+    // tracker and the metrics, so limits hold across them. Measured in benches/RESULTS.md ("threads").
+    let services = if per_thread { config.threads } else { 1 };
+    for index in 0..services {
+        let app = pingora::proxy::http_proxy(&server.configuration, Gateway { state: state.clone() });
+        let mut proxy = Service::new(format!("stuffgate-{index}"), GuardedApp::new(app, tracker.clone()));
+        for address in &config.listen {
+            if per_thread {
+                let mut options = TcpSocketOptions::default();
+                options.so_reuseport = Some(true);
+                proxy.add_tcp_with_settings(&respelled(address, index), options);
+            } else {
+                proxy.add_tcp(address);
+            }
+        }
+        if per_thread {
+            proxy.threads = Some(1);
+        }
+        server.add_service(proxy);
     }
-    server.add_service(proxy);
 
-    let mut admin = Service::new("stuffgate admin".to_string(), AdminApp { policy: state.policy.clone() });
+    let health = Arc::new(Health::default());
+    let ops = Operator {
+        token: admin_token(),
+        upstream: config.upstream.address.to_socket_addrs().ok().and_then(|mut a| a.next()),
+        health: health.clone(),
+    };
+    let mut admin =
+        Service::new("stuffgate admin".to_string(), AdminApp { policy: state.policy.clone(), ops: Arc::new(ops) });
     admin.add_tcp(&config.admin);
     admin.threads = Some(1);
     server.add_service(admin);
 
     let mut maintenance = background_service(
         "maintenance",
-        Maintenance { policy: state.policy.clone(), watch_interval: config.watch_interval },
+        Maintenance {
+            policy: state.policy.clone(),
+            watch_interval: config.watch_interval,
+            gateway: GatewayFile::new(&config, state.clone()),
+            health,
+            data_errors: Default::default(),
+        },
     );
     maintenance.threads = Some(1);
     server.add_service(maintenance);
@@ -112,25 +154,93 @@ pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
     server.run_forever()
 }
 
+/// The same listen address, written differently per service. pingora keeps listening sockets in a table keyed by
+/// their address text (to hand them to a new process on a graceful upgrade) and reuses a socket whose text it has
+/// seen: one text per service gives each service a socket of its own, which SO_REUSEPORT lets share the port.
+/// Leading zeros in the port change the text, not the address.
+fn respelled(address: &str, index: usize) -> String {
+    match address.rsplit_once(':') {
+        Some((host, port)) if index > 0 => format!("{host}:{}{port}", "0".repeat(index)),
+        _ => address.to_string(),
+    }
+}
+
 impl Maintenance {
-    /// Swap in replaced data files (GeoIP); a missing or corrupt file is refused and the previous one serves.
-    fn reload_data(&self, always: bool) {
+    /// Swap in replaced data files (GeoIP, breach filters); a missing or corrupt file is refused and the previous one
+    /// serves. A refusal is logged once, and again only when it changes or the file comes back: not every poll.
+    fn reload_data(&self, sighup: bool) {
         let env = self.policy.env();
         for filter in env.breached_passwords.iter().chain(env.leaked_pairs.iter()) {
-            match filter.reload_if_changed() {
-                Ok(true) => tracing::info!(path = %filter.path().display(), "breach filter reloaded"),
-                Ok(false) => {}
-                Err(error) => tracing::error!(%error, "breach filter reload refused; the previous one keeps serving"),
-            }
-        }
-        if let Some(geo) = &self.policy.env().geo {
-            let result = if always { geo.reload().map(|()| true) } else { geo.reload_if_changed() };
+            let name = filter.path().display().to_string();
+            let result = filter.reload_if_changed();
             match result {
-                Ok(true) => tracing::info!(db = %geo.load().describe(), "GeoIP database reloaded"),
-                Ok(false) => {}
-                Err(error) => tracing::error!(%error, "GeoIP database reload refused; the previous one keeps serving"),
+                Err(error) => self.data_refused(&name, error.to_string(), "breach filter"),
+                // Still missing: refused (and logged) when it went; nothing new to say.
+                Ok(_) if !filter.path().is_file() => {}
+                Ok(true) => {
+                    self.data_recovered(&name);
+                    tracing::info!(path = %name, "breach filter reloaded")
+                }
+                Ok(false) => {
+                    self.data_recovered(&name);
+                    if sighup {
+                        tracing::info!(path = %name, "breach filter unchanged");
+                    }
+                }
             }
         }
+        if let Some(geo) = &env.geo {
+            let name = "geoip".to_string();
+            match geo.reload_if_changed() {
+                // GeoDb::open logs the new database's description: one line per change.
+                Ok(true) => self.data_recovered(&name),
+                Ok(false) => {
+                    self.data_recovered(&name);
+                    if sighup {
+                        tracing::info!(db = %geo.load().describe(), "GeoIP database unchanged");
+                    }
+                }
+                Err(error) => self.data_refused(&name, error.to_string(), "GeoIP database"),
+            }
+        }
+    }
+
+    fn data_refused(&self, name: &str, error: String, what: &str) {
+        let mut seen = self.data_errors.lock();
+        if seen.get(name) != Some(&error) {
+            tracing::error!(%error, "{what} reload refused; the previous one keeps serving (logged again when this changes)");
+            seen.insert(name.to_string(), error);
+        }
+    }
+
+    fn data_recovered(&self, name: &str) {
+        if self.data_errors.lock().remove(name).is_some() {
+            tracing::info!(file = name, "data file readable again");
+        }
+    }
+
+    /// SIGHUP or a saved gateway file: re-read it, apply what can be applied live, refuse the rest loudly. Reloads
+    /// the policy files either way.
+    fn reload_all(&self, sighup: bool) {
+        let policies_replaced = match &self.gateway {
+            Some(gateway) => gateway.reload(&self.policy, &self.health),
+            None => false,
+        };
+        if !policies_replaced {
+            let result = self.policy.reload();
+            let pending = self.gateway.as_ref().map(|g| g.pending()).unwrap_or_default();
+            match result {
+                Ok(()) => self.health.record_reload(true, "policy reloaded".into(), pending),
+                Err(error) => self.health.record_reload(false, format!("policy refused: {error}"), pending),
+            }
+        }
+        self.reload_data(sighup);
+    }
+}
+
+impl Maintenance {
+    fn pending(&self) -> Vec<String> {
+        self.gateway.as_ref().map(GatewayFile::pending).unwrap_or_default()
     }
 }
 
@@ -138,6 +248,11 @@ impl Maintenance {
 struct Maintenance {
     policy: Arc<PolicyHandle>,
     watch_interval: Option<Duration>,
+    /// The gateway file, re-read on SIGHUP and when saved; `None` for the demo.
+    gateway: Option<GatewayFile>,
+    health: Arc<Health>,
+    /// The last refusal logged per data file, so a missing file is logged once, not every poll.
+    data_errors: parking_lot::Mutex<std::collections::HashMap<String, String>>,
 }
 
 #[async_trait]
@@ -157,15 +272,40 @@ impl BackgroundService for Maintenance {
                 _ = shutdown.changed() => return,
                 _ = prune.tick() => self.policy.maintain(),
                 _ = watch.tick(), if self.watch_interval.is_some() => {
-                    let _ = self.policy.reload_if_changed();
-                    self.reload_data(false);
+                    if self.gateway.as_ref().is_some_and(GatewayFile::changed) {
+                        tracing::info!("gateway file changed: reloading it");
+                        self.reload_all(false);
+                    } else {
+                        match self.policy.reload_if_changed() {
+                            Some(Ok(())) => self.health.record_reload(true, "policy reloaded".into(), self.pending()),
+                            Some(Err(error)) => self.health.record_reload(false, format!("policy refused: {error}"), self.pending()),
+                            None => {}
+                        }
+                        self.reload_data(false);
+                    }
                 }
                 Some(()) = async { match hangup.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
-                    tracing::info!("SIGHUP: reloading the policy and data files");
-                    let _ = self.policy.reload();
-                    self.reload_data(true);
+                    tracing::info!("SIGHUP: reloading the gateway file, the policy and data files");
+                    self.reload_all(true);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::respelled;
+
+    #[test]
+    fn each_service_spells_the_address_apart_and_it_still_parses_to_the_same_socket() {
+        use std::net::ToSocketAddrs;
+        let spellings: Vec<String> = (0..4).map(|i| respelled("127.0.0.1:8080", i)).collect();
+        assert_eq!(spellings[0], "127.0.0.1:8080");
+        assert_eq!(spellings.iter().collect::<std::collections::HashSet<_>>().len(), 4);
+        for text in spellings.iter().chain([&respelled("[::1]:8080", 2)]) {
+            let port = text.to_socket_addrs().unwrap().next().unwrap().port();
+            assert_eq!(port, 8080, "{text}");
         }
     }
 }

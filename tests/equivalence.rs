@@ -25,7 +25,8 @@ struct Sent {
 }
 
 /// A mixed sequence: real users (with typos), one address stuffing a list, a spray of one password over many
-/// accounts from many addresses, a brute force on one account, a breached password, and unusable bodies.
+/// accounts from many addresses, a brute force on one account, a breached password (challenged: an unknown
+/// device), unusable bodies, and impossible travel.
 fn sequence() -> Vec<(&'static str, String)> {
     let login = |email: &str, password: &str| serde_json::json!({ "email": email, "password": password }).to_string();
     let mut out = Vec::new();
@@ -60,6 +61,9 @@ fn sequence() -> Vec<(&'static str, String)> {
     out.push(("192.0.2.45", "{\"email\": [\"a@x\", \"b@y\"], \"password\": \"p\"}".to_string()));
     out.push(("192.0.2.46", "not json at all".to_string()));
     out.push(("192.0.2.10", login("alice@example.com", "correct horse battery staple")));
+    // Impossible travel (tagged for the app): Japan, then Brazil minutes later.
+    out.push(("133.242.0.1", login("dave@example.jp", "7pay-summer-2019")));
+    out.push(("200.160.0.1", login("dave@example.jp", "7pay-summer-2019")));
     out
 }
 
@@ -127,7 +131,7 @@ fn offline_replay_and_live_proxy_decide_the_same() {
         *verdicts.entry(judged.verdict().as_str().to_string()).or_default() += 1;
     }
     // The sequence must exercise more than the allowed path, or agreeing proves little.
-    for verdict in ["allow", "block", "tag", "bad_request"] {
+    for verdict in ["allow", "block", "tag", "challenge", "bad_request"] {
         assert!(verdicts.contains_key(verdict), "no {verdict} in the sequence: {verdicts:?}");
     }
 }

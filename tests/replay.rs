@@ -107,6 +107,7 @@ fn the_default_policy_stops_most_7pay_takeovers_lets_users_in_and_offline_predic
             pair_filter: None,
             speed: SPEED,
             max_tracked_keys: 100_000,
+            solvers: false,
         },
     )
     .unwrap();

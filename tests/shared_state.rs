@@ -346,6 +346,15 @@ fn redis_cells_answer_as_the_local_store_does() {
             vec![Write::ResetCount { key: account, cell: 3 }],
             vec![Read::Penalty { key: account, cell: 3 }],
         ));
+        // An operator's lift forgets the penalty and its strikes, in Redis as locally.
+        steps.push((204, vec![Write::Lift { key: account, cell: 3 }], vec![Read::Penalty { key: account, cell: 3 }]));
+        for i in 0..3 {
+            steps.push((
+                205 + i,
+                vec![Write::Count { key: account, cell: 3, rule: escalation }],
+                vec![Read::Penalty { key: account, cell: 3 }],
+            ));
+        }
         let member = |n: u32| n.wrapping_mul(0x9E37_79B9);
         for (i, (m, failed)) in [(1, true), (1, false), (2, true), (3, true), (4, false), (5, true)].iter().enumerate()
         {

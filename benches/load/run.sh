@@ -21,6 +21,10 @@
 #   sg-default-tN     stuffgate, policies/default.toml; login requests, each from a distinct address (X-Forwarded-For
 #                     from trusted loopback) with a distinct account and password: every defense runs, none trips
 #   sg-flood-tN       stuffgate, policies/default.toml; one address hammering /api/login → 429 from ip_rate
+#   sg-off-t2-shared, sg-default-t2-shared   as the t2 variants with `runtime = "shared"` (one work-stealing service
+#                     of 2 threads, pingora's default) instead of the default per-thread services on SO_REUSEPORT
+#   Many cores: PROXY_CPU and LOAD_CPU take taskset lists, e.g. PROXY_CPU=0-3 LOAD_CPU=4-7 THREADS_MANY=4 adds
+#                     sg-off-tM / sg-default-tM / sg-off-tM-shared variants with THREADS_MANY threads
 #   sg-default-steady as sg-default-t$VARIANT_THREADS with max_tracked_keys = 16384 and a STEADY_WARMUP (4 s) warm-up
 #                     that fills every bounded store to its cap: the steady state of a long-running gateway under
 #                     distinct-key traffic (evicting, no longer growing), without waiting to fill 1M keys per store
@@ -29,7 +33,7 @@
 #   sg-off-get, nginx-proxy-get   the same two with wrk's plain `GET /` (no body, no Lua): the bare-proxy figure
 #                     comparable with published passthrough numbers
 #   nginx-flood       nginx with realip (trusted loopback) + limit_req 5 r/s burst 100 → 429 on the same flood
-#   sg-default-shared as sg-default-t1 with [shared_state] on (default share list) against a local redis-server
+#   sg-default-redis  as sg-default-t1 with [shared_state] on (default share list) against a local redis-server
 #                     pinned to the load CPU: account, pair and password state read from Redis in one round trip per
 #                     login and written behind; the redis-server's own CPU per request, the round trips and the
 #                     fallbacks are printed beside it (read_deadline_ms = SHARED_DEADLINE_MS, default 100)
@@ -55,7 +59,9 @@ LOAD_CPU=${LOAD_CPU:-0}
 UPSTREAM_PORT=${UPSTREAM_PORT:-18181}
 PROXY_PORT=${PROXY_PORT:-18180}
 ADMIN_PORT=${ADMIN_PORT:-18190}
-all_variants="upstream-direct sg-off-t1 sg-off-t2 sg-route-only sg-default-t1 sg-default-t2 sg-default-steady sg-flood-t1 sg-flood-t2 sg-default-info nginx-proxy nginx-flood sg-off-get nginx-proxy-get sg-default-shared"
+THREADS_MANY=${THREADS_MANY:-}
+all_variants="upstream-direct sg-off-t1 sg-off-t2 sg-off-t2-shared sg-route-only sg-default-t1 sg-default-t2 sg-default-t2-shared sg-default-steady sg-flood-t1 sg-flood-t2 sg-default-info nginx-proxy nginx-flood sg-off-get nginx-proxy-get sg-default-redis"
+[[ -z $THREADS_MANY ]] || all_variants+=" sg-off-tM sg-default-tM sg-off-tM-shared"
 VARIANTS_SET=${VARIANTS:+1}
 VARIANTS=${VARIANTS:-$all_variants}
 COMMAND="$0${*:+ $*}"
@@ -174,9 +180,10 @@ EXTRA=""
 [[ ! -f $ROOT/policies/data/common-passwords.bloom ]] ||
   EXTRA+=$'[breach]\npassword_filter = "'"$ROOT"$'/policies/data/common-passwords.bloom"\n'
 EXTRA=${GATEWAY_EXTRA-$EXTRA}
-gateway_config() { # name policy threads level [max_tracked_keys]
+gateway_config() { # name policy threads level [max_tracked_keys] [runtime]
   fill "$HERE/gateway.toml.in" "$WORK/$1.toml" "PROXY_PORT=$PROXY_PORT" "ADMIN_PORT=$ADMIN_PORT" \
-    "UPSTREAM_PORT=$UPSTREAM_PORT" "POLICY=$2" "THREADS=$3" "LOG_LEVEL=$4" "MAX_KEYS=${5:-1000000}" "EXTRA=$EXTRA"
+    "UPSTREAM_PORT=$UPSTREAM_PORT" "POLICY=$2" "THREADS=$3" "LOG_LEVEL=$4" "MAX_KEYS=${5:-1000000}" "EXTRA=$EXTRA" \
+    "RUNTIME=${6:-per_thread}"
   "$BIN" check "$WORK/$1.toml" >/dev/null
 }
 gateway_config off-t1 "$POLICY_OFF" 1 "$LOG_LEVEL"
@@ -189,7 +196,7 @@ gateway_config default-steady "$POLICY_DEFAULT" "$VARIANT_THREADS" "$LOG_LEVEL" 
 # Shared state: a redis-server on the load CPU for the whole run, when a variant needs it.
 REDIS_PORT=${REDIS_PORT:-18379}
 REDIS_PID=""
-if [[ " $VARIANTS " == *" sg-default-shared "* ]]; then
+if [[ " $VARIANTS " == *" sg-default-redis "* ]]; then
   need redis-server "apt-get install redis-server"
   start_pinned "$LOAD_CPU" "$WORK/redis.out" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" \
     --appendonly no --dir "$WORK"
@@ -201,8 +208,15 @@ if [[ " $VARIANTS " == *" sg-default-shared "* ]]; then
   # misses its deadline and the breaker sheds Redis (as it should in production), which would measure local state
   # only. SHARED_DEADLINE_MS (default 100) keeps every round trip in, to measure what sharing costs.
   EXTRA=$'privacy = { hash_key_env = "STUFFGATE_BENCH_HASH_KEY" }\n[shared_state]\nurl = "redis://127.0.0.1:'"$REDIS_PORT"$'/0"\nread_deadline_ms = '"${SHARED_DEADLINE_MS:-100}"$'\n'"$EXTRA_PLAIN"
-  gateway_config default-shared "$POLICY_DEFAULT" 1 "$LOG_LEVEL"
+  gateway_config default-redis "$POLICY_DEFAULT" 1 "$LOG_LEVEL"
   EXTRA=$EXTRA_PLAIN
+fi
+gateway_config off-t2-shared "$POLICY_OFF" 2 "$LOG_LEVEL" 1000000 shared
+gateway_config default-t2-shared "$POLICY_DEFAULT" 2 "$LOG_LEVEL" 1000000 shared
+if [[ -n $THREADS_MANY ]]; then
+  gateway_config off-tM "$POLICY_OFF" "$THREADS_MANY" "$LOG_LEVEL"
+  gateway_config default-tM "$POLICY_DEFAULT" "$THREADS_MANY" "$LOG_LEVEL"
+  gateway_config off-tM-shared "$POLICY_OFF" "$THREADS_MANY" "$LOG_LEVEL" 1000000 shared
 fi
 fill "$HERE/proxy.nginx.conf" "$WORK/nginx-proxy.conf" "WORK=$WORK" "UPSTREAM_PORT=$UPSTREAM_PORT" \
   "PROXY_PORT=$PROXY_PORT" "LIMIT_ZONE=" "LIMIT_REALIP=" "LIMIT_REQ="
@@ -220,6 +234,11 @@ describe() {
     nginx-proxy-get) echo "nginx $WORK/nginx-proxy.conf - 200" ;;
     sg-off-t1) echo "gateway $WORK/off-t1.toml login.lua 401" ;;
     sg-off-t2) echo "gateway $WORK/off-t2.toml login.lua 401" ;;
+    sg-off-t2-shared) echo "gateway $WORK/off-t2-shared.toml login.lua 401" ;;
+    sg-default-t2-shared) echo "gateway $WORK/default-t2-shared.toml login.lua 401" ;;
+    sg-off-tM) echo "gateway $WORK/off-tM.toml login.lua 401" ;;
+    sg-default-tM) echo "gateway $WORK/default-tM.toml login.lua 401" ;;
+    sg-off-tM-shared) echo "gateway $WORK/off-tM-shared.toml login.lua 401" ;;
     sg-route-only) echo "gateway $WORK/route-only.toml login.lua 401" ;;
     sg-default-t1) echo "gateway $WORK/default-t1.toml login.lua 401" ;;
     sg-default-t2) echo "gateway $WORK/default-t2.toml login.lua 401" ;;
@@ -229,7 +248,7 @@ describe() {
     sg-default-steady) echo "gateway $WORK/default-steady.toml login.lua 401" ;;
     nginx-proxy) echo "nginx $WORK/nginx-proxy.conf login.lua 401" ;;
     nginx-flood) echo "nginx $WORK/nginx-flood.conf flood.lua 429" ;;
-    sg-default-shared) echo "gateway $WORK/default-shared.toml login.lua 401" ;;
+    sg-default-redis) echo "gateway $WORK/default-redis.toml login.lua 401" ;;
     *) echo "run.sh: unknown variant $1 (known: $all_variants)" >&2; exit 2 ;;
   esac
 }
@@ -267,7 +286,7 @@ measure() { # variant run
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${warmup}s" "${wrk_script[@]}" "$url$target" >/dev/null
   local before after out redis_before=""
   [[ -z $pid ]] || before=$(cpu_ticks "$pid")
-  [[ $variant != sg-default-shared ]] || redis_before=$(cpu_ticks "$REDIS_PID")
+  [[ $variant != sg-default-redis ]] || redis_before=$(cpu_ticks "$REDIS_PID")
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${wrk_script[@]}" "$url$target")
   echo "$out" >"$WORK/wrk-$variant-$run.txt"
   [[ -z $pid ]] || after=$(cpu_ticks "$pid")
@@ -354,7 +373,7 @@ ratio("sg-off-get", "nginx-proxy-get", "defenses off vs nginx, plain GET /")
 ratio("sg-default-info", f"sg-default-t{info_threads}", "decision log at level info vs warn")
 ratio("sg-route-only", f"sg-off-t{info_threads}", "protected route without defenses vs defenses off")
 ratio("sg-default-steady", f"sg-off-t{info_threads}", f"default policy at steady state (stores full, evicting; t{info_threads}) vs defenses off")
-ratio("sg-default-shared", "sg-default-t1", "default policy with shared state (local Redis) vs without (t1), gateway CPU per login")
+ratio("sg-default-redis", "sg-default-t1", "default policy with shared state (local Redis) vs without (t1), gateway CPU per login")
 print()
 PY
 )

@@ -21,6 +21,7 @@ use crate::defense::{Action, Defense, Mode, Slot};
 use crate::geoip::SharedGeoDb;
 use crate::keys::KeyHasher;
 use crate::store::{CellId, LocalStore, Store, KNOWN_SOURCES_CELL};
+use crate::telemetry::metrics::{RouteMetrics, SlotMetrics};
 
 /// What compiled defenses share with the running gateway.
 #[derive(Clone)]
@@ -39,6 +40,10 @@ pub struct CompileEnv {
     pub leaked_pairs: Option<Arc<SharedFilter>>,
     /// False for `stuffgate check`: validate defenses that need data files without those files.
     pub require_data: bool,
+    /// Challenge and device-token keys and settings (the gateway file's `[challenge]`; random keys without one).
+    pub challenge: Arc<crate::challenge::ChallengeConfig>,
+    /// Penalties in force and manual bans, for operators (see `crate::decisions`).
+    pub decisions: Arc<crate::decisions::Decisions>,
 }
 
 impl CompileEnv {
@@ -53,6 +58,8 @@ impl CompileEnv {
             breached_passwords: None,
             leaked_pairs: None,
             require_data: true,
+            challenge: Arc::new(crate::challenge::ChallengeConfig::default()),
+            decisions: crate::decisions::Decisions::new(),
         }
     }
 
@@ -97,7 +104,7 @@ impl Taken {
     fn cell(&mut self, route: &str, fingerprint: &str, nth: usize) -> CellId {
         let digest = sha2::Sha256::digest(format!("{route}\n{fingerprint}\n{nth}").as_bytes());
         let mut id = u16::from_le_bytes([digest[0], digest[1]]);
-        while id <= KNOWN_SOURCES_CELL || self.cells.contains(&id) {
+        while id <= KNOWN_SOURCES_CELL.max(crate::challenge::RESERVED_CELLS) || self.cells.contains(&id) {
             id = id.wrapping_add(1);
         }
         self.cells.insert(id);
@@ -264,10 +271,12 @@ pub(crate) fn compile_file(
             needs.fields.password |= wants.fields.password;
             needs.fields.target |= wants.fields.target;
             needs.facts = needs.facts.union(wants.facts);
+            needs.geo_before_body |= wants.facts.geo && wants.phase() == crate::defense::Phase::Address;
             let mode = defense.mode.unwrap_or(default_mode);
             let default_action = match (spec.default_action)(kind) {
                 DefaultAction::Block => ActionName::Block,
                 DefaultAction::Tag => ActionName::Tag,
+                DefaultAction::Challenge => ActionName::Challenge,
             };
             let action = match defense.action.unwrap_or(default_action) {
                 ActionName::Block => {
@@ -284,13 +293,32 @@ pub(crate) fn compile_file(
                     Action::Tag
                 }
                 ActionName::Challenge => {
-                    return Err(derr(
-                        "action",
-                        "`challenge` needs the challenge service, which this build does not have yet: use \"block\" or \"tag\"".into(),
-                    ))
+                    if defense.status.is_some() {
+                        return Err(derr("status", "a `challenge` answers 428; remove `status`".into()));
+                    }
+                    // A challenge token is bound to the account: only defenses that decide on the body can ask.
+                    if wants.phase() != crate::defense::Phase::Credentials || account_field.is_none() {
+                        return Err(derr(
+                            "action",
+                            format!(
+                                "`{}` decides before the body is read, and a challenge is bound to the account: use \"block\" or \"tag\" here, and `new_device` (or a body-reading defense) to challenge",
+                                defense.kind
+                            ),
+                        ));
+                    }
+                    needs.facts.solution = true;
+                    Action::Challenge
                 }
             };
-            slots.push(Slot { phase: wants.phase(), defense: built, mode, action, fingerprint });
+            let metrics = SlotMetrics::new(&route.name, built.name(), action.as_str(), mode.as_str());
+            slots.push(Slot {
+                phase: wants.phase(),
+                defense: built,
+                mode,
+                action,
+                fingerprint,
+                metrics: Some(metrics),
+            });
         }
         routes.push(Route {
             name: route.name.clone(),
@@ -308,6 +336,7 @@ pub(crate) fn compile_file(
             ipv6_prefix,
             slots,
             source: path.to_path_buf(),
+            metrics: RouteMetrics::new(&route.name),
         });
     }
     Ok(())

@@ -18,6 +18,9 @@ pub struct GatewayFile {
     pub trusted_proxies: Vec<Spanned<String>>,
     /// Worker threads of the proxy service; default: one per core.
     pub threads: Option<usize>,
+    /// How the threads serve: "per_thread" (default: one single-threaded proxy service per thread, each with its own
+    /// SO_REUSEPORT listener and upstream pool, like nginx workers) or "shared" (one work-stealing service).
+    pub runtime: Option<RuntimeLayout>,
     /// Upper bound on the records the state store keeps per key kind (address, account, ...).
     pub max_tracked_keys: Option<usize>,
     /// Seconds between file-change checks for hot reload; 0 disables polling (SIGHUP still reloads).
@@ -32,6 +35,8 @@ pub struct GatewayFile {
     pub forwarded_header: Option<String>,
     #[serde(default)]
     pub connections: ConnectionsFile,
+    /// `[challenge]`: keys and settings for challenges and device tokens.
+    pub challenge: Option<ChallengeFile>,
     /// Keep the state of shared defenses in Redis/Valkey, so several gateways enforce one fleet-wide limit.
     pub shared_state: Option<Spanned<SharedStateFile>>,
 }
@@ -61,6 +66,29 @@ pub struct SharedStateFile {
     /// Key kinds whose state is shared: address, account, account_address, password, session, device, challenge
     /// (default: account, account_address, password, device, challenge).
     pub share: Option<Vec<String>>,
+}
+
+/// `[challenge]`: the keys challenge and device tokens are signed with, and device settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeFile {
+    /// Environment variables holding the secrets (at least 32 bytes each): the first signs, all verify. Rotate by
+    /// putting a new variable first and removing the old one after `remember_days`.
+    pub secrets_env: Vec<String>,
+    /// Seconds a challenge may take to solve (default 120).
+    pub ttl_secs: Option<u64>,
+    /// The device cookie's name (default "sg_dev").
+    pub cookie_name: Option<String>,
+    /// "auto" (default: when a trusted front end says `X-Forwarded-Proto: https`), "always" or "never".
+    pub secure_cookie: Option<crate::challenge::SecureCookie>,
+    /// Days a device stays known after its last successful login, and its token's lifetime (default 90).
+    pub remember_days: Option<u64>,
+    /// Devices remembered per account (default 8).
+    pub max_devices_per_account: Option<u8>,
+    /// A device token seen from more networks (IPv4 /24, IPv6 /48) in a day is shared, not known (default 6).
+    pub shared_after_networks: Option<u32>,
+    /// Seconds the no-JavaScript path waits before "Continue" is accepted, at 16 bits (default 5).
+    pub noscript_wait_secs: Option<u64>,
 }
 
 /// `[connections]`: limits that keep one client from holding every connection or megabytes of header buffers.
@@ -215,6 +243,18 @@ pub struct DefenseFile {
     pub status: Option<u16>,
     #[serde(flatten)]
     pub params: toml::Table,
+}
+
+/// `runtime`: how the proxy's threads are laid out.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeLayout {
+    /// One single-threaded service per thread, each binding the listen addresses with SO_REUSEPORT: the kernel spreads
+    /// connections, and no task, wake-up or upstream connection crosses a thread.
+    #[default]
+    PerThread,
+    /// One service whose tasks any of its threads may steal (pingora's default).
+    Shared,
 }
 
 /// `mode`: whether findings act or are only logged and counted.

@@ -35,6 +35,7 @@ pub struct GatewayConfig {
     pub policy_files: Vec<PathBuf>,
     pub trusted_proxies: IpRanges,
     pub threads: usize,
+    pub runtime: super::file::RuntimeLayout,
     pub max_tracked_keys: usize,
     pub watch_interval: Option<Duration>,
     pub log_format: LogFormat,
@@ -46,6 +47,8 @@ pub struct GatewayConfig {
     pub password_filter: Option<PathBuf>,
     pub pair_filter: Option<PathBuf>,
     pub hardening: Hardening,
+    /// `[challenge]` keys and settings; `None`: random keys, drawn at start.
+    pub challenge: Option<crate::challenge::ChallengeConfig>,
     /// `[shared_state]`: Redis/Valkey shared by the gateways of a fleet; `None` keeps all state in this process.
     pub shared_state: Option<SharedSettings>,
 }
@@ -173,6 +176,10 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
         },
     };
     let hardening = hardening(&file, err)?;
+    let challenge = match &file.challenge {
+        Some(section) => Some(challenge_config(section, &err)?),
+        None => None,
+    };
     let shared_state = match &file.shared_state {
         None => None,
         Some(table) => {
@@ -199,6 +206,7 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
         policy_files: file.policies.iter().map(|p| base.join(p)).collect(),
         trusted_proxies: IpRanges::new(&nets),
         threads,
+        runtime: file.runtime.unwrap_or_default(),
         max_tracked_keys,
         watch_interval: match file.watch_interval_secs {
             Some(0) => None,
@@ -212,6 +220,7 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
         password_filter: file.breach.as_ref().and_then(|b| b.password_filter.as_ref()).map(|p| base.join(p)),
         pair_filter: file.breach.as_ref().and_then(|b| b.pair_filter.as_ref()).map(|p| base.join(p)),
         hardening,
+        challenge,
         shared_state,
     })
 }
@@ -288,6 +297,70 @@ fn shared_settings(
     Ok(out)
 }
 
+/// `[challenge]`: secrets from the environment (each checked), and the device settings.
+fn challenge_config(
+    file: &super::file::ChallengeFile,
+    err: &impl Fn(&str, String) -> ConfigError,
+) -> Result<crate::challenge::ChallengeConfig, ConfigError> {
+    use crate::challenge::{ChallengeConfig, SigningKey, TokenKeys};
+    let key = "challenge.secrets_env";
+    if file.secrets_env.is_empty() {
+        return Err(err(key, "name at least one environment variable holding a secret of 32 or more bytes".into()));
+    }
+    let mut keys = Vec::new();
+    for var in &file.secrets_env {
+        match std::env::var(var) {
+            Ok(value) if value.len() >= 32 => keys.push(SigningKey::from_secret(value.as_bytes())),
+            Ok(_) => {
+                return Err(err(
+                    key,
+                    format!("${var} must hold at least 32 bytes (e.g. from `openssl rand -base64 32`)"),
+                ))
+            }
+            Err(_) => return Err(err(key, format!("${var} is not set"))),
+        }
+    }
+    let keys = TokenKeys::new(keys).map_err(|why| err(key, why))?;
+    let mut config = ChallengeConfig::new(keys, true);
+    let positive = |name: &str, value: Option<u64>, default: u64| match value {
+        Some(0) => Err(err(&format!("challenge.{name}"), "must be greater than zero".into())),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    let ttl = positive("ttl_secs", file.ttl_secs, 120)?;
+    if ttl > 3600 {
+        return Err(err("challenge.ttl_secs", "must be at most 3600 (a challenge is solved in seconds)".into()));
+    }
+    config.ttl = Duration::from_secs(ttl);
+    let days = positive("remember_days", file.remember_days, 90)?;
+    if days > 400 {
+        return Err(err("challenge.remember_days", "must be at most 400 (browsers cap cookies there)".into()));
+    }
+    config.remember = Duration::from_secs(days * 86_400);
+    config.noscript_wait = Duration::from_secs(positive("noscript_wait_secs", file.noscript_wait_secs, 5)?);
+    if config.noscript_wait >= config.ttl {
+        return Err(err("challenge.noscript_wait_secs", format!("must be shorter than ttl_secs ({ttl})")));
+    }
+    config.max_devices = match file.max_devices_per_account {
+        Some(n) if !(1..=16).contains(&n) => {
+            return Err(err("challenge.max_devices_per_account", "must be between 1 and 16".into()))
+        }
+        Some(n) => n,
+        None => 8,
+    };
+    config.shared_after = positive("shared_after_networks", file.shared_after_networks.map(u64::from), 6)? as u32;
+    if let Some(name) = &file.cookie_name {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return Err(err("challenge.cookie_name", format!("`{name}` must be letters, digits, '_' or '-'")));
+        }
+        config.cookie_name = name.clone();
+    }
+    if let Some(secure) = file.secure_cookie {
+        config.secure_cookie = secure;
+    }
+    Ok(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +411,34 @@ mod tests {
         let upstream = "upstream = { address = \"127.0.0.1:8081\", read_timeout_secs = 2 }\npolicies = [\"p.toml\"]\n";
         let config = gateway_from_str(Path::new("gw.toml"), upstream).unwrap();
         assert_eq!(config.hardening.upstream_read_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn challenge_keys_come_from_the_environment_with_clear_errors() {
+        let base = "upstream = { address = \"127.0.0.1:8081\" }\npolicies = [\"p.toml\"]\n[challenge]\n";
+        let load = |extra: &str| gateway_from_str(Path::new("gw.toml"), &format!("{base}{extra}"));
+        std::env::set_var("SG_TEST_CHALLENGE_NEW", "n".repeat(32));
+        std::env::set_var("SG_TEST_CHALLENGE_OLD", "o".repeat(40));
+        std::env::set_var("SG_TEST_CHALLENGE_SHORT", "short");
+        let config = load("secrets_env = [\"SG_TEST_CHALLENGE_NEW\", \"SG_TEST_CHALLENGE_OLD\"]\nremember_days = 30\n")
+            .unwrap()
+            .challenge
+            .unwrap();
+        assert!(config.configured);
+        assert_eq!(config.remember, Duration::from_secs(30 * 86_400));
+        for (extra, says) in [
+            ("secrets_env = []\n", "at least one"),
+            ("secrets_env = [\"SG_TEST_CHALLENGE_UNSET\"]\n", "$SG_TEST_CHALLENGE_UNSET is not set"),
+            ("secrets_env = [\"SG_TEST_CHALLENGE_SHORT\"]\n", "at least 32 bytes"),
+            ("secrets_env = [\"SG_TEST_CHALLENGE_NEW\", \"SG_TEST_CHALLENGE_NEW\"]\n", "share the key id"),
+            ("secrets_env = [\"SG_TEST_CHALLENGE_NEW\"]\nttl_secs = 0\n", "greater than zero"),
+            ("secrets_env = [\"SG_TEST_CHALLENGE_NEW\"]\nnoscript_wait_secs = 200\n", "shorter than ttl_secs"),
+            ("secrets_env = [\"SG_TEST_CHALLENGE_NEW\"]\ncookie_name = \"a b\"\n", "letters"),
+            ("secrets_env = [\"SG_TEST_CHALLENGE_NEW\"]\nsecure_cookie = \"sometimes\"\n", "sometimes"),
+        ] {
+            let error = load(extra).unwrap_err();
+            assert!(error.to_string().contains(says), "{extra}: {error}");
+        }
     }
 
     #[test]

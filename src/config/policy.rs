@@ -173,6 +173,9 @@ pub struct RouteNeeds {
     pub facts: FactNeeds,
     /// The header session-keyed limits read (lower case), when the route has any.
     pub session_header: Option<http::HeaderName>,
+    /// An address-phase defense reads the geo fact: locate before the body (otherwise only once it is read, so a
+    /// flood answered from the address alone costs no lookup).
+    pub geo_before_body: bool,
 }
 
 pub struct Route {
@@ -192,6 +195,7 @@ pub struct Route {
     pub ipv6_prefix: u8,
     pub slots: Vec<Slot>,
     pub source: PathBuf,
+    pub metrics: crate::telemetry::metrics::RouteMetrics,
 }
 
 impl Route {

@@ -18,12 +18,14 @@ pub mod geo;
 pub mod geo_velocity;
 pub mod ip_list;
 pub mod known_sources;
+pub mod new_device;
 pub mod pipeline;
 pub mod rate;
 pub mod registry;
 pub mod reset_target;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod user_agent;
 
 use std::time::Duration;
 
@@ -56,6 +58,10 @@ pub struct FactNeeds {
     pub breached_password: bool,
     pub leaked_pair: bool,
     pub known_source: bool,
+    /// The device token and whether the device is known for the account (`challenge::facts`).
+    pub device: bool,
+    /// A challenge solution (`X-Stuffgate-Solution`, or the challenge page's re-submit).
+    pub solution: bool,
 }
 
 impl FactNeeds {
@@ -65,6 +71,8 @@ impl FactNeeds {
             breached_password: self.breached_password || other.breached_password,
             leaked_pair: self.leaked_pair || other.leaked_pair,
             known_source: self.known_source || other.known_source,
+            device: self.device || other.device,
+            solution: self.solution || other.solution,
         }
     }
 }
@@ -148,6 +156,15 @@ pub trait Defense: Send + Sync {
     fn reads(&self, _attempt: &Attempt<'_>, _out: &mut Reads) {}
     /// Decide on the replies to this defense's own reads, in order. Pure: no store access, no clock but `now`.
     fn decide(&self, attempt: &Attempt<'_>, replies: &[Reply], now: u64) -> Finding;
+    /// Decide knowing what the defenses before it on this request found (`new_device` fires on risky findings).
+    /// Most defenses ignore them.
+    fn decide_after(&self, attempt: &Attempt<'_>, replies: &[Reply], now: u64, _earlier: &[Reason]) -> Finding {
+        self.decide(attempt, replies, now)
+    }
+    /// The difficulty this defense's `challenge` action asks for; a solution worth at least this passes it.
+    fn challenge_bits(&self, attempt: &Attempt<'_>, _earlier: &[Reason]) -> u8 {
+        crate::challenge::facts::with_tells(crate::challenge::DEFAULT_BITS, attempt.subject.facts.device.tells)
+    }
     /// The writes the upstream's answer calls for.
     fn record(&self, _subject: &Subject, _outcome: Outcome, _out: &mut Vec<Write>) {}
     /// Headers for the client's response once the upstream answered (e.g. a device cookie).

@@ -10,6 +10,7 @@ use smallvec::SmallVec;
 use super::{Defense, Finding, Phase};
 use crate::attempt::Attempt;
 use crate::body::BodyProblem;
+use crate::challenge::Solution;
 use crate::store::{Reads, Replies, Reply};
 
 pub use crate::config::file::Mode;
@@ -44,6 +45,8 @@ pub struct Slot {
     pub phase: Phase,
     /// The defense's type and parameters without mode and action: equal fingerprints on reload keep the defense.
     pub fingerprint: String,
+    /// Its findings counters, resolved at compile time (`None` in unit tests that build slots by hand).
+    pub metrics: Option<crate::telemetry::metrics::SlotMetrics>,
 }
 
 /// What the gateway does with the request.
@@ -81,6 +84,8 @@ impl Verdict {
 /// What one defense concluded, kept for the decision event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reason {
+    /// The slot (index in the route) that found it.
+    pub slot: usize,
     pub defense: &'static str,
     pub reason: &'static str,
     /// "block", "challenge", "tag", or "trusted".
@@ -99,6 +104,8 @@ pub struct Decision {
     pub decided_by: Option<usize>,
     pub reasons: Vec<Reason>,
     pub trusted: bool,
+    /// The difficulty of the challenge to answer with (set with `Verdict::Challenge`).
+    pub challenge_bits: u8,
 }
 
 impl Decision {
@@ -161,10 +168,11 @@ pub fn judge(slots: &[Slot], batch: &Batch, attempt: &Attempt<'_>, now: u64, dec
         let index = batch.starts[at].0 as usize;
         let slot = &slots[index];
         let replies = batch.replies_of(at);
-        match slot.defense.decide(attempt, replies, now) {
+        match slot.defense.decide_after(attempt, replies, now, &decision.reasons) {
             Finding::Clear => {}
             Finding::Trusted => {
                 decision.reasons.push(Reason {
+                    slot: index,
                     defense: slot.defense.name(),
                     reason: "trusted_source",
                     action: "trusted",
@@ -182,6 +190,7 @@ pub fn judge(slots: &[Slot], batch: &Batch, attempt: &Attempt<'_>, now: u64, dec
                     .tag_header()
                     .and_then(|name| slot.defense.explain(attempt, replies).map(|value| (name, value)));
                 decision.reasons.push(Reason {
+                    slot: index,
                     defense: slot.defense.name(),
                     reason,
                     action: slot.action.as_str(),
@@ -193,7 +202,20 @@ pub fn judge(slots: &[Slot], batch: &Batch, attempt: &Attempt<'_>, now: u64, dec
                 }
                 let answer = match slot.action {
                     Action::Block { status } => Verdict::Block { status, retry_after },
-                    Action::Challenge => Verdict::Challenge,
+                    Action::Challenge => {
+                        let bits = slot.defense.challenge_bits(attempt, &decision.reasons);
+                        if let Solution::Passed { bits: solved, .. } = attempt.subject.facts.challenge {
+                            if solved >= bits {
+                                // Passed: forwarded, tagged with the defense's name for the app to step up.
+                                if let Some(last) = decision.reasons.last_mut() {
+                                    (last.reason, last.action) = ("challenge_passed", "tag");
+                                }
+                                continue;
+                            }
+                        }
+                        decision.challenge_bits = bits;
+                        Verdict::Challenge
+                    }
                     Action::Tag => continue,
                 };
                 decision.answered = Some(answer);
@@ -226,7 +248,14 @@ mod tests {
     }
 
     fn slot(finding: Finding, phase: Phase, mode: Mode, action: Action) -> Slot {
-        Slot { defense: Arc::new(Always(finding, phase)), mode, action, phase, fingerprint: String::new() }
+        Slot {
+            defense: Arc::new(Always(finding, phase)),
+            mode,
+            action,
+            phase,
+            fingerprint: String::new(),
+            metrics: None,
+        }
     }
 
     const HIT: Finding = Finding::Hit { reason: "over_limit", retry_after: None };
@@ -278,6 +307,32 @@ mod tests {
         assert_eq!(decision.verdict(), Verdict::Tag);
         assert!(run(&slots, Phase::Credentials, &mut decision));
         assert_eq!(decision.verdict(), Verdict::Challenge);
+    }
+
+    #[test]
+    fn a_passed_solution_worth_enough_bits_forwards_tagged_and_a_weaker_one_is_challenged_again() {
+        let slots = [slot(HIT, Phase::Credentials, Mode::Enforce, Action::Challenge)];
+        let judge_with = |solution: Solution| {
+            let h = Harness::new();
+            let headers = http::HeaderMap::new();
+            let mut subject = h.subject("192.0.2.1", Some("a"));
+            subject.facts.challenge = solution;
+            let attempt = Attempt { subject, credentials: Default::default(), headers: &headers };
+            let mut batch = Batch::default();
+            batch.gather(&slots, Phase::Credentials, &attempt);
+            let _ = h.store.read(&batch.reads, 0, &mut batch.replies).now_or_never();
+            let mut decision = Decision::default();
+            judge(&slots, &batch, &attempt, 0, &mut decision);
+            decision
+        };
+        let passed = judge_with(Solution::Passed { bits: 16, solve_ms: 300, noscript: false });
+        assert_eq!(passed.verdict(), Verdict::Tag);
+        assert_eq!((passed.reasons[0].reason, passed.reasons[0].action), ("challenge_passed", "tag"));
+        let weak = judge_with(Solution::Passed { bits: 15, solve_ms: 300, noscript: false });
+        assert_eq!((weak.verdict(), weak.challenge_bits), (Verdict::Challenge, 16));
+        for failed in [Solution::Absent, Solution::Invalid, Solution::Expired, Solution::Reused] {
+            assert_eq!(judge_with(failed).verdict(), Verdict::Challenge, "{failed:?}");
+        }
     }
 
     #[test]

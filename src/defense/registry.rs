@@ -8,7 +8,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
-use super::{breach, distinct, email_domain, failures, geo, geo_velocity, ip_list, rate, reset_target, Defense};
+use super::{
+    breach, distinct, email_domain, failures, geo, geo_velocity, ip_list, new_device, rate, reset_target, user_agent,
+    Defense,
+};
 use crate::config::{CompileEnv, RouteKind};
 use crate::store::CellId;
 
@@ -28,6 +31,7 @@ pub struct DefenseSpec {
 pub enum DefaultAction {
     Block,
     Tag,
+    Challenge,
 }
 
 /// Most defenses block by default.
@@ -51,6 +55,8 @@ pub const REGISTRY: &[DefenseSpec] = &[
     geo_velocity::SPEC,
     email_domain::SPEC,
     reset_target::SPEC,
+    new_device::SPEC,
+    user_agent::SPEC,
 ];
 
 pub fn lookup(name: &str) -> Option<&'static DefenseSpec> {
@@ -95,9 +101,15 @@ pub fn params<T: DeserializeOwned>(table: &toml::Table) -> Result<T, BuildError>
             .or_else(|| quoted("missing field "))
             .map(str::to_string)
             .unwrap_or_else(|| e.path().to_string());
-        let message = message
-            .replace(", expected one of", "; the parameters of this type are")
-            .replace("unknown field", "unknown parameter");
+        // toml appends where it was ("\nin `key`"): the key is reported on its own.
+        let message = message.split("\nin `").next().unwrap_or(&message).trim().to_string();
+        let message = if message.starts_with("unknown field") {
+            message
+                .replace("unknown field", "unknown parameter")
+                .replace(", expected one of", "; the parameters of this type are")
+        } else {
+            message.replace(", expected one of", "; choose one of")
+        };
         (key, message)
     })
 }

@@ -77,7 +77,9 @@ fn text_line(d: &GeoDetails) -> String {
 /// The database description goes to stderr so stdout stays parseable.
 pub fn run_lookup(args: &LookupArgs) -> anyhow::Result<()> {
     let ips = parse_ips(&args.ips)?;
-    let db = GeoDb::open(&args.db, args.asn_db.as_deref()).context("cannot open the GeoIP database")?;
+    // The default database is found from any working directory (see `crate::shipped`).
+    let path = crate::shipped::resolve(&args.db, super::DEFAULT_COUNTRY_DB);
+    let db = GeoDb::open(&path, args.asn_db.as_deref()).context("cannot open the GeoIP database")?;
     eprintln!("# {}", db.describe());
     let mut out = String::new();
     for ip in ips {
@@ -94,7 +96,7 @@ pub fn run_lookup(args: &LookupArgs) -> anyhow::Result<()> {
         anyhow::bail!(
             "{} lookup(s) hit a corrupt record in {}; re-fetch it with geoip/refresh.sh",
             db.lookup_errors(),
-            args.db.display()
+            path.display()
         );
     }
     Ok(())

@@ -69,12 +69,13 @@ impl SharedGeoDb {
     fn reload_locked(&self) -> Result<(), GeoError> {
         match GeoDb::open(&self.country_path, self.asn_path.as_deref()) {
             Ok(db) => {
-                tracing::info!(geoip = %db.describe(), "geoip databases reloaded");
+                // GeoDb::open logged the new database; the caller logs failures (once per change).
+                tracing::debug!(geoip = %db.describe(), "geoip databases reloaded");
                 self.current.store(Arc::new(db));
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!(error = %e, "geoip reload failed; keeping the previous databases");
+                tracing::debug!(error = %e, "geoip reload failed; keeping the previous databases");
                 Err(e)
             }
         }
@@ -92,7 +93,7 @@ impl SharedGeoDb {
         let changed = match (country_now, asn_now) {
             (Ok(c), Ok(a)) => c != country_old || a != asn_old,
             (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(error = %e, "geoip database file vanished; keeping the previous databases");
+                tracing::debug!(error = %e, "geoip database file vanished; keeping the previous databases");
                 return Err(e);
             }
         };

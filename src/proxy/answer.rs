@@ -36,6 +36,17 @@ fn drain_is_cheap(session: &Session) -> bool {
 pub async fn send(session: &mut Session, answer: &Answer, body_consumed: bool) -> Result<()> {
     let accept = session.req_header().headers.get(http::header::ACCEPT).map(|v| v.as_bytes());
     let (content_type, body) = answer.render(wants_html(accept));
+    send_rendered(session, answer, content_type, body, body_consumed).await
+}
+
+/// Write `answer` with a body already rendered (a challenge: the JSON protocol or the page).
+pub async fn send_rendered(
+    session: &mut Session,
+    answer: &Answer,
+    content_type: &str,
+    body: String,
+    body_consumed: bool,
+) -> Result<()> {
     let mut header = ResponseHeader::build(answer.status, Some(6))?;
     header.insert_header("content-type", content_type)?;
     header.insert_header("content-length", body.len().to_string())?;

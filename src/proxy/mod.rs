@@ -27,7 +27,8 @@ use crate::telemetry::metrics;
 /// Everything the phases share, built once at start.
 pub struct GatewayState {
     pub policy: Arc<PolicyHandle>,
-    pub trusted_proxies: IpRanges,
+    /// Swapped when a reloaded gateway file changes `trusted_proxies`.
+    pub trusted_proxies: arc_swap::ArcSwap<IpRanges>,
     /// The header trusted proxies name the client in.
     pub forwarded_header: client_ip::ForwardedHeader,
     pub upstream: HttpPeer,
@@ -49,6 +50,8 @@ pub struct RequestCtx {
     outcome: Option<Outcome>,
     decision_started: Option<Instant>,
     decision_micros: u64,
+    /// The challenge page's re-submit was replaced by the original body.
+    body_swapped: bool,
 }
 
 const HEADER_PREFIX: &str = "x-stuffgate-";
@@ -78,7 +81,7 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let Some(policy) = ctx.policy.clone() else {
-            return Ok(false);
+            return self.refuse_banned(session, ctx).await;
         };
         if ctx.client_ip.is_none() {
             // A trusted proxy's hop is not an address: no key would be the client's own (see client_ip.rs).
@@ -109,6 +112,40 @@ impl ProxyHttp for Gateway {
         if let Some(judged) = &ctx.judged {
             for (name, value) in &judged.effects.upstream {
                 request.append_header(*name, value.as_str())?;
+            }
+            if let Some(original) = &judged.replacement {
+                // The original login, unsealed from a challenge page's re-submit: its own type and length.
+                request.remove_header(&http::header::TRANSFER_ENCODING);
+                request.insert_header(http::header::CONTENT_LENGTH, original.body.len().to_string())?;
+                match &original.content_type {
+                    Some(content_type) => request.insert_header(http::header::CONTENT_TYPE, content_type.as_str())?,
+                    None => {
+                        request.remove_header(&http::header::CONTENT_TYPE);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(judged) = ctx.judged.as_mut() else {
+            return Ok(());
+        };
+        if let Some(original) = judged.replacement.as_ref() {
+            // The body was read whole into the replay buffer, which pingora sends in one piece: swap it once, and
+            // send nothing of anything after it.
+            if ctx.body_swapped {
+                *body = None;
+            } else {
+                *body = Some(original.body.clone());
+                ctx.body_swapped = true;
             }
         }
         Ok(())
@@ -142,10 +179,13 @@ impl ProxyHttp for Gateway {
             return;
         };
         let verdict = judged.decision.verdict().as_str();
-        metrics::REQUESTS.with_label_values(&[route.name.as_str(), verdict]).inc();
+        route.metrics.request(verdict).inc();
         let env = self.state.policy.env();
+        if verdict == "block" {
+            env.decisions.note_block(judged.subject.ip);
+        }
         if env.geo.is_some() {
-            if !route.needs.facts.geo {
+            if !judged.subject.facts.located {
                 // Located here, after the answer, when no defense needed it before.
                 engine::locate(env, &mut judged.subject);
             }
@@ -158,14 +198,17 @@ impl ProxyHttp for Gateway {
             metrics::REQUESTS_BY_COUNTRY.with_label_values(&[route.name.as_str(), label, verdict]).inc();
         }
         if let Some(outcome) = ctx.outcome {
-            metrics::OUTCOMES.with_label_values(&[route.name.as_str(), outcome.as_str()]).inc();
+            route.metrics.outcome(outcome).inc();
         }
         for reason in &judged.decision.reasons {
-            metrics::FINDINGS
-                .with_label_values(&[route.name.as_str(), reason.defense, reason.action, reason.mode.as_str()])
-                .inc();
+            if let Some(counters) = route.slots.get(reason.slot).and_then(|s| s.metrics.as_ref()) {
+                if reason.action == "trusted" { &counters.trusted } else { &counters.hit }.inc();
+            }
         }
-        metrics::DECISION_SECONDS.with_label_values(&[route.name.as_str()]).observe(ctx.decision_micros as f64 / 1e6);
+        route.metrics.decision_seconds.observe(ctx.decision_micros as f64 / 1e6);
+        if route.needs.facts.solution {
+            crate::challenge::metrics::record(&route.name, judged.subject.facts.challenge, judged.challenge.is_some());
+        }
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
         crate::telemetry::decision_event(route, judged, ctx.outcome, status, ctx.decision_micros);
     }
@@ -190,7 +233,24 @@ impl Gateway {
         let header = self.state.forwarded_header;
         // Every field line, in order: `get` would return only the first, the one a client behind HAProxy wrote.
         let lines = session.req_header().headers.get_all(header.header_name()).iter().map(|v| v.as_bytes());
-        client_ip::resolve(peer, lines, header, &self.state.trusted_proxies)
+        client_ip::resolve(peer, lines, header, &self.state.trusted_proxies.load())
+    }
+
+    /// Manual bans (`crate::decisions`) hold on every route; on protected routes the engine applies them.
+    async fn refuse_banned(&self, session: &mut Session, ctx: &RequestCtx) -> Result<bool> {
+        let (Some(ip), env) = (ctx.client_ip, self.state.policy.env()) else {
+            return Ok(false);
+        };
+        let now = env.clock.now_nanos();
+        let Some(ban) = env.decisions.banned(ip, now) else {
+            return Ok(false);
+        };
+        env.decisions.note_block(ip);
+        let engine::Verdict::Block { retry_after, .. } = engine::banned_verdict(&ban, now) else {
+            return Ok(false);
+        };
+        answer::send(session, &Answer::banned(retry_after), false).await?;
+        Ok(true)
     }
 
     /// Run the route's defenses; true when the gateway answered and the request must not be forwarded.
@@ -201,10 +261,24 @@ impl Gateway {
         let judged = engine::decide(route, env, &mut Downstream { session: &mut *session, ip }, now).await?;
         let answer = Answer::for_decision(route, &judged.decision);
         let body_read = judged.body_read;
+        let challenge = judged.challenge.as_ref().map(|issued| {
+            let accept = session.req_header().headers.get(http::header::ACCEPT).map(|v| v.as_bytes());
+            if crate::answer::wants_html(accept) {
+                let uri = &session.req_header().uri;
+                let action = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                ("text/html; charset=utf-8", crate::challenge::page::html(issued, action))
+            } else {
+                ("application/json", crate::challenge::page::json(issued))
+            }
+        });
         ctx.judged = Some(judged);
-        match answer {
-            None => Ok(false),
-            Some(answer) => {
+        match (answer, challenge) {
+            (None, _) => Ok(false),
+            (Some(answer), Some((content_type, body))) => {
+                answer::send_rendered(session, &answer, content_type, body, body_read).await?;
+                Ok(true)
+            }
+            (Some(answer), None) => {
                 answer::send(session, &answer, body_read).await?;
                 Ok(true)
             }

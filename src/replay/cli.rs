@@ -17,7 +17,6 @@ use super::scenario::{Scenario, BUNDLED};
 use super::{html, offline_report, online_report, schedule_for, Report};
 use crate::clock::parse_duration;
 
-const EMBEDDED_DEFAULT_POLICY: &str = include_str!("../../policies/default.toml");
 /// The common-password filter `stuffgate demo` loads.
 const SHIPPED_PASSWORD_FILTER: &str = "policies/data/common-passwords.bloom";
 
@@ -53,6 +52,10 @@ pub struct ReplayArgs {
     /// Run the schedule through the decision engine on a virtual clock instead of a gateway.
     #[arg(long)]
     pub offline: bool,
+    /// --offline: attacking bots solve challenges, paying the proof-of-work (default: they never run them; users'
+    /// browsers always do).
+    #[arg(long)]
+    pub solvers: bool,
     /// Policy file(s) for --offline; default policies/default.toml.
     #[arg(long)]
     pub policy: Vec<PathBuf>,
@@ -89,6 +92,14 @@ pub struct ReplayArgs {
     /// --load: share of logins with the right password (demo accounts).
     #[arg(long, default_value_t = 0.0)]
     pub valid_ratio: f64,
+    /// The gateway's admin listener (e.g. http://127.0.0.1:9901): the report then shows which defense answered how
+    /// many requests, and the policy files the gateway ran.
+    #[arg(long, value_name = "URL")]
+    pub admin: Option<String>,
+    /// Replay even when the demo API has fewer users than the scenario's legitimate users log in as (they then fail
+    /// like attackers, and the report counts them as blocked or failed users).
+    #[arg(long)]
+    pub allow_missing_users: bool,
 }
 
 pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
@@ -119,6 +130,9 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         let target = Target::parse(target).map_err(anyhow::Error::msg)?;
         let upstream_stats =
             Some(args.upstream_stats.clone().unwrap_or_else(|| format!("{}/__demo/stats", target.url)));
+        if let Some(url) = &upstream_stats {
+            check_population(url, &schedule, args.allow_missing_users)?;
+        }
         let options = OnlineOptions {
             target,
             speed,
@@ -128,9 +142,42 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
             progress: std::io::stderr().is_terminal() && !args.json,
             upstream_stats,
         };
-        online_report(&schedule, &options)?
+        let before = args.admin.as_deref().map(gateway_findings);
+        let mut report = online_report(&schedule, &options)?;
+        if let (Some(admin), Some(before)) = (args.admin.as_deref(), before) {
+            attribute(&mut report, admin, &before);
+        }
+        report
     };
     emit(&report, args.json, args.html.as_deref())
+}
+
+/// Before an online run: the demo API must hold the `user00000…` accounts the scenario's legitimate users log in as.
+/// With too few, real users fail their logins and look like attackers (a carrier-NAT address full of "failing"
+/// users gets blocked), and the report would only say so at its end. Refused up front unless allowed.
+fn check_population(stats_url: &str, schedule: &super::Schedule, allow: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Not the demo API (no stats): nothing to check.
+    let Some(stats) = runtime.block_on(super::online::fetch_stats(stats_url)) else { return Ok(()) };
+    let needed = schedule.accounts as u64 + crate::demo_api::NAMED_USERS.len() as u64;
+    if stats.users >= needed {
+        return Ok(());
+    }
+    let message = format!(
+        "the demo API behind the target has {} users, but this scenario's legitimate users log in as {} demo accounts \
+         (user00000 … user{:05}): the missing ones would fail like attackers and show up as blocked real users. Restart \
+         it with more: `stuffgate demo-api --users {}` (or `stuffgate demo --users {}`)",
+        stats.users,
+        schedule.accounts,
+        schedule.accounts.saturating_sub(1),
+        schedule.accounts,
+        schedule.accounts
+    );
+    if allow {
+        eprintln!("stuffgate: warning: {message}; going on (--allow-missing-users)");
+        return Ok(());
+    }
+    bail!("{message}; or pass --allow-missing-users to replay anyway")
 }
 
 fn load_scenario(name: &str, scale: Option<f64>) -> anyhow::Result<Scenario> {
@@ -164,12 +211,10 @@ fn offline_options(args: &ReplayArgs) -> anyhow::Result<OfflineOptions> {
             pair_filter: gateway.pair_filter,
             speed: 1.0,
             max_tracked_keys: gateway.max_tracked_keys,
+            solvers: args.solvers,
         });
     }
-    let shipped_filter =
-        [PathBuf::from(SHIPPED_PASSWORD_FILTER), Path::new(env!("CARGO_MANIFEST_DIR")).join(SHIPPED_PASSWORD_FILTER)]
-            .into_iter()
-            .find(|p| p.exists());
+    let shipped_filter = crate::shipped::find(SHIPPED_PASSWORD_FILTER);
     Ok(OfflineOptions {
         policy_files: policy_files(&args.policy)?,
         geoip: args.geoip.clone().or_else(super::addresses::default_geoip_path),
@@ -177,6 +222,7 @@ fn offline_options(args: &ReplayArgs) -> anyhow::Result<OfflineOptions> {
         pair_filter: None,
         speed: 1.0,
         max_tracked_keys: 1_000_000,
+        solvers: args.solvers,
     })
 }
 
@@ -184,14 +230,18 @@ fn policy_files(given: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     if !given.is_empty() {
         return Ok(given.to_vec());
     }
-    let local = PathBuf::from("policies/default.toml");
-    if local.exists() {
-        return Ok(vec![local]);
+    // The shipped policy, found from any directory (see `crate::shipped`); no temporary copy is written.
+    match crate::shipped::find("policies/default.toml") {
+        Some(path) => Ok(vec![path]),
+        None => bail!(
+            "no policy given and the shipped policies/default.toml is not found (searched {}): pass --policy FILE",
+            crate::shipped::candidates("policies/default.toml")
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
-    let path = std::env::temp_dir().join(format!("stuffgate-replay-policy-{}.toml", std::process::id()));
-    std::fs::write(&path, EMBEDDED_DEFAULT_POLICY)
-        .with_context(|| format!("writing the built-in policy to {}", path.display()))?;
-    Ok(vec![path])
 }
 
 fn max_time(given: Option<&str>, duration: u64, speed: f64) -> anyhow::Result<Duration> {
@@ -310,14 +360,54 @@ pub fn run_demo(scenario_name: &str, policy: Option<&Path>, users: usize) -> any
         progress: std::io::stderr().is_terminal(),
         upstream_stats: Some(format!("http://127.0.0.1:{api}/__demo/stats")),
     };
-    let report = online_report(&schedule, &options)
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    let before = gateway_findings(&admin_url);
+    let mut report = online_report(&schedule, &options)
         .with_context(|| format!("the demo gateway's log: {}", log_path.display()))?;
+    attribute(&mut report, &admin_url, &before);
     drop(child);
     // The log holds one decision line per request; it is kept only when something went wrong.
     if report.totals.errors == 0 {
         let _ = std::fs::remove_file(&log_path);
     }
     out(&report.render_text())
+}
+
+/// Enforced block and challenge findings per defense, from the gateway's `/metrics`.
+fn gateway_findings(admin: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return out };
+    let url = format!("{}/metrics", admin.trim_end_matches('/'));
+    let Some(body) = runtime.block_on(super::http::get(&url, Duration::from_secs(5))) else { return out };
+    for sample in crate::admin::dashboard::parse_exposition(&String::from_utf8_lossy(&body)) {
+        let label = |k: &str| sample.labels.get(k).map(String::as_str).unwrap_or("");
+        if sample.name == "stuffgate_defense_findings_total"
+            && matches!(label("action"), "block" | "challenge")
+            && label("mode") == "enforce"
+        {
+            *out.entry(label("defense").to_string()).or_default() += sample.value as u64;
+        }
+    }
+    out
+}
+
+/// Fill the report's per-defense counts (the findings' growth over the run) and the gateway's policy files.
+fn attribute(report: &mut Report, admin: &str, before: &std::collections::BTreeMap<String, u64>) {
+    for (defense, after) in gateway_findings(admin) {
+        let grown = after.saturating_sub(before.get(&defense).copied().unwrap_or(0));
+        if grown > 0 {
+            report.blocked_by.insert(defense, grown);
+        }
+    }
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+    let url = format!("{}/policy", admin.trim_end_matches('/'));
+    if let Some(body) = runtime.block_on(super::http::get(&url, Duration::from_secs(5))) {
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if let Some(files) = value["files"].as_array() {
+            let files: Vec<&str> = files.iter().filter_map(|f| f.as_str()).collect();
+            report.policy = Some(files.join(", "));
+        }
+    }
 }
 
 fn wait_healthy(child: &mut ChildGuard, admin: u16, listen: u16, log: &Path) -> anyhow::Result<()> {

@@ -142,8 +142,19 @@ pub fn offline_report(schedule: &Schedule, options: &offline::OfflineOptions) ->
     if options.speed != 1.0 {
         notes.push(format!("time compressed ×{} as an online run at that speed would be", options.speed));
     }
+    let c = run.challenges;
+    if c.issued > 0 {
+        notes.push(format!(
+            "challenges: {} issued; solved by users' browsers {}, by attacking bots {} ({}); {} SHA-256 computed",
+            report::thousands(c.issued),
+            report::thousands(c.solved_by_users),
+            report::thousands(c.solved_by_attackers),
+            if options.solvers { "--solvers: bots pay the proof-of-work" } else { "bots never run challenges" },
+            report::thousands(c.hashes),
+        ));
+    }
     let policy = options.policy_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
-    Ok(Report::build(
+    let mut report = Report::build(
         schedule,
         &run.tally,
         report::RunInfo {
@@ -156,7 +167,9 @@ pub fn offline_report(schedule: &Schedule, options: &offline::OfflineOptions) ->
             upstream: None,
             notes,
         },
-    ))
+    );
+    report.blocked_by = run.blocked_by;
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ const PRUNE_EVERY: u64 = 5_000_000_000;
 
 pub struct OfflineOptions {
     pub policy_files: Vec<PathBuf>,
+    /// Attacking bots solve challenges (pay the proof-of-work); without, they never run them.
+    pub solvers: bool,
     /// Country database for the engine's geo defenses (the gateway's `[geoip]`); none: addresses have no country.
     pub geoip: Option<PathBuf>,
     /// Breach filters for the breach defenses (the gateway's `[breach]`).
@@ -38,8 +40,22 @@ pub struct OfflineOptions {
 
 pub struct OfflineRun {
     pub tally: Tally,
+    /// Blocked or challenged requests per deciding defense.
+    pub blocked_by: std::collections::BTreeMap<String, u64>,
     pub processed: u64,
     pub elapsed: Duration,
+    pub challenges: Challenges,
+}
+
+/// What the challenges of a run came to. Legitimate users' browsers always solve; attacking bots only with
+/// `solvers` (they then pay the proof-of-work, here for real).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Challenges {
+    pub issued: u64,
+    pub solved_by_attackers: u64,
+    pub solved_by_users: u64,
+    /// SHA-256 computations the solving took.
+    pub hashes: u64,
 }
 
 pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<OfflineRun> {
@@ -63,6 +79,8 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
     let mut next = 0usize;
     let mut next_prune = origin + PRUNE_EVERY;
     let mut processed = 0u64;
+    let mut challenges = Challenges::default();
+    let mut blocked_by: std::collections::BTreeMap<String, u64> = Default::default();
     let started = Instant::now();
     // The route of each endpoint, matched once as the proxy would match every request.
     let routes = Endpoint::ALL.map(|e| policy.match_route(&http::Method::POST, e.path()));
@@ -113,8 +131,35 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
                 }
                 let mut request =
                     InMemory { ip: event.ip, headers, body: Bytes::copy_from_slice(event.body.as_bytes()) };
-                let Ok(judged) = engine::decide_now(route, env, &mut request, now);
+                let Ok(mut judged) = engine::decide_now(route, env, &mut request, now);
+                let attacker = schedule.actors[event.actor as usize].kind.is_attacker();
+                // A challenge: a browser pays it and sends the request again (a solving bot too); at most twice.
+                for _ in 0..2 {
+                    let Some(issued) = judged.challenge.as_ref().filter(|_| options.solvers || !attacker) else {
+                        break;
+                    };
+                    challenges.issued += 1;
+                    let nonce = crate::challenge::token::solve(&issued.token, issued.bits);
+                    challenges.hashes += nonce + 1;
+                    *if attacker { &mut challenges.solved_by_attackers } else { &mut challenges.solved_by_users } += 1;
+                    if let Ok(value) = http::HeaderValue::try_from(format!("{}:{nonce}", issued.token)) {
+                        request.headers.insert(crate::challenge::facts::SOLUTION_HEADER, value);
+                    }
+                    let Ok(again) = engine::decide_now(route, env, &mut request, now);
+                    judged = again;
+                }
+                if judged.challenge.is_some() {
+                    challenges.issued += 1;
+                }
                 flagged = would_block(&judged.decision);
+                if matches!(
+                    judged.verdict(),
+                    crate::defense::Verdict::Block { .. } | crate::defense::Verdict::Challenge
+                ) {
+                    let by = judged.decision.decided_by.and_then(|i| route.slots.get(i)).map(|s| s.defense.name());
+                    let by = by.or_else(|| judged.decision.reasons.first().map(|r| r.defense)).unwrap_or("unknown");
+                    *blocked_by.entry(by.to_string()).or_default() += 1;
+                }
                 match judged.verdict() {
                     crate::defense::Verdict::Block { status, .. } => {
                         Answer { verdict: Verdict::Blocked, status, token: None }
@@ -145,7 +190,7 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
             break;
         }
     }
-    Ok(OfflineRun { tally, processed, elapsed: started.elapsed() })
+    Ok(OfflineRun { tally, blocked_by, processed, elapsed: started.elapsed(), challenges })
 }
 
 /// An observe-mode defense wanted to block.

@@ -141,7 +141,8 @@ impl Shared {
 /// `x-demo-upstream`.
 pub fn classify(response: &Response, endpoint: Endpoint) -> Answer {
     let verdict = match response.decision.as_deref() {
-        Some("block") => Verdict::Blocked,
+        // A challenge is not forwarded: this runner's bots never run challenges (see `--offline --solvers`).
+        Some("block" | "challenge") => Verdict::Blocked,
         Some(_) => Verdict::Invalid,
         None if response.upstream => Verdict::Forwarded,
         // Not the demo upstream: anything but a gateway error page counts as the upstream's answer.

@@ -249,6 +249,9 @@ pub struct Report {
     pub statuses: std::collections::BTreeMap<u16, u64>,
     pub timeline: Timeline,
     pub notes: Vec<String>,
+    /// Requests answered (blocked or challenged) per deciding defense: from the engine offline, from the gateway's
+    /// findings counters online (when its admin listener is known).
+    pub blocked_by: std::collections::BTreeMap<String, u64>,
 }
 
 pub struct RunInfo {
@@ -369,6 +372,7 @@ impl Report {
             statuses: tally.statuses.clone(),
             timeline: Timeline { bucket_seconds: secs(tally.bucket), buckets: tally.timeline.clone() },
             notes: info.notes,
+            blocked_by: Default::default(),
         }
     }
 
@@ -498,6 +502,18 @@ impl Report {
                 thousands(u.topup_yen),
                 thousands(u.signups)
             );
+        }
+        if !self.blocked_by.is_empty() {
+            let _ = writeln!(out, "\n  answered by defense (blocked or challenged)");
+            let mut by: Vec<_> = self.blocked_by.iter().collect();
+            by.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            let width = by.iter().map(|(d, _)| d.len()).max().unwrap_or(0);
+            for (defense, n) in by {
+                let _ = writeln!(out, "    {defense:<width$}  {}", thousands(*n));
+            }
+        }
+        if let (Some(policy), Some(_)) = (&self.policy, &self.target) {
+            let _ = writeln!(out, "  policy the gateway ran: {policy}");
         }
         for note in &self.notes {
             let _ = writeln!(out, "  note: {note}");

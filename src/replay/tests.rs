@@ -141,6 +141,7 @@ fn offline_decides_with_the_engine_and_observe_forwards_everything() {
         pair_filter: None,
         speed: 1.0,
         max_tracked_keys: 10_000,
+        solvers: false,
     };
     let enforce = offline_report(&schedule, &options).unwrap();
     // Every stuffer address tries 25 accounts, mostly failing: the distinct-accounts defense stops each after 20.

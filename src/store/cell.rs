@@ -217,6 +217,17 @@ pub(super) fn count(cell: &mut Cell, now: u64, rule: &Escalation) -> u32 {
     counted_until.max(penalty_keep(*until, *strikes, rule.memory))
 }
 
+/// Lift a penalty: the penalty, its strikes and the evidence that led to it are forgotten.
+pub(super) fn lift(cell: &mut Cell) {
+    match cell {
+        Cell::Count { start, current, previous, until, strikes, .. } => {
+            (*start, *current, *previous, *until, *strikes) = (0, 0, 0, 0, 0);
+        }
+        Cell::Distinct { set, .. } => **set = DistinctSet::default(),
+        _ => {}
+    }
+}
+
 pub(super) fn reset_count(cell: &mut Cell) {
     if let Cell::Count { start, current, previous, .. } = cell {
         (*start, *current, *previous) = (0, 0, 0);
@@ -334,6 +345,21 @@ mod tests {
         let (mut s, mut c, mut p) = (*start, *current, *previous);
         roll(&mut s, &mut c, &mut p, secs(T0 + 900 * S), 600);
         assert_eq!(estimate(s, c, p, secs(T0 + 900 * S), 600), 5);
+    }
+
+    #[test]
+    fn a_lifted_penalty_is_gone_and_does_not_escalate_the_next_one() {
+        let mut cell = counter(7);
+        for _ in 0..3 {
+            count(&mut cell, T0, &rule());
+        }
+        assert_eq!(cell.penalty_remaining(T0), 60 * S);
+        lift(&mut cell);
+        assert_eq!(cell.penalty_remaining(T0), 0);
+        for _ in 0..3 {
+            count(&mut cell, T0 + S, &rule());
+        }
+        assert_eq!(cell.penalty_remaining(T0 + S), 60 * S, "a first penalty again, not a doubled one");
     }
 
     #[test]

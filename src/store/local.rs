@@ -94,75 +94,77 @@ impl LocalStore {
         self.per_shard_cap * SHARDS
     }
 
-    fn read_one(&self, read: &Read, now: u64) -> Reply {
+    /// Serve consecutive reads of one key (the usual batch: every address-phase defense reads the address) under
+    /// one shard lock and one map lookup.
+    fn read_group(&self, key: StateKey, reads: &[Read], now: u64, replies: &mut Replies) {
         let at = secs(now);
-        match *read {
-            Read::Gcra { key, cell: id, interval, tolerance } => {
-                let mut shard = self.shard(&key).lock();
-                if !shard.contains_key(&key.id) && shard.len() >= self.per_shard_cap {
-                    make_room(&mut shard, self.per_shard_cap, at);
-                }
-                let record = shard.entry(key.id).or_default();
-                let Cell::Gcra { tat, .. } = record.cell_or(id, || Cell::Gcra { id, tat: 0 }) else {
-                    return Reply::Admit;
-                };
-                match cell::gcra(tat, now, interval, tolerance) {
-                    Ok(until) => {
-                        record.extend(until);
-                        Reply::Admit
+        let mut shard = self.shard(&key).lock();
+        let creates = reads.iter().any(|r| matches!(r, Read::Gcra { .. } | Read::Claim { .. }));
+        if creates && !shard.contains_key(&key.id) && shard.len() >= self.per_shard_cap {
+            make_room(&mut shard, self.per_shard_cap, at);
+        }
+        let mut record = if creates { Some(shard.entry(key.id).or_default()) } else { shard.get_mut(&key.id) };
+        for read in reads {
+            replies.push(match (read, record.as_deref_mut()) {
+                (Read::Gcra { cell: id, interval, tolerance, .. }, Some(record)) => {
+                    let id = *id;
+                    let Cell::Gcra { tat, .. } = record.cell_or(id, || Cell::Gcra { id, tat: 0 }) else {
+                        replies.push(Reply::Admit);
+                        continue;
+                    };
+                    match cell::gcra(tat, now, *interval, *tolerance) {
+                        Ok(until) => {
+                            record.extend(until);
+                            Reply::Admit
+                        }
+                        Err(wait) => Reply::Wait(wait),
                     }
-                    Err(wait) => Reply::Wait(wait),
                 }
-            }
-            Read::Penalty { key, cell } => {
-                let shard = self.shard(&key).lock();
-                let remaining =
-                    shard.get(&key.id).and_then(|r| r.cell(cell)).map(|c| c.penalty_remaining(now)).unwrap_or(0);
-                Reply::Penalty(remaining)
-            }
-            Read::Contains { key, cell, member } => {
-                let shard = self.shard(&key).lock();
-                let found = shard.get(&key.id).and_then(|r| r.cell(cell)).is_some_and(|c| c.contains(member, now));
-                Reply::Contains(found)
-            }
-            Read::Last { key, cell } => {
-                let shard = self.shard(&key).lock();
-                Reply::Last(shard.get(&key.id).and_then(|r| r.cell(cell)).and_then(|c| c.last(now)))
-            }
-            Read::Claim { key, cell: id, ttl } => {
-                let mut shard = self.shard(&key).lock();
-                if !shard.contains_key(&key.id) && shard.len() >= self.per_shard_cap {
-                    make_room(&mut shard, self.per_shard_cap, at);
+                (Read::Claim { cell: id, ttl, .. }, Some(record)) => {
+                    let id = *id;
+                    let until = secs(now + ttl).max(at + 1);
+                    let cell = record.cell_or(id, || Cell::Last { id, value: 0, until: 0 });
+                    match cell {
+                        Cell::Last { value, until: held_until, .. } if !(*value == 1 && at < *held_until) => {
+                            (*value, *held_until) = (1, until);
+                            record.extend(until);
+                            Reply::Claimed(true)
+                        }
+                        _ => Reply::Claimed(false),
+                    }
                 }
-                let record = shard.entry(key.id).or_default();
-                let until = secs(now + ttl).max(at + 1);
-                let cell = record.cell_or(id, || Cell::Last { id, value: 0, until: 0 });
-                let Cell::Last { value, until: held_until, .. } = cell else {
-                    return Reply::Claimed(false);
-                };
-                if *value == 1 && at < *held_until {
-                    return Reply::Claimed(false);
+                (Read::Penalty { cell, .. }, record) => {
+                    Reply::Penalty(record.and_then(|r| r.cell(*cell)).map(|c| c.penalty_remaining(now)).unwrap_or(0))
                 }
-                (*value, *held_until) = (1, until);
-                record.extend(until);
-                Reply::Claimed(true)
-            }
+                (Read::Contains { cell, member, .. }, record) => {
+                    Reply::Contains(record.and_then(|r| r.cell(*cell)).is_some_and(|c| c.contains(*member, now)))
+                }
+                (Read::Last { cell, .. }, record) => {
+                    Reply::Last(record.and_then(|r| r.cell(*cell)).and_then(|c| c.last(now)))
+                }
+                (Read::Gcra { .. }, None) => Reply::Admit,
+                (Read::Claim { .. }, None) => Reply::Claimed(false),
+            });
         }
     }
 
     fn write_one(&self, write: &Write, now: u64) {
-        let key = match write {
-            Write::Count { key, .. }
-            | Write::ResetCount { key, .. }
-            | Write::Distinct { key, .. }
-            | Write::Remember { key, .. }
-            | Write::SetLast { key, .. } => *key,
-        };
+        let key = write.key();
         let at = secs(now);
         let mut shard = self.shard(&key).lock();
         if let Write::ResetCount { cell: id, .. } = write {
             if let Some(cell) = shard.get_mut(&key.id).and_then(|r| r.cells.iter_mut().find(|c| c.id() == *id)) {
                 cell::reset_count(cell);
+            }
+            return;
+        }
+        if let Write::Lift { cell: id, .. } = write {
+            if let Some(record) = shard.get_mut(&key.id) {
+                if let Some(cell) = record.cells.iter_mut().find(|c| c.id() == *id) {
+                    cell::lift(cell);
+                }
+                // Eviction may take the record again once no other cell holds a penalty.
+                record.penalised = record.cells.iter().map(Cell::penalty_until).max().unwrap_or(0);
             }
             return;
         }
@@ -200,7 +202,7 @@ impl LocalStore {
                 }
                 until
             }
-            Write::ResetCount { .. } => 0,
+            Write::ResetCount { .. } | Write::Lift { .. } => 0,
         };
         record.extend(until);
     }
@@ -244,7 +246,13 @@ fn make_room<S: std::hash::BuildHasher>(shard: &mut HashMap<u64, Record, S>, cap
 
 impl Store for LocalStore {
     fn read<'a>(&'a self, reads: &'a [Read], now: u64, replies: &'a mut Replies) -> ReadFuture<'a> {
-        replies.extend(reads.iter().map(|read| self.read_one(read, now)));
+        let mut rest = reads;
+        while let Some(first) = rest.first() {
+            let key = first.key();
+            let run = rest.iter().take_while(|r| r.key() == key).count();
+            self.read_group(key, &rest[..run], now, replies);
+            rest = &rest[run..];
+        }
         ReadFuture::Ready(Ok(()))
     }
 
@@ -341,6 +349,33 @@ mod tests {
         for &k in &blocked {
             assert!(penalty(&store, k, 3, T0 + 2 * S) > 0, "a live penalty was evicted by a flood");
         }
+    }
+
+    #[test]
+    fn lift_clears_a_count_penalty_and_a_distinct_set_penalty() {
+        let store = LocalStore::new(10_000);
+        let address = key(KeyKind::Address, 3);
+        store.write(&[Write::Count { key: address, cell: 10, rule: rule(1) }], T0);
+        assert_eq!(penalty(&store, address, 10, T0), 900 * S);
+        store.write(&[Write::Lift { key: address, cell: 10 }], T0 + S);
+        assert_eq!(penalty(&store, address, 10, T0 + S), 0);
+        let password = key(KeyKind::Password, 3);
+        let rule = DistinctRule {
+            threshold: 1,
+            suspect: None,
+            window: 600 * S,
+            penalty: 60 * S,
+            max_penalty: 600 * S,
+            memory: 3600 * S,
+            cap: 16,
+        };
+        store.write(&[Write::Distinct { key: password, cell: 5, member: 100, failed: true, rule }], T0);
+        assert_eq!(penalty(&store, password, 5, T0), 60 * S);
+        store.write(&[Write::Lift { key: password, cell: 5 }], T0);
+        assert_eq!(penalty(&store, password, 5, T0), 0);
+        // Lifting what is not there creates nothing.
+        store.write(&[Write::Lift { key: key(KeyKind::Account, 99), cell: 1 }], T0);
+        assert_eq!(store.tracked_keys()[KeyKind::Account as usize].1, 0);
     }
 
     #[test]

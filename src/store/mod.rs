@@ -95,6 +95,43 @@ pub enum Read {
     Claim { key: StateKey, cell: CellId, ttl: u64 },
 }
 
+impl Write {
+    pub fn key(&self) -> StateKey {
+        match self {
+            Write::Count { key, .. }
+            | Write::ResetCount { key, .. }
+            | Write::Distinct { key, .. }
+            | Write::Remember { key, .. }
+            | Write::SetLast { key, .. }
+            | Write::Lift { key, .. } => *key,
+        }
+    }
+
+    /// The cell written.
+    pub fn cell(&self) -> CellId {
+        match self {
+            Write::Count { cell, .. }
+            | Write::ResetCount { cell, .. }
+            | Write::Distinct { cell, .. }
+            | Write::Remember { cell, .. }
+            | Write::SetLast { cell, .. }
+            | Write::Lift { cell, .. } => *cell,
+        }
+    }
+}
+
+impl Read {
+    pub fn key(&self) -> StateKey {
+        match self {
+            Read::Gcra { key, .. }
+            | Read::Penalty { key, .. }
+            | Read::Contains { key, .. }
+            | Read::Last { key, .. }
+            | Read::Claim { key, .. } => *key,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reply {
     Admit,
@@ -121,6 +158,9 @@ pub enum Write {
     Remember { key: StateKey, cell: CellId, member: u32, cap: u8, keep: u64 },
     /// Set the cell's value, kept `keep` nanoseconds.
     SetLast { key: StateKey, cell: CellId, value: u32, keep: u64 },
+    /// Lift the penalty of a counting or distinct-set cell (an operator's `DELETE /decisions/{id}`): the penalty,
+    /// the strikes that would escalate the next one and the count or set that led to it are forgotten.
+    Lift { key: StateKey, cell: CellId },
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

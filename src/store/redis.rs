@@ -10,6 +10,9 @@
 //! | last value          | string `value:until`                                         | `GET`          | `SET EXAT`       |
 //! | claim               | string                                                       | `SET NX EXAT`  | —                |
 //!
+//! An operator's lift (`Write::Lift`) deletes the cell's keys (and a distinct cell's member set): the penalty, its
+//! strikes and the evidence are forgotten fleet-wide, as in the local store.
+//!
 //! Every key is written with an expiry (the cell's keep-until second, as the local record's), and every set is
 //! capped by its rule, so Redis memory is bounded like the local store's. Ids are the keyed hashes of `keys.rs`:
 //! nothing in Redis names an address or an account without the gateways' secret. The `{id}` hash tag keeps a
@@ -310,6 +313,11 @@ impl RedisStore {
                 let until = secs(now) as u64 + keep.div_ceil(NANOS);
                 let args = [member as i64, until as i64, cap.max(1) as i64];
                 evalsha(pipe, &self.scripts.remember.sha, &[&self.key(&key, cell)], &args).await
+            }
+            Write::Lift { key, cell } => {
+                let cell_key = self.key(&key, cell);
+                let members = format!("{cell_key}:m");
+                pipe.del::<(), _>(vec![cell_key, members]).await
             }
             Write::SetLast { key, cell, value, keep } => {
                 let until = secs(now + keep);

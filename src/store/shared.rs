@@ -95,31 +95,10 @@ impl SharedSettings {
     }
 }
 
-fn key_of_read(read: &Read) -> StateKey {
-    match *read {
-        Read::Gcra { key, .. }
-        | Read::Penalty { key, .. }
-        | Read::Contains { key, .. }
-        | Read::Last { key, .. }
-        | Read::Claim { key, .. } => key,
-    }
-}
-
-fn key_of_write(write: &Write) -> StateKey {
-    match *write {
-        Write::Count { key, .. }
-        | Write::ResetCount { key, .. }
-        | Write::Distinct { key, .. }
-        | Write::Remember { key, .. }
-        | Write::SetLast { key, .. } => key,
-    }
-}
-
 /// The phase a batch of reads belongs to, for the histogram: credentials once any key comes from the body.
 fn phase_of(reads: &[Read]) -> &'static str {
-    let from_body = reads
-        .iter()
-        .any(|r| matches!(key_of_read(r).kind, KeyKind::Account | KeyKind::AccountAddress | KeyKind::Password));
+    let from_body =
+        reads.iter().any(|r| matches!(r.key().kind, KeyKind::Account | KeyKind::AccountAddress | KeyKind::Password));
     if from_body {
         "credentials"
     } else {
@@ -324,7 +303,7 @@ impl Store for SharedStore {
             return ReadFuture::Ready(Err(error));
         }
         let picked: SmallVec<[usize; 8]> =
-            reads.iter().enumerate().filter(|(_, r)| self.shares(key_of_read(r))).map(|(i, _)| i).collect();
+            reads.iter().enumerate().filter(|(_, r)| self.shares(r.key())).map(|(i, _)| i).collect();
         if picked.is_empty() {
             return ReadFuture::Ready(Ok(()));
         }
@@ -382,7 +361,7 @@ impl Store for SharedStore {
 
     fn write(&self, writes: &[Write], now: u64) {
         self.local.write(writes, now);
-        for write in writes.iter().filter(|w| self.shares(key_of_write(w))) {
+        for write in writes.iter().filter(|w| self.shares(w.key())) {
             if self.shared.breaker.is_open() {
                 metrics::SHARED_WRITES_DROPPED.with_label_values(&["breaker_open"]).inc();
                 continue;

@@ -120,6 +120,52 @@ pub static CONNECTIONS_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     ))
 });
 
+/// A route's counters resolved once, when the policy is compiled: the per-request path increments atomics instead of
+/// hashing label values and taking the vectors' locks.
+pub struct RouteMetrics {
+    /// By verdict label, in the order of [`VERDICT_LABELS`].
+    requests: [prometheus::IntCounter; 6],
+    /// By outcome: success, failure, other.
+    outcomes: [prometheus::IntCounter; 3],
+    pub decision_seconds: prometheus::Histogram,
+}
+
+pub const VERDICT_LABELS: [&str; 6] = ["allow", "tag", "challenge", "block", "bad_request", "too_large"];
+
+impl RouteMetrics {
+    pub fn new(route: &str) -> RouteMetrics {
+        RouteMetrics {
+            requests: VERDICT_LABELS.map(|verdict| REQUESTS.with_label_values(&[route, verdict])),
+            outcomes: ["success", "failure", "other"].map(|outcome| OUTCOMES.with_label_values(&[route, outcome])),
+            decision_seconds: DECISION_SECONDS.with_label_values(&[route]),
+        }
+    }
+
+    pub fn request(&self, verdict: &str) -> &prometheus::IntCounter {
+        let at = VERDICT_LABELS.iter().position(|v| *v == verdict).unwrap_or(0);
+        &self.requests[at]
+    }
+
+    pub fn outcome(&self, outcome: crate::defense::Outcome) -> &prometheus::IntCounter {
+        &self.outcomes[outcome as usize]
+    }
+}
+
+/// A slot's findings counters (its action and mode are fixed per compiled slot; trust is counted apart).
+pub struct SlotMetrics {
+    pub hit: prometheus::IntCounter,
+    pub trusted: prometheus::IntCounter,
+}
+
+impl SlotMetrics {
+    pub fn new(route: &str, defense: &str, action: &str, mode: &str) -> SlotMetrics {
+        SlotMetrics {
+            hit: FINDINGS.with_label_values(&[route, defense, action, mode]),
+            trusted: FINDINGS.with_label_values(&[route, defense, "trusted", mode]),
+        }
+    }
+}
+
 /// Shared state (Redis): the round trip of a decision phase's reads, by phase (address, credentials).
 pub static SHARED_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     registered(register_histogram_vec!(

@@ -35,6 +35,11 @@ pub struct Options<'a> {
     pub watch_interval_secs: u64,
     /// More keys for the `upstream` inline table, e.g. `, read_timeout_secs = 1`.
     pub upstream_options: &'a str,
+    /// Proxy threads, and how they are laid out (`per_thread` or `shared`).
+    pub threads: usize,
+    pub runtime: &'a str,
+    /// Environment variables for the gateway process (e.g. the admin token).
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 /// The shipped data files, as `stuffgate demo` uses them (the default policy needs both).
@@ -53,6 +58,9 @@ impl Default for Options<'_> {
             extra_config: SHIPPED_DATA,
             watch_interval_secs: 1,
             upstream_options: "",
+            threads: 1,
+            runtime: "per_thread",
+            env: &[],
         }
     }
 }
@@ -119,10 +127,12 @@ impl Gateway {
         let trusted: Vec<String> = options.trusted_proxies.iter().map(|t| format!("\"{t}\"")).collect();
         let config = format!(
             "listen = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin_port}\"\nupstream = {{ address = \"{upstream}\"{} }}\n\
-             policies = [\"policy.toml\"]\ntrusted_proxies = [{}]\nthreads = 1\nwatch_interval_secs = {}\n\
+             policies = [\"policy.toml\"]\ntrusted_proxies = [{}]\nthreads = {}\nruntime = \"{}\"\nwatch_interval_secs = {}\n\
              log = {{ format = \"json\", level = \"info\" }}\n{}\n",
             options.upstream_options,
             trusted.join(", "),
+            options.threads,
+            options.runtime,
             options.watch_interval_secs,
             options.extra_config
         );
@@ -132,6 +142,7 @@ impl Gateway {
             .arg("run")
             .arg("--config")
             .arg(&config_path)
+            .envs(options.env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -179,6 +190,16 @@ impl Gateway {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("gateway did not become ready; its output:\n{}", self.logs());
+    }
+
+    /// The gateway file the process was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("gateway.toml")
+    }
+
+    /// Count of log lines containing `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.lines.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
     }
 
     /// Send SIGHUP (reload) to the gateway process.

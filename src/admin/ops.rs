@@ -1,0 +1,317 @@
+//! The operator's side of the admin listener: readiness (`/readyz`), the decisions API (`/decisions`), the live
+//! dashboard (`/dashboard`) and admin authentication.
+//!
+//! | endpoint | auth | what |
+//! |---|---|---|
+//! | `GET /readyz` | – | 200 when the upstream accepts a TCP connection, 503 otherwise; the last reload's result |
+//! | `GET /decisions` | token, when one is set | penalties in force and manual bans |
+//! | `POST /decisions` | token | manual ban: `{"range": "198.51.100.0/24", "duration": "1h", "reason": "..."}` |
+//! | `DELETE /decisions/{id}` | token | lift a penalty (`p…`) or a ban (`b…`) |
+//! | `GET /dashboard`, `/dashboard/data` | – | the live dashboard page and its JSON |
+//!
+//! The token is read from `STUFFGATE_ADMIN_TOKEN` at start (at least 16 characters) and sent as
+//! `Authorization: Bearer <token>`. Without one, nothing on the admin listener can change state.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::Response;
+use parking_lot::Mutex;
+use pingora::protocols::http::ServerSession;
+use serde::Serialize;
+
+use super::{respond, AdminApp};
+use crate::decisions::Removed;
+use crate::store::Write;
+
+/// The environment variable holding the admin token.
+pub const TOKEN_ENV: &str = "STUFFGATE_ADMIN_TOKEN";
+/// Largest request body the admin API reads.
+const MAX_BODY: usize = 64 * 1024;
+
+/// What the operator endpoints share: the token, the upstream to probe, the last reload.
+pub struct Operator {
+    pub token: Option<String>,
+    pub upstream: Option<SocketAddr>,
+    pub health: Arc<Health>,
+}
+
+impl Operator {
+    /// The token from [`TOKEN_ENV`]; an error names what is wrong with it.
+    pub fn token_from_env() -> Result<Option<String>, String> {
+        match std::env::var(TOKEN_ENV) {
+            Ok(token) if token.trim().len() >= 16 => Ok(Some(token.trim().to_string())),
+            Ok(token) if token.trim().is_empty() => Ok(None),
+            Ok(_) => Err(format!("${TOKEN_ENV} must hold at least 16 characters (e.g. `openssl rand -hex 24`)")),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// The result of the last reload (policy files or gateway file), for `/readyz` and the dashboard.
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct ReloadStatus {
+    /// Unix seconds of the last reload attempt (0: none since start).
+    pub at: u64,
+    pub ok: bool,
+    pub message: String,
+    /// Gateway-file settings changed on disk that only a restart applies.
+    pub pending_restart: Vec<String>,
+}
+
+pub struct Health {
+    reload: Mutex<ReloadStatus>,
+    pub started: u64,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            reload: Mutex::new(ReloadStatus { ok: true, message: "loaded at start".into(), ..Default::default() }),
+            started: unix_now(),
+        }
+    }
+}
+
+impl Health {
+    pub fn record_reload(&self, ok: bool, message: String, pending_restart: Vec<String>) {
+        *self.reload.lock() = ReloadStatus { at: unix_now(), ok, message, pending_restart };
+    }
+
+    pub fn reload(&self) -> ReloadStatus {
+        self.reload.lock().clone()
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn json(status: u16, value: serde_json::Value) -> Response<Vec<u8>> {
+    respond(status, "application/json", format!("{value}\n").into_bytes())
+}
+
+fn problem(status: u16, error: &str, message: impl Into<String>) -> Response<Vec<u8>> {
+    json(status, serde_json::json!({ "error": error, "message": message.into() }))
+}
+
+/// Compare without an early exit on the first differing byte.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl AdminApp {
+    /// The operator endpoints; `None` hands the request on to the basic ones (`/metrics`, `/healthz`, `/policy`).
+    pub(super) async fn operator(&self, session: &mut ServerSession) -> Option<Response<Vec<u8>>> {
+        let path = session.req_header().uri.path().to_string();
+        let method = session.req_header().method.clone();
+        match (method.as_str(), path.as_str()) {
+            (_, "/metrics") => {
+                crate::telemetry::process::refresh();
+                None
+            }
+            ("GET", "/readyz") => Some(self.readyz().await),
+            ("GET", "/dashboard") | ("GET", "/dashboard/") => {
+                Some(respond(200, "text/html; charset=utf-8", super::dashboard::PAGE.as_bytes().to_vec()))
+            }
+            ("GET", "/dashboard/data") => Some(json(200, super::dashboard::data(self))),
+            (_, "/decisions") | (_, "/decisions/") => Some(match method.as_str() {
+                "GET" => match self.authorize(session, false) {
+                    Err(refused) => refused,
+                    Ok(()) => self.list(),
+                },
+                "POST" => match self.authorize(session, true) {
+                    Err(refused) => refused,
+                    Ok(()) => match read_body(session).await {
+                        Ok(body) => self.ban(&body),
+                        Err(refused) => refused,
+                    },
+                },
+                _ => problem(405, "method_not_allowed", "use GET (list) or POST (ban) on /decisions"),
+            }),
+            (method, path) if path.starts_with("/decisions/") => Some(match method {
+                "DELETE" => match self.authorize(session, true) {
+                    Err(refused) => refused,
+                    Ok(()) => self.delete(&path["/decisions/".len()..]),
+                },
+                _ => problem(405, "method_not_allowed", "use DELETE /decisions/{id} to lift a decision"),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Changes need the token; reads need it only when one is set. The refusal is the answer to send (large, but made
+    /// once per refused admin request).
+    #[allow(clippy::result_large_err)]
+    fn authorize(&self, session: &ServerSession, changes: bool) -> Result<(), Response<Vec<u8>>> {
+        let Some(token) = self.ops.token.as_deref() else {
+            if !changes {
+                return Ok(());
+            }
+            return Err(problem(
+                403,
+                "admin_token_unset",
+                format!(
+                    "changes through the admin API are disabled: start the gateway with {TOKEN_ENV} set (at least 16 \
+                     characters) and send `Authorization: Bearer <token>`"
+                ),
+            ));
+        };
+        let given = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        match given {
+            Some(given) if same(given.as_bytes(), token.as_bytes()) => Ok(()),
+            Some(_) => Err(unauthorized("the bearer token does not match the gateway's")),
+            None => Err(unauthorized(&format!(
+                "send `Authorization: Bearer <token>` with the token the gateway was started with (${TOKEN_ENV}); \
+                 the CLI reads it from ${TOKEN_ENV}"
+            ))),
+        }
+    }
+
+    async fn readyz(&self) -> Response<Vec<u8>> {
+        let reload = self.ops.health.reload();
+        let (reachable, error) = match self.ops.upstream {
+            None => (true, None),
+            Some(address) => {
+                match tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(address)).await {
+                    Ok(Ok(_)) => (true, None),
+                    Ok(Err(e)) => (false, Some(e.to_string())),
+                    Err(_) => (false, Some("no answer within 1s".to_string())),
+                }
+            }
+        };
+        let status = match (reachable, reload.ok) {
+            (false, _) => "not_ready",
+            (true, false) => "degraded",
+            (true, true) => "ready",
+        };
+        let body = serde_json::json!({
+            "status": status,
+            "upstream": {
+                "address": self.ops.upstream.map(|a| a.to_string()),
+                "reachable": reachable,
+                "error": error,
+            },
+            "reload": reload,
+            "routes": self.policy.current().routes.len(),
+        });
+        json(if reachable { 200 } else { 503 }, body)
+    }
+
+    fn list(&self) -> Response<Vec<u8>> {
+        let env = self.policy.env();
+        let now = env.clock.now_nanos();
+        let body = serde_json::json!({
+            "penalties": env.decisions.penalties(now),
+            "bans": env.decisions.bans(now),
+        });
+        json(200, body)
+    }
+
+    fn ban(&self, body: &[u8]) -> Response<Vec<u8>> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct BanRequest {
+            range: String,
+            duration: Option<String>,
+            #[serde(default)]
+            reason: String,
+        }
+        let request: BanRequest = match serde_json::from_slice(body) {
+            Ok(request) => request,
+            Err(e) => {
+                return problem(
+                    400,
+                    "bad_request",
+                    format!("{e}; send {{\"range\": \"198.51.100.7\" or \"198.51.100.0/24\", \"duration\": \"1h\", \"reason\": \"...\"}}"),
+                )
+            }
+        };
+        let range = match request.range.parse::<ipnet::IpNet>() {
+            Ok(net) => net,
+            Err(_) => match request.range.parse::<std::net::IpAddr>() {
+                Ok(ip) => ipnet::IpNet::from(ip),
+                Err(_) => {
+                    return problem(
+                        400,
+                        "bad_range",
+                        format!("`{}` is neither an address nor a CIDR block such as 198.51.100.0/24", request.range),
+                    )
+                }
+            },
+        };
+        let duration = match request.duration.as_deref() {
+            None => None,
+            Some(text) => match crate::clock::parse_duration(text) {
+                Ok(d) if !d.is_zero() => Some(d.as_nanos() as u64),
+                _ => {
+                    return problem(
+                        400,
+                        "bad_duration",
+                        format!("`{text}` is not a duration such as \"30m\", \"4h\" or \"7d\""),
+                    )
+                }
+            },
+        };
+        let env = self.policy.env();
+        match env.decisions.ban(range, duration, request.reason.trim(), env.clock.now_nanos()) {
+            Ok(ban) => {
+                tracing::warn!(id = %ban.id, range = %ban.range, until = ?ban.until, reason = %ban.reason, "manual ban added");
+                json(201, serde_json::json!({ "ban": ban }))
+            }
+            Err(message) => problem(409, "too_many_bans", message),
+        }
+    }
+
+    fn delete(&self, id: &str) -> Response<Vec<u8>> {
+        let env = self.policy.env();
+        match env.decisions.remove(id) {
+            Some(Removed::Penalty(entry)) => {
+                env.store.write(&[Write::Lift { key: entry.key, cell: entry.cell }], env.clock.now_nanos());
+                tracing::warn!(id, defense = entry.defense, address = %entry.address, "penalty lifted by an operator");
+                json(200, serde_json::json!({ "lifted": entry }))
+            }
+            Some(Removed::Ban(ban)) => {
+                tracing::warn!(id, range = %ban.range, "manual ban lifted by an operator");
+                json(200, serde_json::json!({ "lifted": ban }))
+            }
+            None => problem(
+                404,
+                "not_found",
+                format!("no decision `{id}` is in force (it may have expired); `stuffgate decisions list` shows them"),
+            ),
+        }
+    }
+}
+
+fn unauthorized(message: &str) -> Response<Vec<u8>> {
+    let mut response = problem(401, "unauthorized", message);
+    if let Ok(value) = http::HeaderValue::from_str("Bearer realm=\"stuffgate admin\"") {
+        response.headers_mut().insert(http::header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+#[allow(clippy::result_large_err)]
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_BODY {
+                    return Err(problem(413, "payload_too_large", "the admin API reads at most 64 KiB"));
+                }
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(problem(400, "bad_request", format!("the request body could not be read: {e}"))),
+        }
+    }
+}

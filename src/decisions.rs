@@ -1,0 +1,314 @@
+//! What is blocked now, for operators: the `cscli decisions` of stuffgate (served on the admin listener under
+//! `/decisions`, and by `stuffgate decisions list|delete|ban`).
+//!
+//! The store cannot list what it holds in clear: its keys are keyed 64-bit hashes (see `keys.rs`). So the engine
+//! notes each penalty here when an upstream answer imposes it ([`Decisions::note_penalty`], called from
+//! `engine::observe`, where the address and the account key are known): a bounded index of recent penalties with the
+//! store key and cell that hold them, so that lifting one is a real store operation (`Write::Lift`). Manual bans are
+//! address ranges with an expiry, consulted before any defense runs (`engine::decide`, and the proxy for routes that
+//! are not protected).
+//!
+//! Both live in memory: a restart forgets manual bans (as it forgets the local store's penalties).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::store::{CellId, StateKey};
+
+const NANOS: u64 = 1_000_000_000;
+
+/// Most penalties the index keeps (the oldest are dropped first once it is full; the store keeps enforcing them).
+pub const PENALTY_INDEX_CAPACITY: usize = 10_000;
+/// Most manual bans.
+pub const MAX_BANS: usize = 10_000;
+/// Addresses whose blocked requests are counted for the dashboard's "top blocked addresses".
+const TOP_BLOCKED_CAPACITY: usize = 4096;
+
+/// A penalty a defense imposed, as the index remembers it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PenaltyEntry {
+    /// `p<number>`: what `DELETE /decisions/{id}` takes.
+    pub id: String,
+    pub route: String,
+    pub defense: &'static str,
+    /// What the penalty is keyed on: `address`, `account`, `account_address`, `password` or `session`.
+    pub scope: &'static str,
+    /// The client address whose request imposed it.
+    pub address: IpAddr,
+    /// The account's keyed hash (as in the decision log), when the request named one.
+    pub account: Option<String>,
+    /// Unix seconds.
+    pub since: u64,
+    pub until: u64,
+    #[serde(skip)]
+    pub key: StateKey,
+    #[serde(skip)]
+    pub cell: CellId,
+}
+
+/// A manual ban: an address range refused (403) on every route until it expires.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ban {
+    /// `b<number>`.
+    pub id: String,
+    pub range: IpNet,
+    pub reason: String,
+    pub since: u64,
+    /// Unix seconds; `None`: until lifted.
+    pub until: Option<u64>,
+}
+
+impl Ban {
+    fn live(&self, now_secs: u64) -> bool {
+        self.until.is_none_or(|until| now_secs < until)
+    }
+}
+
+/// One address's blocked requests, for the dashboard.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct BlockedAddress {
+    pub address: IpAddr,
+    pub blocked: u64,
+}
+
+#[derive(Default)]
+struct Index {
+    next: u64,
+    /// By store key and cell: one entry per penalised cell, re-noted when it is imposed again.
+    penalties: HashMap<(StateKey, CellId), PenaltyEntry>,
+}
+
+#[derive(Default)]
+pub struct Decisions {
+    index: Mutex<Index>,
+    /// Read on every request (lock-free); written by the admin API only.
+    bans: ArcSwap<Vec<Ban>>,
+    next_ban: Mutex<u64>,
+    blocked: Mutex<HashMap<IpAddr, u64>>,
+}
+
+/// What [`Decisions::remove`] took away.
+pub enum Removed {
+    /// A penalty: the caller lifts it in the store.
+    Penalty(PenaltyEntry),
+    Ban(Ban),
+}
+
+impl Decisions {
+    pub fn new() -> Arc<Decisions> {
+        Arc::new(Decisions::default())
+    }
+
+    /// Note a penalty a write just imposed (`remaining` nanoseconds of it left at `now`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn note_penalty(
+        &self,
+        key: StateKey,
+        cell: CellId,
+        route: &str,
+        defense: &'static str,
+        address: IpAddr,
+        account: Option<StateKey>,
+        now: u64,
+        remaining: u64,
+    ) {
+        let (since, until) = (now / NANOS, (now + remaining).div_ceil(NANOS));
+        let mut index = self.index.lock();
+        if let Some(entry) = index.penalties.get_mut(&(key, cell)) {
+            if entry.until > since {
+                entry.until = until;
+                return;
+            }
+        }
+        if index.penalties.len() >= PENALTY_INDEX_CAPACITY {
+            index.penalties.retain(|_, entry| entry.until > since);
+        }
+        if index.penalties.len() >= PENALTY_INDEX_CAPACITY {
+            let oldest = index.penalties.iter().min_by_key(|(_, e)| e.since).map(|(k, _)| *k);
+            if let Some(oldest) = oldest {
+                index.penalties.remove(&oldest);
+            }
+        }
+        index.next += 1;
+        let entry = PenaltyEntry {
+            id: format!("p{}", index.next),
+            route: route.to_string(),
+            defense,
+            scope: key.kind.as_str(),
+            address,
+            account: account.map(|a| format!("{:016x}", a.id)),
+            since,
+            until,
+            key,
+            cell,
+        };
+        index.penalties.insert((key, cell), entry);
+    }
+
+    /// Penalties in force at `now`, latest first.
+    pub fn penalties(&self, now: u64) -> Vec<PenaltyEntry> {
+        let at = now / NANOS;
+        let mut index = self.index.lock();
+        index.penalties.retain(|_, entry| entry.until > at);
+        let mut list: Vec<PenaltyEntry> = index.penalties.values().cloned().collect();
+        list.sort_by(|a, b| b.since.cmp(&a.since).then(b.id.cmp(&a.id)));
+        list
+    }
+
+    /// Manual bans in force at `now`.
+    pub fn bans(&self, now: u64) -> Vec<Ban> {
+        let at = now / NANOS;
+        self.bans.load().iter().filter(|b| b.live(at)).cloned().collect()
+    }
+
+    /// Ban `range` for `duration` (nanoseconds; `None`: until lifted). Refused when the list is full.
+    pub fn ban(&self, range: IpNet, duration: Option<u64>, reason: &str, now: u64) -> Result<Ban, String> {
+        let at = now / NANOS;
+        let mut next = self.next_ban.lock();
+        let mut bans: Vec<Ban> = self.bans.load().iter().filter(|b| b.live(at)).cloned().collect();
+        if bans.len() >= MAX_BANS {
+            return Err(format!("{MAX_BANS} bans are in force already; lift some first"));
+        }
+        *next += 1;
+        let ban = Ban {
+            id: format!("b{}", *next),
+            range: range.trunc(),
+            reason: reason.to_string(),
+            since: at,
+            until: duration.map(|d| (now + d).div_ceil(NANOS)),
+        };
+        bans.push(ban.clone());
+        self.bans.store(Arc::new(bans));
+        Ok(ban)
+    }
+
+    /// The ban covering `ip` at `now`, if any. Lock-free; one pointer load when there are none.
+    pub fn banned(&self, ip: IpAddr, now: u64) -> Option<Ban> {
+        let bans = self.bans.load();
+        if bans.is_empty() {
+            return None;
+        }
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        let at = now / NANOS;
+        bans.iter().find(|b| b.live(at) && b.range.contains(&ip)).cloned()
+    }
+
+    /// Remove a penalty from the index (the caller lifts it in the store) or lift a ban.
+    pub fn remove(&self, id: &str) -> Option<Removed> {
+        if id.starts_with('p') {
+            let mut index = self.index.lock();
+            let key = index.penalties.iter().find(|(_, e)| e.id == id).map(|(k, _)| *k)?;
+            return index.penalties.remove(&key).map(Removed::Penalty);
+        }
+        if id.starts_with('b') {
+            let _one_writer = self.next_ban.lock();
+            let bans = self.bans.load();
+            let ban = bans.iter().find(|b| b.id == id)?.clone();
+            self.bans.store(Arc::new(bans.iter().filter(|b| b.id != id).cloned().collect()));
+            return Some(Removed::Ban(ban));
+        }
+        None
+    }
+
+    /// Count a blocked request from `ip` (for the dashboard's top blocked addresses; bounded).
+    pub fn note_block(&self, ip: IpAddr) {
+        let mut blocked = self.blocked.lock();
+        if !blocked.contains_key(&ip) && blocked.len() >= TOP_BLOCKED_CAPACITY {
+            // Keep the heavy hitters: drop the addresses blocked least.
+            let mut counts: Vec<u64> = blocked.values().copied().collect();
+            counts.sort_unstable();
+            let floor = counts[counts.len() / 2];
+            blocked.retain(|_, n| *n > floor);
+        }
+        *blocked.entry(ip).or_insert(0) += 1;
+    }
+
+    /// The `n` addresses blocked most.
+    pub fn top_blocked(&self, n: usize) -> Vec<BlockedAddress> {
+        let blocked = self.blocked.lock();
+        let mut list: Vec<BlockedAddress> =
+            blocked.iter().map(|(&address, &blocked)| BlockedAddress { address, blocked }).collect();
+        list.sort_by(|a, b| b.blocked.cmp(&a.blocked).then(a.address.cmp(&b.address)));
+        list.truncate(n);
+        list
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::KeyKind;
+
+    const S: u64 = NANOS;
+    const T0: u64 = 1_767_225_600 * S;
+
+    fn key(id: u64) -> StateKey {
+        StateKey { kind: KeyKind::Address, id }
+    }
+
+    #[test]
+    fn a_penalty_is_listed_until_it_expires_and_noted_once_per_cell() {
+        let decisions = Decisions::default();
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        decisions.note_penalty(key(1), 4, "login", "ip_failures", ip, None, T0, 300 * S);
+        decisions.note_penalty(key(1), 4, "login", "ip_failures", ip, None, T0 + S, 600 * S);
+        let list = decisions.penalties(T0 + 2 * S);
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].until, T0 / S + 601);
+        assert_eq!(list[0].scope, "address");
+        assert!(decisions.penalties(T0 + 700 * S).is_empty());
+    }
+
+    #[test]
+    fn removing_a_penalty_returns_its_store_key() {
+        let decisions = Decisions::default();
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        decisions.note_penalty(key(7), 9, "login", "distinct_accounts", ip, None, T0, 60 * S);
+        let id = decisions.penalties(T0)[0].id.clone();
+        match decisions.remove(&id) {
+            Some(Removed::Penalty(entry)) => assert_eq!((entry.key, entry.cell), (key(7), 9)),
+            _ => panic!("not removed"),
+        }
+        assert!(decisions.penalties(T0).is_empty());
+        assert!(decisions.remove(&id).is_none());
+    }
+
+    #[test]
+    fn bans_cover_their_range_until_they_expire_or_are_lifted() {
+        let decisions = Decisions::default();
+        let inside: IpAddr = "198.51.100.77".parse().unwrap();
+        let mapped: IpAddr = "::ffff:198.51.100.78".parse().unwrap();
+        let outside: IpAddr = "198.51.101.1".parse().unwrap();
+        assert!(decisions.banned(inside, T0).is_none());
+        let ban = decisions.ban("198.51.100.0/24".parse().unwrap(), Some(60 * S), "test", T0).unwrap();
+        assert!(decisions.banned(inside, T0 + S).is_some());
+        assert!(decisions.banned(mapped, T0 + S).is_some());
+        assert!(decisions.banned(outside, T0 + S).is_none());
+        assert!(decisions.banned(inside, T0 + 61 * S).is_none(), "expired");
+        assert!(matches!(decisions.remove(&ban.id), Some(Removed::Ban(_))));
+        assert!(decisions.bans(T0).is_empty());
+    }
+
+    #[test]
+    fn top_blocked_keeps_the_heaviest_hitters_within_its_bound() {
+        let decisions = Decisions::default();
+        let heavy: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..50 {
+            decisions.note_block(heavy);
+        }
+        for i in 0..(TOP_BLOCKED_CAPACITY as u32 * 2) {
+            decisions.note_block(IpAddr::from((0x0a00_0000u32 + i).to_be_bytes()));
+        }
+        assert!(decisions.blocked.lock().len() <= TOP_BLOCKED_CAPACITY);
+        assert_eq!(decisions.top_blocked(1)[0], BlockedAddress { address: heavy, blocked: 50 });
+    }
+}
