@@ -251,6 +251,72 @@ fn a_source_known_through_a_is_known_on_b() {
     assert_eq!(b.login(Some("192.0.2.10"), ALICE.0, ALICE.1).status(), 200);
 }
 
+/// The challenge defense of `tests/challenge.rs`: a breached password on a new device is challenged.
+fn challenge_policy() -> String {
+    login_route(
+        "[[route.defense]]\ntype = \"breached_password\"\naction = \"tag\"\n\n\
+         [[route.defense]]\ntype = \"new_device\"\nwhen = [\"breached_password\"]\n",
+    )
+}
+
+fn eve_login(gateway: &Gateway, from: &str, extra: &[(&str, &str)]) -> reqwest::blocking::Response {
+    let mut request = client()
+        .post(format!("{}/api/login", gateway.url))
+        .header("content-type", "application/json")
+        .header("x-forwarded-for", from)
+        .body(serde_json::json!({ "email": "eve@example.com", "password": "password1" }).to_string());
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    request.send().unwrap()
+}
+
+fn solved_challenge(response: reqwest::blocking::Response) -> String {
+    assert_eq!(response.status(), 428, "challenged");
+    let body: serde_json::Value = response.json().unwrap();
+    let token = body["challenge"]["token"].as_str().unwrap().to_string();
+    let bits = body["challenge"]["bits"].as_u64().unwrap() as u8;
+    format!("{token}:{}", stuffgate::challenge::token::solve(&token, bits))
+}
+
+#[test]
+fn a_challenge_solved_through_a_is_spent_on_b_and_a_device_known_through_a_is_known_on_b() {
+    let Some(redis) = Redis::start() else { return };
+    let _guard = serial();
+    let api = demo_api();
+    let signup = client()
+        .post(format!("{}/api/signup", api.base_url()))
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "email": "eve@example.com", "password": "password1" }).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(signup.status(), 201);
+    std::env::set_var("STUFFGATE_TEST_SHARED_CHALLENGE_KEY", "a-challenge-secret-of-32-bytes-or-more!!");
+    // The challenge secret, like the hash secret, is the same on every gateway (and the privacy key precedes tables).
+    let config = format!(
+        "{}{}[challenge]\nsecrets_env = [\"STUFFGATE_TEST_SHARED_CHALLENGE_KEY\"]\n",
+        shared_config(&redis, ""),
+        common::SHIPPED_DATA
+    );
+    let a = start_gateway(&challenge_policy(), api.addr(), &config);
+    let b = start_gateway(&challenge_policy(), api.addr(), &config);
+    assert!(
+        wait_store_up(&a, Duration::from_secs(10)).is_some() && wait_store_up(&b, Duration::from_secs(10)).is_some()
+    );
+    let solution = solved_challenge(eve_login(&a, "198.51.100.1", &[]));
+    let passed = eve_login(&a, "198.51.100.1", &[("x-stuffgate-solution", &solution)]);
+    assert_eq!(passed.status(), 200, "solved through A");
+    let device = passed.headers()["x-stuffgate-device-token"].to_str().unwrap().to_string();
+    settle();
+    // The same solution through B: already spent (the spent-token claim is shared), so a fresh challenge.
+    let replayed = eve_login(&b, "198.51.100.2", &[("x-stuffgate-solution", &solution)]);
+    assert_eq!(replayed.status(), 428, "a solution spent through A is refused through B");
+    // The device A learned is known on B: the risky login goes straight through.
+    let known = eve_login(&b, "192.0.2.77", &[("x-stuffgate-device", &device)]);
+    assert_eq!(known.status(), 200, "a device known through A is known on B");
+    assert!(from_upstream(&known));
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
