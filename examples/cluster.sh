@@ -162,7 +162,8 @@ EOF
 printf '   '
 for i in $(seq 11); do printf '%s ' "$(login 203.0.113.7 alice@example.com "guess-$i")"; sleep 0.02; done
 echo
-echo "   (401 = reached the app, 429 = blocked by stuffgate)"
+echo "   (401 = reached the app, 428 = challenged by stuffgate, 429 = blocked by stuffgate; each decision counts the"
+echo "    failures seen through both gateways)"
 echo "   gateway 1 blocked $(metric "${ADMIN_PORTS[0]}" 'stuffgate_requests_total{route="login",verdict="block"}'), gateway 2 blocked $(metric "${ADMIN_PORTS[1]}" 'stuffgate_requests_total{route="login",verdict="block"}')"
 echo
 echo "2. What Redis holds: keyed hashes, each with a TTL (no account or address in clear):"
