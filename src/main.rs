@@ -272,6 +272,7 @@ fn demo(
         pair_filter: None,
         hardening: Default::default(),
         challenge: None,
+        shared_state: None,
     };
     let (name, password) = stuffgate::demo_api::NAMED_USERS[0];
     println!(

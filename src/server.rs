@@ -38,6 +38,8 @@ pub enum StartError {
     Breach(#[from] crate::defense::breach::FilterLoadError),
     #[error("upstream `{address}` does not resolve to an address: {why}")]
     Upstream { address: String, why: String },
+    #[error("shared state store `{url}`: {why}")]
+    SharedState { url: String, why: String },
 }
 
 /// Build the shared state: the compiled policy and the upstream. Fails before anything listens.
@@ -49,6 +51,13 @@ pub fn build_state(config: &GatewayConfig, clock: Clock) -> Result<Arc<GatewaySt
     let mut env = CompileEnv::new(clock, config.max_tracked_keys).with_geo(geo);
     if let Some(secret) = &config.hash_secret {
         env = env.with_secret(secret);
+    }
+    if let Some(settings) = &config.shared_state {
+        // Local state stays, and decisions take the stricter of it and Redis (store/shared.rs).
+        let local = crate::store::LocalStore::new(config.max_tracked_keys);
+        let shared = crate::store::SharedStore::start(local, settings.clone())
+            .map_err(|why| StartError::SharedState { url: crate::store::shared::redacted(&settings.url), why })?;
+        env.store = Arc::new(shared);
     }
     env.open_breach_filters(config.password_filter.as_deref(), config.pair_filter.as_deref())?;
     if let Some(challenge) = &config.challenge {

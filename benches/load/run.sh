@@ -33,6 +33,10 @@
 #   sg-off-get, nginx-proxy-get   the same two with wrk's plain `GET /` (no body, no Lua): the bare-proxy figure
 #                     comparable with published passthrough numbers
 #   nginx-flood       nginx with realip (trusted loopback) + limit_req 5 r/s burst 100 → 429 on the same flood
+#   sg-default-redis  as sg-default-t1 with [shared_state] on (default share list) against a local redis-server
+#                     pinned to the load CPU: account, pair and password state read from Redis in one round trip per
+#                     login and written behind; the redis-server's own CPU per request, the round trips and the
+#                     fallbacks are printed beside it (read_deadline_ms = SHARED_DEADLINE_MS, default 100)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -56,7 +60,7 @@ UPSTREAM_PORT=${UPSTREAM_PORT:-18181}
 PROXY_PORT=${PROXY_PORT:-18180}
 ADMIN_PORT=${ADMIN_PORT:-18190}
 THREADS_MANY=${THREADS_MANY:-}
-all_variants="upstream-direct sg-off-t1 sg-off-t2 sg-off-t2-shared sg-route-only sg-default-t1 sg-default-t2 sg-default-t2-shared sg-default-steady sg-flood-t1 sg-flood-t2 sg-default-info nginx-proxy nginx-flood sg-off-get nginx-proxy-get"
+all_variants="upstream-direct sg-off-t1 sg-off-t2 sg-off-t2-shared sg-route-only sg-default-t1 sg-default-t2 sg-default-t2-shared sg-default-steady sg-flood-t1 sg-flood-t2 sg-default-info nginx-proxy nginx-flood sg-off-get nginx-proxy-get sg-default-redis"
 [[ -z $THREADS_MANY ]] || all_variants+=" sg-off-tM sg-default-tM sg-off-tM-shared"
 VARIANTS_SET=${VARIANTS:+1}
 VARIANTS=${VARIANTS:-$all_variants}
@@ -189,6 +193,24 @@ gateway_config default-t2 "$POLICY_DEFAULT" 2 "$LOG_LEVEL"
 gateway_config default-info "$POLICY_DEFAULT" "$VARIANT_THREADS" info
 gateway_config route-only "$POLICY_ROUTE_ONLY" "$VARIANT_THREADS" "$LOG_LEVEL"
 gateway_config default-steady "$POLICY_DEFAULT" "$VARIANT_THREADS" "$LOG_LEVEL" 16384
+# Shared state: a redis-server on the load CPU for the whole run, when a variant needs it.
+REDIS_PORT=${REDIS_PORT:-18379}
+REDIS_PID=""
+if [[ " $VARIANTS " == *" sg-default-redis "* ]]; then
+  need redis-server "apt-get install redis-server"
+  start_pinned "$LOAD_CPU" "$WORK/redis.out" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" \
+    --appendonly no --dir "$WORK"
+  REDIS_PID=$STARTED_PID
+  wait_listening "$REDIS_PID" "$REDIS_PORT"
+  export STUFFGATE_BENCH_HASH_KEY=bench-secret-shared-by-the-fleet
+  EXTRA_PLAIN=$EXTRA
+  # A closed-loop load saturates both CPUs: with the 3 ms default a round trip queued behind 32 connections' work
+  # misses its deadline and the breaker sheds Redis (as it should in production), which would measure local state
+  # only. SHARED_DEADLINE_MS (default 100) keeps every round trip in, to measure what sharing costs.
+  EXTRA=$'privacy = { hash_key_env = "STUFFGATE_BENCH_HASH_KEY" }\n[shared_state]\nurl = "redis://127.0.0.1:'"$REDIS_PORT"$'/0"\nread_deadline_ms = '"${SHARED_DEADLINE_MS:-100}"$'\n'"$EXTRA_PLAIN"
+  gateway_config default-redis "$POLICY_DEFAULT" 1 "$LOG_LEVEL"
+  EXTRA=$EXTRA_PLAIN
+fi
 gateway_config off-t2-shared "$POLICY_OFF" 2 "$LOG_LEVEL" 1000000 shared
 gateway_config default-t2-shared "$POLICY_DEFAULT" 2 "$LOG_LEVEL" 1000000 shared
 if [[ -n $THREADS_MANY ]]; then
@@ -226,6 +248,7 @@ describe() {
     sg-default-steady) echo "gateway $WORK/default-steady.toml login.lua 401" ;;
     nginx-proxy) echo "nginx $WORK/nginx-proxy.conf login.lua 401" ;;
     nginx-flood) echo "nginx $WORK/nginx-flood.conf flood.lua 429" ;;
+    sg-default-redis) echo "gateway $WORK/default-redis.toml login.lua 401" ;;
     *) echo "run.sh: unknown variant $1 (known: $all_variants)" >&2; exit 2 ;;
   esac
 }
@@ -261,11 +284,22 @@ measure() { # variant run
   # The steady-state variant first fills every bounded store to its (small) cap, so the run measures eviction, not growth.
   [[ $variant != sg-default-steady ]] || warmup=$((WARMUP > STEADY_WARMUP ? WARMUP : STEADY_WARMUP))
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${warmup}s" "${wrk_script[@]}" "$url$target" >/dev/null
-  local before after out
+  local before after out redis_before=""
   [[ -z $pid ]] || before=$(cpu_ticks "$pid")
+  [[ $variant != sg-default-redis ]] || redis_before=$(cpu_ticks "$REDIS_PID")
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${wrk_script[@]}" "$url$target")
   echo "$out" >"$WORK/wrk-$variant-$run.txt"
   [[ -z $pid ]] || after=$(cpu_ticks "$pid")
+  if [[ -n $redis_before ]]; then
+    local requests
+    requests=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
+    local shared
+    shared=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '
+      /^stuffgate_shared_store_seconds_count/ { trips += $NF } /^stuffgate_store_fallbacks_total/ { fallbacks += $NF }
+      /^stuffgate_shared_writes_total/ { writes += $NF } /^stuffgate_shared_writes_dropped_total/ { dropped += $NF }
+      END { printf "%d round trips, %d fallbacks, %d writes, %d dropped", trips, fallbacks, writes, dropped }')
+    echo "  ($variant run $run: redis-server CPU $(( ($(cpu_ticks "$REDIS_PID") - redis_before) * 1000000 / CLK_TCK / (requests > 0 ? requests : 1) )) µs per request; $shared)"
+  fi
   if [[ -n $pid && $expect == 429 ]]; then
     local probe
     probe=$(status_of POST /api/login 198.51.100.66)
@@ -339,6 +373,7 @@ ratio("sg-off-get", "nginx-proxy-get", "defenses off vs nginx, plain GET /")
 ratio("sg-default-info", f"sg-default-t{info_threads}", "decision log at level info vs warn")
 ratio("sg-route-only", f"sg-off-t{info_threads}", "protected route without defenses vs defenses off")
 ratio("sg-default-steady", f"sg-off-t{info_threads}", f"default policy at steady state (stores full, evicting; t{info_threads}) vs defenses off")
+ratio("sg-default-redis", "sg-default-t1", "default policy with shared state (local Redis) vs without (t1), gateway CPU per login")
 print()
 PY
 )

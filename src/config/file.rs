@@ -37,6 +37,35 @@ pub struct GatewayFile {
     pub connections: ConnectionsFile,
     /// `[challenge]`: keys and settings for challenges and device tokens.
     pub challenge: Option<ChallengeFile>,
+    /// Keep the state of shared defenses in Redis/Valkey, so several gateways enforce one fleet-wide limit.
+    pub shared_state: Option<Spanned<SharedStateFile>>,
+}
+
+/// `[shared_state]`: where the gateways of a fleet keep the state they share, and how a request may wait on it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedStateFile {
+    /// `redis://host:6379/0`, or `rediss://` for TLS (Valkey speaks the same; `valkey://` and `valkeys://` too).
+    pub url: String,
+    /// Prefix of every key, with the layout version (default "sg:v1:").
+    pub key_prefix: Option<String>,
+    /// Longest a decision phase waits for the store, in milliseconds (default 3); then it decides on local state.
+    pub read_deadline_ms: Option<u64>,
+    /// Longest a write waits before its batch is sent, in milliseconds (default 2).
+    pub write_flush_ms: Option<u64>,
+    /// Most writes per batch (default 128).
+    pub write_batch: Option<usize>,
+    /// Most writes waiting to be sent (default 65536); more are dropped and counted.
+    pub write_queue: Option<usize>,
+    /// Consecutive failed round trips that open the circuit breaker (default 5).
+    pub breaker_failures: Option<u32>,
+    /// How long the breaker stays open before the first probe, in milliseconds (default 1000).
+    pub breaker_open_ms: Option<u64>,
+    /// The longest it stays open between probes, in milliseconds (default 5000).
+    pub breaker_max_open_ms: Option<u64>,
+    /// Key kinds whose state is shared: address, account, account_address, password, session, device, challenge
+    /// (default: account, account_address, password, device, challenge).
+    pub share: Option<Vec<String>>,
 }
 
 /// `[challenge]`: the keys challenge and device tokens are signed with, and device settings.

@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::file::GatewayFile;
-use super::{line_of, parse_toml, ConfigError};
+use super::file::{GatewayFile, SharedStateFile};
+use super::{line_of, line_of_key, parse_toml, ConfigError};
 use crate::defense::ip_list::IpRanges;
 use crate::proxy::client_ip::ForwardedHeader;
 use crate::proxy::connections::ConnectionLimits;
+use crate::store::breaker::BreakerSettings;
+use crate::store::{KeyKind, SharedSettings};
 
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -47,6 +49,8 @@ pub struct GatewayConfig {
     pub hardening: Hardening,
     /// `[challenge]` keys and settings; `None`: random keys, drawn at start.
     pub challenge: Option<crate::challenge::ChallengeConfig>,
+    /// `[shared_state]`: Redis/Valkey shared by the gateways of a fleet; `None` keeps all state in this process.
+    pub shared_state: Option<SharedSettings>,
 }
 
 /// Client-address source, connection limits and upstream timeouts (the gateway file's `forwarded_header`,
@@ -176,6 +180,24 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
         Some(section) => Some(challenge_config(section, &err)?),
         None => None,
     };
+    let shared_state = match &file.shared_state {
+        None => None,
+        Some(table) => {
+            if hash_secret.is_none() {
+                return Err(ConfigError::new(
+                    path,
+                    Some(line_of(source, table.span().start)),
+                    Some("privacy.hash_key_env".into()),
+                    "is required with [shared_state]: every gateway must key shared state under the same secret \
+                     (e.g. privacy = { hash_key_env = \"STUFFGATE_HASH_KEY\" }, set alike on all of them)",
+                ));
+            }
+            let at = |key: &str| Some(line_of_key(source, table.span(), key));
+            Some(shared_settings(table.get_ref(), |key, message| {
+                ConfigError::new(path, at(key), Some(format!("shared_state.{key}")), message)
+            })?)
+        }
+    };
     Ok(GatewayConfig {
         path: path.to_path_buf(),
         listen: file.listen,
@@ -199,7 +221,80 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
         pair_filter: file.breach.as_ref().and_then(|b| b.pair_filter.as_ref()).map(|p| base.join(p)),
         hardening,
         challenge,
+        shared_state,
     })
+}
+
+/// `[shared_state]` checked against what works: a URL the client accepts, deadlines of milliseconds, known kinds.
+fn shared_settings(
+    file: &SharedStateFile,
+    err: impl Fn(&str, String) -> ConfigError,
+) -> Result<SharedSettings, ConfigError> {
+    let url = file.url.trim();
+    let scheme = url.split("://").next().unwrap_or("");
+    if !url.contains("://") || !["redis", "rediss", "valkey", "valkeys"].contains(&scheme) {
+        return Err(err(
+            "url",
+            format!("`{url}` is not a redis:// or rediss:// URL, e.g. \"redis://127.0.0.1:6379/0\""),
+        ));
+    }
+    if let Err(e) = fred::types::config::Config::from_url(url) {
+        return Err(err("url", format!("`{url}` is not usable: {}", e.details())));
+    }
+    let mut out = SharedSettings::new(url);
+    if let Some(prefix) = &file.key_prefix {
+        if prefix.is_empty()
+            || prefix.len() > 64
+            || prefix.contains(|c: char| c.is_whitespace() || c == '{' || c == '}')
+        {
+            return Err(err(
+                "key_prefix",
+                "must be 1 to 64 characters without spaces or braces, e.g. \"sg:v1:\"".into(),
+            ));
+        }
+        out.key_prefix = prefix.clone();
+    }
+    let millis = |key: &str, value: Option<u64>, range: std::ops::RangeInclusive<u64>, default: Duration| match value {
+        Some(n) if !range.contains(&n) => {
+            Err(err(key, format!("must be between {} and {} milliseconds", range.start(), range.end())))
+        }
+        Some(n) => Ok(Duration::from_millis(n)),
+        None => Ok(default),
+    };
+    out.read_deadline = millis("read_deadline_ms", file.read_deadline_ms, 1..=1000, out.read_deadline)?;
+    out.write_flush = millis("write_flush_ms", file.write_flush_ms, 1..=1000, out.write_flush)?;
+    let count = |key: &str, value: Option<usize>, range: std::ops::RangeInclusive<usize>, default: usize| match value {
+        Some(n) if !range.contains(&n) => {
+            Err(err(key, format!("must be between {} and {}", range.start(), range.end())))
+        }
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    out.write_batch = count("write_batch", file.write_batch, 1..=10_000, out.write_batch)?;
+    out.write_queue = count("write_queue", file.write_queue, 1..=10_000_000, out.write_queue)?;
+    let defaults = BreakerSettings::default();
+    out.breaker = BreakerSettings {
+        failures: count("breaker_failures", file.breaker_failures.map(|n| n as usize), 1..=1000, 5)? as u32,
+        open: millis("breaker_open_ms", file.breaker_open_ms, 10..=600_000, defaults.open)?,
+        max_open: millis("breaker_max_open_ms", file.breaker_max_open_ms, 10..=600_000, defaults.max_open)?,
+    };
+    if out.breaker.max_open < out.breaker.open {
+        return Err(err("breaker_max_open_ms", "must be at least breaker_open_ms".into()));
+    }
+    if let Some(names) = &file.share {
+        if names.is_empty() {
+            return Err(err("share", "names no key kind; remove [shared_state] to keep all state local".into()));
+        }
+        out.share = [false; 7];
+        for name in names {
+            let kind = KeyKind::ALL.iter().find(|k| k.as_str() == name).ok_or_else(|| {
+                let known: Vec<&str> = KeyKind::ALL.iter().map(|k| k.as_str()).collect();
+                err("share", format!("`{name}` is not a key kind; known: {}", known.join(", ")))
+            })?;
+            out.share[*kind as usize] = true;
+        }
+    }
+    Ok(out)
 }
 
 /// `[challenge]`: secrets from the environment (each checked), and the device settings.
@@ -344,6 +439,43 @@ mod tests {
             let error = load(extra).unwrap_err();
             assert!(error.to_string().contains(says), "{extra}: {error}");
         }
+    }
+
+    #[test]
+    fn shared_state_is_checked_and_needs_the_hash_secret() {
+        let base = "upstream = { address = \"127.0.0.1:8081\" }\npolicies = [\"p.toml\"]\n";
+        let without_secret = format!("{base}[shared_state]\nurl = \"redis://127.0.0.1:6379/0\"\n");
+        let error = gateway_from_str(Path::new("gw.toml"), &without_secret).unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("privacy.hash_key_env"), "{error}");
+        assert_eq!(error.line, Some(3));
+
+        std::env::set_var("STUFFGATE_TEST_SHARED_KEY", "0123456789abcdef0123");
+        let secret = format!("{base}privacy = {{ hash_key_env = \"STUFFGATE_TEST_SHARED_KEY\" }}\n");
+        let on = format!("{secret}[shared_state]\nurl = \"redis://127.0.0.1:6379/0\"\nread_deadline_ms = 5\n");
+        let settings = gateway_from_str(Path::new("gw.toml"), &on).unwrap().shared_state.unwrap();
+        assert_eq!(settings.read_deadline, Duration::from_millis(5));
+        assert!(settings.shares(KeyKind::Account) && !settings.shares(KeyKind::Address));
+        assert!(gateway_from_str(Path::new("gw.toml"), &secret).unwrap().shared_state.is_none());
+
+        for (bad, key, line) in [
+            ("url = \"http://127.0.0.1:6379\"\n", "shared_state.url", 5),
+            ("url = \"redis://127.0.0.1:6379\"\nread_deadline_ms = 0\n", "shared_state.read_deadline_ms", 6),
+            ("url = \"redis://127.0.0.1:6379\"\n\nshare = [\"account\", \"accounts\"]\n", "shared_state.share", 7),
+            (
+                "url = \"redis://127.0.0.1:6379\"\nbreaker_open_ms = 900\nbreaker_max_open_ms = 100\n",
+                "shared_state.breaker_max_open_ms",
+                7,
+            ),
+            ("url = \"redis://127.0.0.1:6379\"\nkey_prefix = \"a b\"\n", "shared_state.key_prefix", 6),
+        ] {
+            let source = format!("{secret}[shared_state]\n{bad}");
+            let error = gateway_from_str(Path::new("gw.toml"), &source).unwrap_err();
+            assert_eq!(error.key.as_deref(), Some(key), "{bad}: {error}");
+            assert_eq!(error.line, Some(line), "{bad}: {error}");
+        }
+        let unknown = format!("{secret}[shared_state]\nurl = \"redis://127.0.0.1:6379\"\ndeadline = 3\n");
+        let error = gateway_from_str(Path::new("gw.toml"), &unknown).unwrap_err();
+        assert_eq!(error.line, Some(6), "{error}");
     }
 
     #[test]

@@ -14,8 +14,11 @@
 //! Every record expires (a window after its last event, or a strike memory after a penalty) and the local backend
 //! holds at most `max_tracked_keys` records per key kind, evicting records without a live penalty first.
 
+pub mod breaker;
 mod cell;
 mod local;
+mod redis;
+pub mod shared;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,6 +26,7 @@ use std::task::{Context, Poll};
 
 pub use cell::{DistinctRule, Escalation};
 pub use local::{LocalStore, RECORD_BYTES};
+pub use shared::{SharedSettings, SharedStore};
 
 /// What a store key identifies. The discriminant is part of the key hash and of a remote key's name: never reorder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -61,7 +61,7 @@ pub static TRACKED_KEYS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 pub static STORE_FALLBACKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     registered(register_int_counter_vec!(
         "stuffgate_store_fallbacks_total",
-        "Decision phases that went on without the state store's answer, by reason (timeout, error).",
+        "Decision phases that went on without the state store's answer, by reason (timeout, error, breaker_open).",
         &["reason"]
     ))
 });
@@ -165,3 +165,40 @@ impl SlotMetrics {
         }
     }
 }
+
+/// Shared state (Redis): the round trip of a decision phase's reads, by phase (address, credentials).
+pub static SHARED_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    registered(register_histogram_vec!(
+        "stuffgate_shared_store_seconds",
+        "Round trip of a decision phase's reads to the shared state store, by phase (address, credentials).",
+        &["phase"],
+        vec![0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.1]
+    ))
+});
+
+/// Shared state: writes that never reached the store, by reason (queue_full, breaker_open, error, timeout).
+pub static SHARED_WRITES_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(register_int_counter_vec!(
+        "stuffgate_shared_writes_dropped_total",
+        "Writes to the shared state store dropped, by reason (queue_full, breaker_open, error, timeout); the local \
+         store still has them.",
+        &["reason"]
+    ))
+});
+
+/// Shared state: writes the store accepted.
+pub static SHARED_WRITES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    registered(prometheus::register_int_counter!(
+        "stuffgate_shared_writes_total",
+        "Writes the shared state store accepted (sent in batches behind the answers)."
+    ))
+});
+
+/// Shared state: 1 while the store is connected and its breaker closed.
+pub static SHARED_STORE_UP: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    registered(prometheus::register_int_gauge!(
+        "stuffgate_shared_store_up",
+        "1 while the shared state store is connected and its circuit breaker is closed; 0 while decisions use local \
+         state only."
+    ))
+});
