@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 
 use serde::Deserialize;
 
-use super::failures::strike_memory;
+use super::failures::escalation;
 use super::registry::{self, block, error, BuildContext, BuildError, DefaultAction, DefenseSpec, Span};
 use super::{Defense, FactNeeds, Fields, Finding, Message, Needs, Outcome, Phase};
 use crate::attempt::{Attempt, Subject};
@@ -222,21 +222,9 @@ fn build_source(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn De
             "`breached_source` needs a password filter: add `[breach] password_filter = \"...\"` to the gateway file",
         ));
     }
-    let penalty = p.penalty.unwrap_or(Span(Duration::from_secs(900)));
-    let max_penalty = p.max_penalty.unwrap_or(Span(Duration::from_secs(6 * 3600)));
-    if max_penalty.0 < penalty.0 {
-        return Err(error("max_penalty", "must not be shorter than `penalty`"));
-    }
-    Ok(Arc::new(BreachedSource {
-        cell: cx.cell,
-        rule: Escalation {
-            threshold: registry::positive("threshold", p.threshold)?,
-            window: p.window.nanos(),
-            penalty: penalty.nanos(),
-            max_penalty: max_penalty.nanos(),
-            memory: strike_memory(max_penalty.0),
-        },
-    }))
+    let defaults = (Duration::from_secs(900), Duration::from_secs(6 * 3600));
+    let rule = escalation(p.threshold, p.window, p.penalty, p.max_penalty, defaults)?;
+    Ok(Arc::new(BreachedSource { cell: cx.cell, rule }))
 }
 
 impl Defense for BreachedSource {

@@ -48,29 +48,43 @@ pub fn strike_memory(max_penalty: Duration) -> u64 {
     max_penalty.max(Duration::from_secs(86_400)).as_nanos() as u64
 }
 
-fn build(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>, BuildError> {
-    let p: Params = registry::params(table)?;
-    let penalty = p.penalty.unwrap_or(Span(Duration::from_secs(300)));
-    let max_penalty = p.max_penalty.unwrap_or(Span(Duration::from_secs(3600)));
+/// The escalation rule of a counting defense from its parameters: `penalty` and `max_penalty` default to the given
+/// durations, the window is at least a second (counts are kept per second).
+pub fn escalation(
+    threshold: u32,
+    window: Span,
+    penalty: Option<Span>,
+    max_penalty: Option<Span>,
+    defaults: (Duration, Duration),
+) -> Result<Escalation, BuildError> {
+    let penalty = penalty.unwrap_or(Span(defaults.0));
+    let max_penalty = max_penalty.unwrap_or(Span(defaults.1));
     if max_penalty.0 < penalty.0 {
         return Err(error("max_penalty", "must not be shorter than `penalty`"));
     }
-    if p.window.0 < Duration::from_secs(1) {
+    if window.0 < Duration::from_secs(1) {
         return Err(error("window", "must be at least 1s (counts are kept per second)"));
     }
+    Ok(Escalation {
+        threshold: registry::positive("threshold", threshold)?,
+        window: window.nanos(),
+        penalty: penalty.nanos(),
+        max_penalty: max_penalty.nanos(),
+        memory: strike_memory(max_penalty.0),
+    })
+}
+
+fn build(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>, BuildError> {
+    let p: Params = registry::params(table)?;
+    let defaults = (Duration::from_secs(300), Duration::from_secs(3600));
+    let rule = escalation(p.threshold, p.window, p.penalty, p.max_penalty, defaults)?;
     if p.exempt_known_sources.is_some() && p.key != FailureKey::Account {
         return Err(error("exempt_known_sources", "applies to `key = \"account\"` only"));
     }
     Ok(Arc::new(FailedLogins {
         key: p.key,
         cell: cx.cell,
-        rule: Escalation {
-            threshold: registry::positive("threshold", p.threshold)?,
-            window: p.window.nanos(),
-            penalty: penalty.nanos(),
-            max_penalty: max_penalty.nanos(),
-            memory: strike_memory(max_penalty.0),
-        },
+        rule,
         exempt_known_sources: p.key == FailureKey::Account && p.exempt_known_sources.unwrap_or(true),
     }))
 }
