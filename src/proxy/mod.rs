@@ -106,6 +106,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         strip_spoofed_headers(request);
+        strip_device_cookie(request, &self.state.policy.env().challenge.cookie_name)?;
         if let Some(ip) = ctx.client_ip {
             request.insert_header("x-stuffgate-client-ip", ip.to_string())?;
         }
@@ -353,6 +354,39 @@ fn strip_spoofed_headers(request: &mut RequestHeader) {
     }
 }
 
+/// The gateway's device cookie is the gateway's: the app gets the other cookies, not the device token.
+fn strip_device_cookie(request: &mut RequestHeader, name: &str) -> Result<()> {
+    let carries =
+        request.headers.get_all(http::header::COOKIE).iter().any(|v| without_cookie(v.as_bytes(), name).is_some());
+    if !carries {
+        return Ok(());
+    }
+    let kept: Vec<String> = request
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .map(|v| {
+            without_cookie(v.as_bytes(), name).unwrap_or_else(|| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        })
+        .filter(|v| !v.is_empty())
+        .collect();
+    request.remove_header(&http::header::COOKIE);
+    for value in kept {
+        request.append_header(http::header::COOKIE, value)?;
+    }
+    Ok(())
+}
+
+/// The cookie line without `name=…` pairs, when it had one.
+fn without_cookie(line: &[u8], name: &str) -> Option<String> {
+    let text = std::str::from_utf8(line).ok()?;
+    let is_named = |pair: &str| pair.trim().split_once('=').is_some_and(|(n, _)| n.trim() == name);
+    if !text.split(';').any(is_named) {
+        return None;
+    }
+    Some(text.split(';').filter(|pair| !is_named(pair)).map(str::trim).collect::<Vec<_>>().join("; "))
+}
+
 /// Whether `name` (lower case, as `http` stores it) reads `x-stuffgate-…` once `_` is taken for `-`.
 fn is_reserved_header(name: &str) -> bool {
     name.len() >= HEADER_PREFIX.len()
@@ -361,6 +395,13 @@ fn is_reserved_header(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_device_cookie_is_cut_out_of_a_cookie_line() {
+        assert_eq!(super::without_cookie(b"a=1; sg_dev=TOKEN; b=2", "sg_dev").as_deref(), Some("a=1; b=2"));
+        assert_eq!(super::without_cookie(b"sg_dev=TOKEN", "sg_dev").as_deref(), Some(""));
+        assert_eq!(super::without_cookie(b"a=1; xsg_dev=2", "sg_dev"), None);
+    }
+
     #[test]
     fn reserved_headers_match_in_any_separator_spelling() {
         for name in ["x-stuffgate-client-ip", "x_stuffgate_client_ip", "x-stuffgate_signals", "x_stuffgate-"] {
