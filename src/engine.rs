@@ -27,7 +27,7 @@ use crate::defense::pipeline::{self, Batch};
 pub use crate::defense::Verdict;
 use crate::defense::{known_sources, Decision, Effects, Outcome, Phase};
 use crate::keys::pair_id;
-use crate::store::{KeyKind, Read, Replies, Reply, StateKey, Store, StoreError, Write};
+use crate::store::{KeyKind, Read, Replies, Reply, StateKey, Store, StoreError, Struck, Write};
 
 /// A request as the engine sees it: the client connection (proxy) or a scenario's event (offline replay).
 pub trait Request {
@@ -357,7 +357,7 @@ pub fn observe(route: &Route, env: &CompileEnv, subject: &Subject, status: u16, 
     let outcome = route.outcome_of(status);
     let mut writes: Vec<Write> = Vec::new();
     let mut effects = Effects::default();
-    // Which slot named each write, so that a penalty it imposes is listed under its defense.
+    // Where each slot's writes start, so that a penalty a write imposes is listed under its defense.
     let mut owners: smallvec::SmallVec<[(usize, usize); 8]> = smallvec::SmallVec::new();
     for (index, slot) in route.slots.iter().enumerate() {
         let before = writes.len();
@@ -369,58 +369,20 @@ pub fn observe(route: &Route, env: &CompileEnv, subject: &Subject, status: u16, 
         writes.extend(known_sources::record_success(subject));
     }
     if !writes.is_empty() {
-        env.store.write(&writes, now);
-        note_penalties(route, env, subject, &writes, &owners, now);
+        let mut struck = Struck::new();
+        env.store.write_reporting(&writes, now, &mut struck);
+        // List the penalties these writes imposed (see `crate::decisions`) under the defense that named them.
+        for (at, left) in struck {
+            let (Some(slot), Some(write)) = (owners.iter().rev().find(|(start, _)| *start <= at), writes.get(at))
+            else {
+                continue;
+            };
+            let defense = route.slots[slot.1].defense.name();
+            let (key, cell) = (write.key(), write.cell());
+            env.decisions.note_penalty(key, cell, &route.name, defense, subject.ip, subject.account, now, left);
+        }
     }
     (outcome, effects)
-}
-
-/// List the penalties these writes imposed (see `crate::decisions`): the counting and distinct-set cells written are
-/// read back once. A store that cannot answer at once (a remote one) is not asked: its penalties still apply, they are
-/// only not listed.
-fn note_penalties(
-    route: &Route,
-    env: &CompileEnv,
-    subject: &Subject,
-    writes: &[Write],
-    owners: &[(usize, usize)],
-    now: u64,
-) {
-    let mut reads = crate::store::Reads::new();
-    let mut slots: smallvec::SmallVec<[usize; 8]> = smallvec::SmallVec::new();
-    for (at, write) in writes.iter().enumerate() {
-        if let Write::Count { key, cell, .. } | Write::Distinct { key, cell, .. } = *write {
-            let slot = owners.iter().rev().find(|(start, _)| *start <= at).map(|&(_, slot)| slot);
-            if let Some(slot) = slot {
-                reads.push(Read::Penalty { key, cell });
-                slots.push(slot);
-            }
-        }
-    }
-    if reads.is_empty() {
-        return;
-    }
-    let mut replies = Replies::new();
-    if !matches!(env.store.read(&reads, now, &mut replies).now_or_never(), Some(Ok(()))) {
-        return;
-    }
-    for ((read, reply), slot) in reads.iter().zip(replies.iter()).zip(slots) {
-        if let (Read::Penalty { key, cell }, Reply::Penalty(remaining)) = (read, reply) {
-            if *remaining > 0 {
-                let defense = route.slots[slot].defense.name();
-                env.decisions.note_penalty(
-                    *key,
-                    *cell,
-                    &route.name,
-                    defense,
-                    subject.ip,
-                    subject.account,
-                    now,
-                    *remaining,
-                );
-            }
-        }
-    }
 }
 
 /// Poll a decision that cannot wait: the offline replay and benchmarks run on the local store, which answers at

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 use super::cell::{self, secs, Cell, RecentSet};
-use super::{CellId, KeyCounts, KeyKind, Read, ReadFuture, Replies, Reply, StateKey, Store, Write};
+use super::{CellId, KeyCounts, KeyKind, Read, ReadFuture, Replies, Reply, StateKey, Store, Struck, Write};
 
 const SHARDS: usize = 64;
 
@@ -148,7 +148,8 @@ impl LocalStore {
         }
     }
 
-    fn write_one(&self, write: &Write, now: u64) {
+    /// Apply one write; for a count or distinct-set write that imposed a new penalty, the nanoseconds it lasts.
+    fn write_one(&self, write: &Write, now: u64) -> Option<u64> {
         let key = write.key();
         let at = secs(now);
         let mut shard = self.shard(&key).lock();
@@ -156,7 +157,7 @@ impl LocalStore {
             if let Some(cell) = shard.get_mut(&key.id).and_then(|r| r.cells.iter_mut().find(|c| c.id() == *id)) {
                 cell::reset_count(cell);
             }
-            return;
+            return None;
         }
         if let Write::Lift { cell: id, .. } = write {
             if let Some(record) = shard.get_mut(&key.id) {
@@ -166,32 +167,37 @@ impl LocalStore {
                 // Eviction may take the record again once no other cell holds a penalty.
                 record.penalised = record.cells.iter().map(Cell::penalty_until).max().unwrap_or(0);
             }
-            return;
+            return None;
         }
         if !shard.contains_key(&key.id) && shard.len() >= self.per_shard_cap {
             make_room(&mut shard, self.per_shard_cap, at);
         }
         let record = shard.entry(key.id).or_default();
+        let mut struck = None;
         let until = match *write {
             Write::Count { cell: id, rule, .. } => {
                 let cell =
                     record.cell_or(id, || Cell::Count { id, start: 0, current: 0, previous: 0, until: 0, strikes: 0 });
+                let before = cell.penalty_until();
                 let keep = cell::count(cell, now, &rule);
+                struck = new_penalty(before, cell, now);
                 let penalised = cell.penalty_until();
                 record.penalised = record.penalised.max(penalised);
                 keep
             }
             Write::Distinct { cell: id, member, failed, rule, .. } => {
                 let cell = record.cell_or(id, || Cell::Distinct { id, set: Box::default() });
-                let Cell::Distinct { set, .. } = cell else { return };
+                let before = cell.penalty_until();
+                let Cell::Distinct { set, .. } = cell else { return None };
                 let keep = cell::distinct(set, now, member, failed, &rule);
+                struck = new_penalty(before, cell, now);
                 let penalised = cell.penalty_until();
                 record.penalised = record.penalised.max(penalised);
                 keep
             }
             Write::Remember { cell: id, member, cap, keep, .. } => {
                 let cell = record.cell_or(id, || Cell::Recent { id, set: Box::<RecentSet>::default() });
-                let Cell::Recent { set, .. } = cell else { return };
+                let Cell::Recent { set, .. } = cell else { return None };
                 cell::remember(set, now, member, cap, keep)
             }
             Write::SetLast { cell: id, value, keep, .. } => {
@@ -205,6 +211,7 @@ impl LocalStore {
             Write::ResetCount { .. } | Write::Lift { .. } => 0,
         };
         record.extend(until);
+        struck
     }
 
     /// Records per kind, and how many hold a penalty in force (for the memory benchmark and tests).
@@ -235,6 +242,12 @@ fn table_fill(wanted: usize) -> usize {
         buckets *= 2;
     }
     (buckets / 8 * 7).min(wanted).max(8)
+}
+
+/// The penalty a write imposed: the cell's penalty moved later and is in force.
+fn new_penalty(before: u32, cell: &Cell, now: u64) -> Option<u64> {
+    let after = cell.penalty_until();
+    (after > before).then(|| cell.penalty_remaining(now)).filter(|left| *left > 0)
 }
 
 /// Free a tenth of a full shard: expired records first, then records without a live penalty, then any.
@@ -271,6 +284,14 @@ impl Store for LocalStore {
     fn write(&self, writes: &[Write], now: u64) {
         for write in writes {
             self.write_one(write, now);
+        }
+    }
+
+    fn write_reporting(&self, writes: &[Write], now: u64, struck: &mut Struck) {
+        for (at, write) in writes.iter().enumerate() {
+            if let Some(left) = self.write_one(write, now) {
+                struck.push((at, left));
+            }
         }
     }
 
@@ -401,6 +422,21 @@ mod tests {
         }
         assert_eq!(replies[..5], [Reply::Admit; 5]);
         assert_eq!(replies[5], Reply::Wait(12 * S));
+    }
+
+    #[test]
+    fn a_write_reports_the_penalty_it_imposed_once() {
+        let store = LocalStore::new(1000);
+        let k = key(KeyKind::Account, 5);
+        let count = [Write::Count { key: k, cell: 3, rule: rule(2) }];
+        let mut struck = Struck::new();
+        store.write_reporting(&count, T0, &mut struck);
+        assert!(struck.is_empty(), "below the threshold");
+        store.write_reporting(&count, T0, &mut struck);
+        assert_eq!(struck[..], [(0, 900 * S)], "the second failure strikes");
+        struck.clear();
+        store.write_reporting(&count, T0 + S, &mut struck);
+        assert!(struck.is_empty(), "events while blocked impose nothing new");
     }
 
     #[test]

@@ -203,6 +203,9 @@ impl ReadFuture<'_> {
 pub type Reads = smallvec::SmallVec<[Read; 8]>;
 pub type Replies = smallvec::SmallVec<[Reply; 8]>;
 
+/// Writes that imposed a penalty: (index into the writes, nanoseconds left).
+pub type Struck = smallvec::SmallVec<[(usize, u64); 4]>;
+
 /// Records by key kind, for gauges.
 pub type KeyCounts = [(KeyKind, usize); 7];
 
@@ -211,6 +214,12 @@ pub trait Store: Send + Sync {
     fn read<'a>(&'a self, reads: &'a [Read], now: u64, replies: &'a mut Replies) -> ReadFuture<'a>;
     /// Apply (or queue) the writes of an answer.
     fn write(&self, writes: &[Write], now: u64);
+    /// The same, also reporting the writes that imposed a new penalty (index into `writes`, nanoseconds it lasts), where
+    /// the backend knows at once — so the engine can list penalties for operators without reading the store back.
+    fn write_reporting(&self, writes: &[Write], now: u64, struck: &mut Struck) {
+        let _ = struck;
+        self.write(writes, now);
+    }
     /// Drop expired records; called from the maintenance timer.
     fn prune(&self, now: u64);
     fn tracked_keys(&self) -> KeyCounts;

@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use super::breaker::{Breaker, BreakerSettings, Transition};
 use super::redis::RedisStore;
 use super::{
-    KeyCounts, KeyKind, LocalStore, Read, ReadFuture, Reads, Replies, Reply, StateKey, Store, StoreError, Write,
+    KeyCounts, KeyKind, LocalStore, Read, ReadFuture, Reads, Replies, Reply, StateKey, Store, StoreError, Struck, Write,
 };
 use crate::telemetry::metrics;
 
@@ -360,7 +360,12 @@ impl Store for SharedStore {
     }
 
     fn write(&self, writes: &[Write], now: u64) {
-        self.local.write(writes, now);
+        self.write_reporting(writes, now, &mut Struck::new());
+    }
+
+    /// The local store applies at once and reports its penalties; the shared writes go behind.
+    fn write_reporting(&self, writes: &[Write], now: u64, struck: &mut Struck) {
+        self.local.write_reporting(writes, now, struck);
         for write in writes.iter().filter(|w| self.shares(w.key())) {
             if self.shared.breaker.is_open() {
                 metrics::SHARED_WRITES_DROPPED.with_label_values(&["breaker_open"]).inc();
