@@ -46,6 +46,9 @@ pub struct PenaltyEntry {
     /// Unix seconds.
     pub since: u64,
     pub until: u64,
+    /// The number in `id`: orders entries noted within one second.
+    #[serde(skip)]
+    pub number: u64,
     #[serde(skip)]
     pub key: StateKey,
     #[serde(skip)]
@@ -84,13 +87,30 @@ struct Index {
     penalties: HashMap<(StateKey, CellId), PenaltyEntry>,
 }
 
+impl Index {
+    /// Free a tenth of a full index: the expired entries, then the oldest. One pass frees room for many penalties,
+    /// so under an attack that imposes thousands (the index full of live ones) a new penalty costs O(1) amortised,
+    /// not a scan of the whole index under the lock every gateway thread takes.
+    fn make_room(&mut self, now_secs: u64) {
+        self.penalties.retain(|_, entry| entry.until > now_secs);
+        let target = PENALTY_INDEX_CAPACITY - PENALTY_INDEX_CAPACITY / 10;
+        if self.penalties.len() <= target {
+            return;
+        }
+        let mut since: Vec<(u64, u64)> = self.penalties.values().map(|e| (e.since, e.number)).collect();
+        let excess = self.penalties.len() - target;
+        let (_, &mut cut, _) = since.select_nth_unstable(excess - 1);
+        self.penalties.retain(|_, e| (e.since, e.number) > cut);
+    }
+}
+
 #[derive(Default)]
 pub struct Decisions {
     index: Mutex<Index>,
     /// Read on every request (lock-free); written by the admin API only.
     bans: ArcSwap<Vec<Ban>>,
     next_ban: Mutex<u64>,
-    blocked: Mutex<HashMap<IpAddr, u64>>,
+    blocked: [Mutex<HashMap<IpAddr, u64>>; BLOCKED_SHARDS],
 }
 
 /// What [`Decisions::remove`] took away.
@@ -127,17 +147,12 @@ impl Decisions {
             }
         }
         if index.penalties.len() >= PENALTY_INDEX_CAPACITY {
-            index.penalties.retain(|_, entry| entry.until > since);
-        }
-        if index.penalties.len() >= PENALTY_INDEX_CAPACITY {
-            let oldest = index.penalties.iter().min_by_key(|(_, e)| e.since).map(|(k, _)| *k);
-            if let Some(oldest) = oldest {
-                index.penalties.remove(&oldest);
-            }
+            index.make_room(since);
         }
         index.next += 1;
         let entry = PenaltyEntry {
             id: format!("p{}", index.next),
+            number: index.next,
             route: route.to_string(),
             defense,
             scope: key.kind.as_str(),
@@ -157,7 +172,7 @@ impl Decisions {
         let mut index = self.index.lock();
         index.penalties.retain(|_, entry| entry.until > at);
         let mut list: Vec<PenaltyEntry> = index.penalties.values().cloned().collect();
-        list.sort_by(|a, b| b.since.cmp(&a.since).then(b.id.cmp(&a.id)));
+        list.sort_by_key(|e| std::cmp::Reverse((e.since, e.number)));
         list
     }
 
@@ -221,8 +236,10 @@ impl Decisions {
 
     /// Count a blocked request from `ip` (for the dashboard's top blocked addresses; bounded).
     pub fn note_block(&self, ip: IpAddr) {
-        let mut blocked = self.blocked.lock();
-        if !blocked.contains_key(&ip) && blocked.len() >= TOP_BLOCKED_CAPACITY {
+        // Each thread counts in its own shard: a flood from one address, refused on every worker thread, would
+        // otherwise have all of them take one lock per refused request.
+        let mut blocked = self.blocked[thread_shard()].lock();
+        if !blocked.contains_key(&ip) && blocked.len() >= TOP_BLOCKED_CAPACITY / BLOCKED_SHARDS {
             // Keep the heavy hitters: drop the addresses blocked least.
             let mut counts: Vec<u64> = blocked.values().copied().collect();
             counts.sort_unstable();
@@ -234,13 +251,30 @@ impl Decisions {
 
     /// The `n` addresses blocked most.
     pub fn top_blocked(&self, n: usize) -> Vec<BlockedAddress> {
-        let blocked = self.blocked.lock();
+        let mut total: HashMap<IpAddr, u64> = HashMap::new();
+        for shard in &self.blocked {
+            for (&address, &count) in shard.lock().iter() {
+                *total.entry(address).or_insert(0) += count;
+            }
+        }
         let mut list: Vec<BlockedAddress> =
-            blocked.iter().map(|(&address, &blocked)| BlockedAddress { address, blocked }).collect();
+            total.into_iter().map(|(address, blocked)| BlockedAddress { address, blocked }).collect();
         list.sort_by(|a, b| b.blocked.cmp(&a.blocked).then(a.address.cmp(&b.address)));
         list.truncate(n);
         list
     }
+}
+
+/// Shards of the blocked-address counts (see [`Decisions::note_block`]).
+const BLOCKED_SHARDS: usize = 16;
+
+/// This thread's shard: threads are numbered as they first count a block.
+fn thread_shard() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % BLOCKED_SHARDS;
+    }
+    SHARD.with(|shard| *shard)
 }
 
 #[cfg(test)]
@@ -266,6 +300,28 @@ mod tests {
         assert_eq!(list[0].until, T0 / S + 601);
         assert_eq!(list[0].scope, "address");
         assert!(decisions.penalties(T0 + 700 * S).is_empty());
+    }
+
+    #[test]
+    fn a_full_index_of_live_penalties_drops_the_oldest_tenth_at_once() {
+        let decisions = Decisions::default();
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let cap = PENALTY_INDEX_CAPACITY as u64;
+        // All in force for an hour: nothing has expired when the index fills.
+        for i in 0..cap {
+            decisions.note_penalty(key(i), 1, "login", "account_failures", ip, None, T0 + i * S / 1000, 3600 * S);
+        }
+        decisions.note_penalty(key(cap), 1, "login", "account_failures", ip, None, T0 + 11 * S, 3600 * S);
+        let list = decisions.penalties(T0 + 11 * S);
+        assert_eq!(list.len(), PENALTY_INDEX_CAPACITY - PENALTY_INDEX_CAPACITY / 10 + 1);
+        assert_eq!(list[0].key, key(cap), "the newest is listed first");
+        let oldest_kept = list.iter().map(|e| e.number).min().unwrap();
+        assert_eq!(oldest_kept, cap / 10 + 1, "the oldest tenth went, nothing newer");
+        // The next penalties find room without another sweep.
+        for i in 1..100 {
+            decisions.note_penalty(key(cap + i), 1, "login", "account_failures", ip, None, T0 + 12 * S, 3600 * S);
+        }
+        assert_eq!(decisions.penalties(T0 + 12 * S).len(), list.len() + 99);
     }
 
     #[test]
@@ -299,6 +355,18 @@ mod tests {
     }
 
     #[test]
+    fn blocks_counted_on_several_threads_add_up() {
+        let decisions = Decisions::default();
+        let flood: IpAddr = "198.51.100.66".parse().unwrap();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| (0..250).for_each(|_| decisions.note_block(flood)));
+            }
+        });
+        assert_eq!(decisions.top_blocked(5), vec![BlockedAddress { address: flood, blocked: 1000 }]);
+    }
+
+    #[test]
     fn top_blocked_keeps_the_heaviest_hitters_within_its_bound() {
         let decisions = Decisions::default();
         let heavy: IpAddr = "192.0.2.1".parse().unwrap();
@@ -308,7 +376,7 @@ mod tests {
         for i in 0..(TOP_BLOCKED_CAPACITY as u32 * 2) {
             decisions.note_block(IpAddr::from((0x0a00_0000u32 + i).to_be_bytes()));
         }
-        assert!(decisions.blocked.lock().len() <= TOP_BLOCKED_CAPACITY);
+        assert!(decisions.blocked.iter().map(|shard| shard.lock().len()).sum::<usize>() <= TOP_BLOCKED_CAPACITY);
         assert_eq!(decisions.top_blocked(1)[0], BlockedAddress { address: heavy, blocked: 50 });
     }
 }

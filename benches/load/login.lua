@@ -7,7 +7,21 @@
 -- Each wrk invocation starts its counter 200000 × (seconds since the epoch) further on, so a warm-up and the run after
 -- it send different accounts (new keys for every store), not the same sequence twice.
 -- (wrk runs LuaJIT: Lua 5.1, no `//`; `bit` is built in.)
+-- Every wrk thread runs its own copy of this script with the same clock: without an offset per thread, `-t4` would
+-- send each account, password and address four times (four failures per account: enough for the default policy's
+-- account-failure tag to impose a penalty on every account, which is not the traffic this script means to be).
+-- So thread i starts 2^26 requests further on (its own addresses too: they come from the counter).
 local counter = (os.time() * 200000) % 4294967296
+local threads_started = 0
+
+function setup(thread)
+  thread:set("thread_index", threads_started)
+  threads_started = threads_started + 1
+end
+
+function init(args)
+  counter = (counter + (thread_index or 0) * 67108864) % 4294967296
+end
 local headers = { ["Content-Type"] = "application/json" }
 local floor, format, tohex, bxor = math.floor, string.format, bit.tohex, bit.bxor
 local first = { 81, 92, 1, 14, 24, 50, 177, 190, 41, 200, 36, 58, 185, 212, 66, 98 }

@@ -196,7 +196,7 @@ impl ProxyHttp for Gateway {
                 (Some(code), false) => code.as_str(),
                 (None, false) => "unknown",
             };
-            metrics::REQUESTS_BY_COUNTRY.with_label_values(&[route.name.as_str(), label, verdict]).inc();
+            metrics::count_by_country(&route.name, label, verdict);
         }
         if let Some(outcome) = ctx.outcome {
             route.metrics.outcome(outcome).inc();

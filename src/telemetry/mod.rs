@@ -38,12 +38,26 @@ pub fn init(format: LogFormat, level: &str) -> tracing_appender::non_blocking::W
     match result {
         Ok(()) => {
             if log::set_logger(&PingoraLog).is_ok() {
-                log::set_max_level(log::LevelFilter::Debug);
+                sync_log_level();
             }
         }
         Err(error) => eprintln!("stuffgate: logging was already set up: {error}"),
     }
     guard
+}
+
+/// Let `log` records (pingora's) through only up to the most verbose level the filter enables anywhere: pingora
+/// logs a dozen debug lines per proxied request, and each one would otherwise be built and handed to the bridge
+/// just to be dropped there.
+fn sync_log_level() {
+    let level = match tracing::level_filters::LevelFilter::current().into_level() {
+        None => log::LevelFilter::Off,
+        Some(tracing::Level::ERROR) => log::LevelFilter::Error,
+        Some(tracing::Level::WARN) => log::LevelFilter::Warn,
+        Some(tracing::Level::INFO) => log::LevelFilter::Info,
+        Some(_) => log::LevelFilter::Debug,
+    };
+    log::set_max_level(level);
 }
 
 /// The filter for a configured level such as "info" or "stuffgate=debug".
@@ -64,7 +78,9 @@ where
             return Err("RUST_LOG is set and takes precedence over log.level".to_string());
         }
         let filter = EnvFilter::try_new(level).map_err(|e| format!("`{level}` is not a log filter: {e}"))?;
-        handle.reload(filter).map_err(|e| e.to_string())
+        handle.reload(filter).map_err(|e| e.to_string())?;
+        sync_log_level();
+        Ok(())
     }));
 }
 
