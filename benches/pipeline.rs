@@ -37,6 +37,7 @@ use stuffgate::config::{compile_policies, CompileEnv, Policy};
 use stuffgate::defense::{Outcome, Verdict};
 use stuffgate::engine::{self, InMemory};
 use stuffgate::geoip::SharedGeoDb;
+use stuffgate::store::LocalStore;
 
 use std::cell::RefCell;
 
@@ -57,6 +58,7 @@ const PRUNE_EVERY: u64 = 1 << 20;
 
 struct Bench {
     env: CompileEnv,
+    local: Arc<LocalStore>,
     policy: Policy,
     login: usize,
     /// One request reused across calls, as the proxy reuses the parsed header map: only address and body change.
@@ -68,6 +70,9 @@ impl Bench {
         // As `server::build_state` does for a gateway file with `[geoip]` and `[breach]`.
         let geo = SharedGeoDb::open(Path::new(COUNTRY_DB), None).expect("geoip/country.mmdb opens");
         let mut env = CompileEnv::new(clock, MAX_TRACKED_KEYS).with_geo(Some(Arc::new(geo)));
+        // The same store `CompileEnv::new` makes, kept typed here for the memory check's census.
+        let local = Arc::new(LocalStore::new(MAX_TRACKED_KEYS));
+        env.store = local.clone();
         env.open_breach_filters(Some(Path::new(PASSWORD_FILTER)), None)
             .expect("policies/data/common-passwords.bloom opens");
         let policy = compile_policies(&[PathBuf::from(POLICY)], &env, None).expect("policies/default.toml compiles");
@@ -75,6 +80,7 @@ impl Bench {
             policy.match_route(&http::Method::POST, "/api/login").expect("the default policy protects POST /api/login");
         Bench {
             env,
+            local,
             policy,
             login,
             request: RefCell::new(InMemory {
@@ -326,6 +332,7 @@ fn memory_check(addresses: u64) {
     let route = &bench.policy.routes[bench.login];
     let mut body = Numbered::new(MINIMAL_TEMPLATE);
     let rss0 = rss_mib();
+    smaps_summary();
     let start = Instant::now();
     let mut refused = 0u64;
     for i in 0..addresses {
@@ -360,9 +367,19 @@ fn memory_check(addresses: u64) {
             cells.join(" ")
         );
     };
-    println!("  record size in the map: {} B (key + record, before heap cells)", stuffgate::store::RECORD_BYTES);
+    let [narrow, wide] = stuffgate::store::RECORD_BYTES;
+    println!("  record size in the map: {narrow} B narrow (pair, password, ...), {wide} B wide (address, account), before heap cells");
     println!("  {:<34} rss={rss0:.0} MiB", "before the feed");
     row("after the feed, before prune");
+    smaps_summary();
+    for (kind, records, cells, spilled, boxed) in bench.local.cell_census() {
+        if records > 0 {
+            println!(
+                "    {:<16} {records} records, {cells} cells, {spilled} spilled to the heap, {boxed} boxed sets",
+                kind.as_str()
+            );
+        }
+    }
     let timed_prune = |label: &str| {
         let t = Instant::now();
         bench.prune();
@@ -374,6 +391,43 @@ fn memory_check(addresses: u64) {
     timed_prune("prune +1 min");
     clock.advance(Duration::from_secs(25 * 3600));
     timed_prune("prune +25 h");
+}
+
+/// Where the RSS is: the process's mappings grouped by size (the store's shard tables are mappings of their own),
+/// and the largest few.
+fn smaps_summary() {
+    let Ok(text) = std::fs::read_to_string("/proc/self/smaps") else { return };
+    let mut maps: Vec<(u64, u64, String)> = Vec::new(); // (size, rss, header)
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if let Some((start, end)) = first.split_once('-').filter(|(a, _)| u64::from_str_radix(a, 16).is_ok()) {
+            let size = u64::from_str_radix(end, 16).unwrap_or(0) - u64::from_str_radix(start, 16).unwrap_or(0);
+            maps.push((size, 0, line.to_string()));
+        } else if first == "AnonHugePages:" && words.clone().next() != Some("0") {
+            if let Some(last) = maps.last_mut() {
+                last.2.push_str(&format!(" (huge pages: {} kB)", words.next().unwrap_or("?")));
+            }
+        } else if first == "Rss:" {
+            if let (Some(last), Some(kb)) = (maps.last_mut(), words.next().and_then(|w| w.parse::<u64>().ok())) {
+                last.1 = kb * 1024;
+            }
+        }
+    }
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let tables: Vec<_> = maps.iter().filter(|m| (256 << 10..4 << 20).contains(&m.0)).collect();
+    let rest: u64 = maps.iter().filter(|m| !(256 << 10..4 << 20).contains(&m.0)).map(|m| m.1).sum();
+    println!(
+        "  RSS by mapping: {} mappings of 256 KiB-4 MiB (the shard tables) {:.0} MiB of {:.0} MiB mapped; the rest {:.0} MiB",
+        tables.len(),
+        mib(tables.iter().map(|m| m.1).sum()),
+        mib(tables.iter().map(|m| m.0).sum()),
+        mib(rest)
+    );
+    maps.sort_by_key(|m| std::cmp::Reverse(m.1));
+    for (size, rss, header) in maps.iter().take(4) {
+        println!("    {:.0} MiB resident of {:.0} MiB: {header}", mib(*rss), mib(*size));
+    }
 }
 
 fn rss_mib() -> f64 {

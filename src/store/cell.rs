@@ -107,6 +107,16 @@ pub(super) enum Cell {
         until: u32,
         strikes: u8,
     },
+    /// A distinct set of at most one member, inline: most keys only ever see one (a stuffing list tries each
+    /// address, account and password once or twice), so they never pay for a box. `seen == 0`: no member.
+    DistinctOne {
+        id: CellId,
+        strikes: u8,
+        until: u32,
+        print: u32,
+        seen: u32,
+    },
+    /// A distinct set that outgrew the inline form.
     Distinct {
         id: CellId,
         set: Box<DistinctSet>,
@@ -127,6 +137,7 @@ impl Cell {
         match self {
             Cell::Gcra { id, .. }
             | Cell::Count { id, .. }
+            | Cell::DistinctOne { id, .. }
             | Cell::Distinct { id, .. }
             | Cell::Recent { id, .. }
             | Cell::Last { id, .. } => *id,
@@ -136,7 +147,7 @@ impl Cell {
     /// Second until which the cell still matters, given the memory of the rule that wrote it.
     pub(super) fn penalty_until(&self) -> u32 {
         match self {
-            Cell::Count { until, .. } => *until,
+            Cell::Count { until, .. } | Cell::DistinctOne { until, .. } => *until,
             Cell::Distinct { set, .. } => set.penalty.until,
             _ => 0,
         }
@@ -144,7 +155,7 @@ impl Cell {
 
     pub(super) fn penalty_remaining(&self, now: u64) -> u64 {
         match self {
-            Cell::Count { until, .. } => remaining(*until, now),
+            Cell::Count { until, .. } | Cell::DistinctOne { until, .. } => remaining(*until, now),
             Cell::Distinct { set, .. } => remaining(set.penalty.until, now),
             _ => 0,
         }
@@ -225,6 +236,7 @@ pub(super) fn lift(cell: &mut Cell) {
             (*start, *current, *previous, *until, *strikes) = (0, 0, 0, 0, 0);
         }
         Cell::Distinct { set, .. } => **set = DistinctSet::default(),
+        Cell::DistinctOne { strikes, until, print, seen, .. } => (*strikes, *until, *print, *seen) = (0, 0, 0, 0),
         _ => {}
     }
 }
@@ -233,6 +245,33 @@ pub(super) fn reset_count(cell: &mut Cell) {
     if let Cell::Count { start, current, previous, .. } = cell {
         (*start, *current, *previous) = (0, 0, 0);
     }
+}
+
+/// An empty distinct-set cell (inline until a second member arrives).
+pub(super) fn empty_distinct(id: CellId) -> Cell {
+    Cell::DistinctOne { id, strikes: 0, until: 0, print: 0, seen: 0 }
+}
+
+/// Note a member's latest outcome in a distinct-set cell of either form; returns the cell's keep-until second. The
+/// inline form goes through the same [`distinct`] on a set built on the stack, and is boxed once it holds two members.
+pub(super) fn distinct_cell(cell: &mut Cell, now: u64, member: u32, failed: bool, rule: &DistinctRule) -> u32 {
+    let (id, mut set) = match cell {
+        Cell::Distinct { set, .. } => return distinct(set, now, member, failed, rule),
+        Cell::DistinctOne { id, strikes, until, print, seen } => {
+            let entries = if *seen == 0 { smallvec::SmallVec::new() } else { smallvec::smallvec![(*print, *seen)] };
+            (*id, DistinctSet { entries, penalty: Penalty { until: *until, strikes: *strikes } })
+        }
+        _ => return 0,
+    };
+    let keep = distinct(&mut set, now, member, failed, rule);
+    *cell = match set.entries.as_slice() {
+        [] => Cell::DistinctOne { id, strikes: set.penalty.strikes, until: set.penalty.until, print: 0, seen: 0 },
+        &[(print, seen)] => {
+            Cell::DistinctOne { id, strikes: set.penalty.strikes, until: set.penalty.until, print, seen }
+        }
+        _ => Cell::Distinct { id, set: Box::new(set) },
+    };
+    keep
 }
 
 /// Note a member's latest outcome in a distinct set; returns the cell's keep-until second.
@@ -394,6 +433,41 @@ mod tests {
         distinct(&mut set, T0, 40, true, &rule);
         assert!(set.penalty.is_blocked(T0));
         assert!(set.entries.is_empty());
+    }
+
+    #[test]
+    fn the_inline_distinct_cell_decides_as_the_boxed_set_does_and_boxes_only_a_second_member() {
+        let rule = DistinctRule {
+            threshold: 3,
+            suspect: Some((2, 0.25)),
+            window: 600 * S,
+            penalty: 60 * S,
+            max_penalty: 600 * S,
+            memory: 3600 * S,
+            cap: 4,
+        };
+        let mut cell = empty_distinct(7);
+        distinct_cell(&mut cell, T0, 10, true, &rule);
+        distinct_cell(&mut cell, T0 + S, 10, false, &rule);
+        assert!(matches!(cell, Cell::DistinctOne { print: 10, .. }), "one member stays inline: {cell:?}");
+        distinct_cell(&mut cell, T0 + 2 * S, 20, true, &rule);
+        assert!(matches!(cell, Cell::Distinct { .. }), "a second member is boxed");
+        // Pseudo-random sequences (members, outcomes, times) through both forms: same keep times and penalties.
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..200 {
+            let (mut inline, mut boxed) = (empty_distinct(1), DistinctSet::default());
+            let mut now = T0;
+            for _ in 0..12 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                now += (seed % 400) * S;
+                let (member, failed) = (((seed >> 8) % 3) as u32 * 2 + 2, (seed >> 16) % 4 != 0);
+                let kept = distinct_cell(&mut inline, now, member, failed, &rule);
+                assert_eq!(kept, distinct(&mut boxed, now, member, failed, &rule));
+                assert_eq!(inline.penalty_until(), boxed.penalty.until);
+            }
+        }
     }
 
     #[test]

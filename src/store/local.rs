@@ -5,31 +5,32 @@
 //! without a live penalty, and only then any. A flood of distinct keys therefore costs at most `max_tracked_keys`
 //! records per kind and never lifts a penalty that is in force while unpenalised records remain.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 use super::cell::{self, secs, Cell, RecentSet};
+use super::pages::OsPages;
 use super::{CellId, KeyCounts, KeyKind, Read, ReadFuture, Replies, Reply, StateKey, Store, Struck, Write};
 
 const SHARDS: usize = 64;
 
 /// A record: the cells of every defense keyed on one key, and until when any of them matters.
 #[derive(Debug, Default)]
-struct Record {
+struct Record<const N: usize> {
     /// Second after which nothing in the record matters.
     expires: u32,
     /// Second until which some cell holds a penalty (eviction spares these).
     penalised: u32,
-    cells: SmallVec<[Cell; 2]>,
+    cells: SmallVec<[Cell; N]>,
 }
 
-/// The size of a record as the map stores it (key and value), for the memory figures in the README.
-pub const RECORD_BYTES: usize = std::mem::size_of::<(u64, Record)>();
+/// The size of a record as the map stores it (key and value) for the narrow and the wide key kinds, for the memory
+/// figures in the README.
+pub const RECORD_BYTES: [usize; 2] = [std::mem::size_of::<(u64, Record<1>)>(), std::mem::size_of::<(u64, Record<4>)>()];
 
-impl Record {
+impl<const N: usize> Record<N> {
     fn cell(&self, id: CellId) -> Option<&Cell> {
         self.cells.iter().find(|c| c.id() == id)
     }
@@ -68,10 +69,48 @@ impl Hasher for IdHasher {
     }
 }
 
-type Shard = Mutex<HashMap<u64, Record, BuildHasherDefault<IdHasher>>>;
+/// A shard's records: a hashbrown table on pages of its own (see `pages.rs`).
+type Map<const N: usize> = hashbrown::HashMap<u64, Record<N>, BuildHasherDefault<IdHasher>, OsPages>;
+type Shard<const N: usize> = Mutex<Map<N>>;
+
+/// One key kind's shards. Records keep their cells inline, as many as the kind usually needs: an address or an
+/// account carries most defenses of a login route (rate, failures, distinct accounts, ...: 3 to 4 cells), a pair, a
+/// password, a session or a device one. More still work (they move to the heap); fewer leave no unused slots in a
+/// table of a million records, which is most of the memory a tracked key costs.
+enum Table {
+    Narrow(Box<[Shard<1>]>),
+    Wide(Box<[Shard<4>]>),
+}
+
+impl Table {
+    fn new(kind: KeyKind, per_shard_cap: usize) -> Table {
+        match kind {
+            KeyKind::Address | KeyKind::Account => Table::Wide(shards(per_shard_cap)),
+            _ => Table::Narrow(shards(per_shard_cap)),
+        }
+    }
+}
+
+/// Shards sized for their cap from the start, on pages mapped for them (see `pages.rs`): they never grow, and cost
+/// what their records touch.
+fn shards<const N: usize>(per_shard_cap: usize) -> Box<[Shard<N>]> {
+    (0..SHARDS)
+        .map(|_| Mutex::new(Map::with_capacity_and_hasher_in(per_shard_cap, Default::default(), OsPages)))
+        .collect()
+}
+
+/// Run `$body` with `$shards` bound to a table's shards, whatever its record width.
+macro_rules! on_table {
+    ($table:expr, |$shards:ident| $body:expr) => {
+        match $table {
+            Table::Narrow($shards) => $body,
+            Table::Wide($shards) => $body,
+        }
+    };
+}
 
 pub struct LocalStore {
-    kinds: Vec<Box<[Shard]>>,
+    kinds: Vec<Table>,
     per_shard_cap: usize,
 }
 
@@ -79,14 +118,8 @@ impl LocalStore {
     /// At most `max_keys` records per key kind.
     pub fn new(max_keys: usize) -> LocalStore {
         let per_shard_cap = table_fill(max_keys / SHARDS);
-        let kinds =
-            KeyKind::ALL.iter().map(|_| (0..SHARDS).map(|_| Mutex::new(HashMap::default())).collect()).collect();
+        let kinds = KeyKind::ALL.iter().map(|&kind| Table::new(kind, per_shard_cap)).collect();
         LocalStore { kinds, per_shard_cap }
-    }
-
-    fn shard(&self, key: &StateKey) -> &Shard {
-        // The top bits pick the shard; hashbrown uses the low and top-7 bits inside it, which stay uniform.
-        &self.kinds[key.kind as usize][(key.id >> 40) as usize % SHARDS]
     }
 
     /// The most records one key kind may hold.
@@ -97,121 +130,50 @@ impl LocalStore {
     /// Serve consecutive reads of one key (the usual batch: every address-phase defense reads the address) under
     /// one shard lock and one map lookup.
     fn read_group(&self, key: StateKey, reads: &[Read], now: u64, replies: &mut Replies) {
-        let at = secs(now);
-        let mut shard = self.shard(&key).lock();
-        let creates = reads.iter().any(|r| matches!(r, Read::Gcra { .. } | Read::Claim { .. }));
-        if creates && !shard.contains_key(&key.id) && shard.len() >= self.per_shard_cap {
-            make_room(&mut shard, self.per_shard_cap, at);
-        }
-        let mut record = if creates { Some(shard.entry(key.id).or_default()) } else { shard.get_mut(&key.id) };
-        for read in reads {
-            replies.push(match (read, record.as_deref_mut()) {
-                (Read::Gcra { cell: id, interval, tolerance, .. }, Some(record)) => {
-                    let id = *id;
-                    let Cell::Gcra { tat, .. } = record.cell_or(id, || Cell::Gcra { id, tat: 0 }) else {
-                        replies.push(Reply::Admit);
-                        continue;
-                    };
-                    match cell::gcra(tat, now, *interval, *tolerance) {
-                        Ok(until) => {
-                            record.extend(until);
-                            Reply::Admit
-                        }
-                        Err(wait) => Reply::Wait(wait),
-                    }
-                }
-                (Read::Claim { cell: id, ttl, .. }, Some(record)) => {
-                    let id = *id;
-                    let until = secs(now + ttl).max(at + 1);
-                    let cell = record.cell_or(id, || Cell::Last { id, value: 0, until: 0 });
-                    match cell {
-                        Cell::Last { value, until: held_until, .. } if !(*value == 1 && at < *held_until) => {
-                            (*value, *held_until) = (1, until);
-                            record.extend(until);
-                            Reply::Claimed(true)
-                        }
-                        _ => Reply::Claimed(false),
-                    }
-                }
-                (Read::Penalty { cell, .. }, record) => {
-                    Reply::Penalty(record.and_then(|r| r.cell(*cell)).map(|c| c.penalty_remaining(now)).unwrap_or(0))
-                }
-                (Read::Contains { cell, member, .. }, record) => {
-                    Reply::Contains(record.and_then(|r| r.cell(*cell)).is_some_and(|c| c.contains(*member, now)))
-                }
-                (Read::Last { cell, .. }, record) => {
-                    Reply::Last(record.and_then(|r| r.cell(*cell)).and_then(|c| c.last(now)))
-                }
-                (Read::Gcra { .. }, None) => Reply::Admit,
-                (Read::Claim { .. }, None) => Reply::Claimed(false),
-            });
+        on_table!(&self.kinds[key.kind as usize], |shards| {
+            read_group(&shards[shard_index(&key)], self.per_shard_cap, key, reads, now, replies)
+        })
+    }
+
+    /// Apply an answer's writes, grouped by key: one shard lock and one map lookup per key, as for reads (a login
+    /// writes several cells of the address, of the account, ...). Order within a key is kept.
+    fn write_grouped(&self, writes: &[Write], now: u64, struck: &mut Struck) {
+        let mut order: SmallVec<[usize; 16]> = (0..writes.len()).collect();
+        order.sort_by_key(|&i| {
+            let key = writes[i].key();
+            (key.kind as u8, key.id)
+        });
+        for group in order.chunk_by(|&a, &b| writes[a].key() == writes[b].key()) {
+            let key = writes[group[0]].key();
+            on_table!(&self.kinds[key.kind as usize], |shards| {
+                write_group(&shards[shard_index(&key)], self.per_shard_cap, writes, group, now, struck)
+            })
         }
     }
 
-    /// Apply one write; for a count or distinct-set write that imposed a new penalty, the nanoseconds it lasts.
-    fn write_one(&self, write: &Write, now: u64) -> Option<u64> {
-        let key = write.key();
-        let at = secs(now);
-        let mut shard = self.shard(&key).lock();
-        if let Write::ResetCount { cell: id, .. } = write {
-            if let Some(cell) = shard.get_mut(&key.id).and_then(|r| r.cells.iter_mut().find(|c| c.id() == *id)) {
-                cell::reset_count(cell);
-            }
-            return None;
-        }
-        if let Write::Lift { cell: id, .. } = write {
-            if let Some(record) = shard.get_mut(&key.id) {
-                if let Some(cell) = record.cells.iter_mut().find(|c| c.id() == *id) {
-                    cell::lift(cell);
-                }
-                // Eviction may take the record again once no other cell holds a penalty.
-                record.penalised = record.cells.iter().map(Cell::penalty_until).max().unwrap_or(0);
-            }
-            return None;
-        }
-        if !shard.contains_key(&key.id) && shard.len() >= self.per_shard_cap {
-            make_room(&mut shard, self.per_shard_cap, at);
-        }
-        let record = shard.entry(key.id).or_default();
-        let mut struck = None;
-        let until = match *write {
-            Write::Count { cell: id, rule, .. } => {
-                let cell =
-                    record.cell_or(id, || Cell::Count { id, start: 0, current: 0, previous: 0, until: 0, strikes: 0 });
-                let before = cell.penalty_until();
-                let keep = cell::count(cell, now, &rule);
-                struck = new_penalty(before, cell, now);
-                let penalised = cell.penalty_until();
-                record.penalised = record.penalised.max(penalised);
-                keep
-            }
-            Write::Distinct { cell: id, member, failed, rule, .. } => {
-                let cell = record.cell_or(id, || Cell::Distinct { id, set: Box::default() });
-                let before = cell.penalty_until();
-                let Cell::Distinct { set, .. } = cell else { return None };
-                let keep = cell::distinct(set, now, member, failed, &rule);
-                struck = new_penalty(before, cell, now);
-                let penalised = cell.penalty_until();
-                record.penalised = record.penalised.max(penalised);
-                keep
-            }
-            Write::Remember { cell: id, member, cap, keep, .. } => {
-                let cell = record.cell_or(id, || Cell::Recent { id, set: Box::<RecentSet>::default() });
-                let Cell::Recent { set, .. } = cell else { return None };
-                cell::remember(set, now, member, cap, keep)
-            }
-            Write::SetLast { cell: id, value, keep, .. } => {
-                let until = secs(now + keep);
-                let cell = record.cell_or(id, || Cell::Last { id, value, until });
-                if let Cell::Last { value: v, until: u, .. } = cell {
-                    (*v, *u) = (value, until);
-                }
-                until
-            }
-            Write::ResetCount { .. } | Write::Lift { .. } => 0,
-        };
-        record.extend(until);
-        struck
+    /// Per kind: records, cells, records whose cells spilled to the heap, and boxed sets (for the memory benchmark).
+    pub fn cell_census(&self) -> Vec<(KeyKind, usize, usize, usize, usize)> {
+        KeyKind::ALL
+            .iter()
+            .map(|&kind| {
+                let (mut records, mut cells, mut spilled, mut boxed) = (0, 0, 0, 0);
+                on_table!(&self.kinds[kind as usize], |shards| {
+                    for shard in shards.iter() {
+                        for record in shard.lock().values() {
+                            records += 1;
+                            cells += record.cells.len();
+                            spilled += usize::from(record.cells.spilled());
+                            boxed += record
+                                .cells
+                                .iter()
+                                .filter(|c| matches!(c, Cell::Distinct { .. } | Cell::Recent { .. }))
+                                .count();
+                        }
+                    }
+                });
+                (kind, records, cells, spilled, boxed)
+            })
+            .collect()
     }
 
     /// Records per kind, and how many hold a penalty in force (for the memory benchmark and tests).
@@ -221,15 +183,163 @@ impl LocalStore {
             .iter()
             .map(|&kind| {
                 let (mut records, mut penalised) = (0, 0);
-                for shard in self.kinds[kind as usize].iter() {
-                    let shard = shard.lock();
-                    records += shard.len();
-                    penalised += shard.values().filter(|r| r.penalised > at).count();
-                }
+                on_table!(&self.kinds[kind as usize], |shards| {
+                    for shard in shards.iter() {
+                        let shard = shard.lock();
+                        records += shard.len();
+                        penalised += shard.values().filter(|r| r.penalised > at).count();
+                    }
+                });
                 (kind, records, penalised)
             })
             .collect()
     }
+}
+
+/// Serve consecutive reads of one key from its shard (see [`LocalStore::read_group`]).
+fn read_group<const N: usize>(
+    shard: &Shard<N>,
+    cap: usize,
+    key: StateKey,
+    reads: &[Read],
+    now: u64,
+    replies: &mut Replies,
+) {
+    let at = secs(now);
+    let mut shard = shard.lock();
+    let creates = reads.iter().any(|r| matches!(r, Read::Gcra { .. } | Read::Claim { .. }));
+    if creates && !shard.contains_key(&key.id) && shard.len() >= cap {
+        make_room(&mut shard, cap, at);
+    }
+    let mut record = if creates { Some(shard.entry(key.id).or_default()) } else { shard.get_mut(&key.id) };
+    for read in reads {
+        replies.push(match (read, record.as_deref_mut()) {
+            (Read::Gcra { cell: id, interval, tolerance, .. }, Some(record)) => {
+                let id = *id;
+                let Cell::Gcra { tat, .. } = record.cell_or(id, || Cell::Gcra { id, tat: 0 }) else {
+                    replies.push(Reply::Admit);
+                    continue;
+                };
+                match cell::gcra(tat, now, *interval, *tolerance) {
+                    Ok(until) => {
+                        record.extend(until);
+                        Reply::Admit
+                    }
+                    Err(wait) => Reply::Wait(wait),
+                }
+            }
+            (Read::Claim { cell: id, ttl, .. }, Some(record)) => {
+                let id = *id;
+                let until = secs(now + ttl).max(at + 1);
+                let cell = record.cell_or(id, || Cell::Last { id, value: 0, until: 0 });
+                match cell {
+                    Cell::Last { value, until: held_until, .. } if !(*value == 1 && at < *held_until) => {
+                        (*value, *held_until) = (1, until);
+                        record.extend(until);
+                        Reply::Claimed(true)
+                    }
+                    _ => Reply::Claimed(false),
+                }
+            }
+            (Read::Penalty { cell, .. }, record) => {
+                Reply::Penalty(record.and_then(|r| r.cell(*cell)).map(|c| c.penalty_remaining(now)).unwrap_or(0))
+            }
+            (Read::Contains { cell, member, .. }, record) => {
+                Reply::Contains(record.and_then(|r| r.cell(*cell)).is_some_and(|c| c.contains(*member, now)))
+            }
+            (Read::Last { cell, .. }, record) => {
+                Reply::Last(record.and_then(|r| r.cell(*cell)).and_then(|c| c.last(now)))
+            }
+            (Read::Gcra { .. }, None) => Reply::Admit,
+            (Read::Claim { .. }, None) => Reply::Claimed(false),
+        });
+    }
+}
+
+/// Apply one key's writes under one shard lock and one lookup (see [`LocalStore::write_grouped`]).
+fn write_group<const N: usize>(
+    shard: &Shard<N>,
+    cap: usize,
+    writes: &[Write],
+    group: &[usize],
+    now: u64,
+    struck: &mut Struck,
+) {
+    let Some(&first) = group.first() else { return };
+    let key = writes[first].key();
+    let mut shard = shard.lock();
+    let creates = group.iter().any(|&i| !matches!(writes[i], Write::ResetCount { .. } | Write::Lift { .. }));
+    if creates && !shard.contains_key(&key.id) && shard.len() >= cap {
+        make_room(&mut shard, cap, secs(now));
+    }
+    let record = if creates { Some(shard.entry(key.id).or_default()) } else { shard.get_mut(&key.id) };
+    let Some(record) = record else { return };
+    for &i in group {
+        if let Some(left) = apply(record, &writes[i], now) {
+            struck.push((i, left));
+        }
+    }
+}
+
+/// Apply one write to its key's record; for a count or distinct-set write that imposed a new penalty, the
+/// nanoseconds it lasts.
+fn apply<const N: usize>(record: &mut Record<N>, write: &Write, now: u64) -> Option<u64> {
+    let mut struck = None;
+    let until = match *write {
+        Write::ResetCount { cell: id, .. } => {
+            if let Some(cell) = record.cells.iter_mut().find(|c| c.id() == id) {
+                cell::reset_count(cell);
+            }
+            return None;
+        }
+        Write::Lift { cell: id, .. } => {
+            if let Some(cell) = record.cells.iter_mut().find(|c| c.id() == id) {
+                cell::lift(cell);
+            }
+            // Eviction may take the record again once no other cell holds a penalty.
+            record.penalised = record.cells.iter().map(Cell::penalty_until).max().unwrap_or(0);
+            return None;
+        }
+        Write::Count { cell: id, rule, .. } => {
+            let cell =
+                record.cell_or(id, || Cell::Count { id, start: 0, current: 0, previous: 0, until: 0, strikes: 0 });
+            let before = cell.penalty_until();
+            let keep = cell::count(cell, now, &rule);
+            struck = new_penalty(before, cell, now);
+            let penalised = cell.penalty_until();
+            record.penalised = record.penalised.max(penalised);
+            keep
+        }
+        Write::Distinct { cell: id, member, failed, rule, .. } => {
+            let cell = record.cell_or(id, || cell::empty_distinct(id));
+            let before = cell.penalty_until();
+            let keep = cell::distinct_cell(cell, now, member, failed, &rule);
+            struck = new_penalty(before, cell, now);
+            let penalised = cell.penalty_until();
+            record.penalised = record.penalised.max(penalised);
+            keep
+        }
+        Write::Remember { cell: id, member, cap, keep, .. } => {
+            let cell = record.cell_or(id, || Cell::Recent { id, set: Box::<RecentSet>::default() });
+            let Cell::Recent { set, .. } = cell else { return None };
+            cell::remember(set, now, member, cap, keep)
+        }
+        Write::SetLast { cell: id, value, keep, .. } => {
+            let until = secs(now + keep);
+            let cell = record.cell_or(id, || Cell::Last { id, value, until });
+            if let Cell::Last { value: v, until: u, .. } = cell {
+                (*v, *u) = (value, until);
+            }
+            until
+        }
+    };
+    record.extend(until);
+    struck
+}
+
+/// The shard of a key: its top bits (hashbrown uses the low and top-7 bits inside the shard, which stay uniform).
+fn shard_index(key: &StateKey) -> usize {
+    (key.id >> 40) as usize % SHARDS
 }
 
 /// The most records a shard holds: the request, rounded down to what a hash table of a power-of-two size holds at
@@ -251,12 +361,12 @@ fn new_penalty(before: u32, cell: &Cell, now: u64) -> Option<u64> {
 }
 
 /// Free a tenth of a full shard: expired records first, then records without a live penalty, then any.
-fn make_room<S: std::hash::BuildHasher>(shard: &mut HashMap<u64, Record, S>, cap: usize, now: u32) {
+fn make_room<const N: usize>(shard: &mut Map<N>, cap: usize, now: u32) {
     shard.retain(|_, r| r.expires > now);
     let target = cap - cap / 10 - 1;
     for spare_penalties in [true, false] {
         if shard.len() <= target {
-            return;
+            break;
         }
         let mut excess = shard.len() - target;
         shard.retain(|_, r| {
@@ -267,6 +377,21 @@ fn make_room<S: std::hash::BuildHasher>(shard: &mut HashMap<u64, Record, S>, cap
             false
         });
     }
+    keep_size(shard, cap);
+}
+
+/// Rebuild a shard whose removals left it short of room for its cap. Removing from a full hash table leaves
+/// tombstones, which use up its room like records do; once it has none left, hashbrown doubles a table that is more
+/// than half full rather than clean it in place — measured, every shard of a store churning at its cap had doubled,
+/// and a tracked key cost twice the table it needs. A fresh table of the cap's size, on fresh pages (the old ones go
+/// back to the kernel), keeps the store at the size it was given. Runs at most once per make_room or prune.
+fn keep_size<const N: usize>(shard: &mut Map<N>, cap: usize) {
+    if shard.capacity() >= cap {
+        return;
+    }
+    let mut fresh = Map::with_capacity_and_hasher_in(cap, Default::default(), OsPages);
+    fresh.extend(shard.drain());
+    *shard = fresh;
 }
 
 impl Store for LocalStore {
@@ -282,37 +407,31 @@ impl Store for LocalStore {
     }
 
     fn write(&self, writes: &[Write], now: u64) {
-        for write in writes {
-            self.write_one(write, now);
-        }
+        self.write_grouped(writes, now, &mut Struck::new());
     }
 
     fn write_reporting(&self, writes: &[Write], now: u64, struck: &mut Struck) {
-        for (at, write) in writes.iter().enumerate() {
-            if let Some(left) = self.write_one(write, now) {
-                struck.push((at, left));
-            }
-        }
+        self.write_grouped(writes, now, struck);
     }
 
     fn prune(&self, now: u64) {
         let at = secs(now);
-        for shards in &self.kinds {
-            for shard in shards.iter() {
-                let mut shard = shard.lock();
-                let before = shard.len();
-                shard.retain(|_, r| r.expires > at);
-                // Shrink only once most of the shard is gone: under steady traffic it refills to its size by the next
-                // prune, and shrinking every time would rehash it and fault its memory in again.
-                if shard.len() < before / 4 && shard.capacity() > 4 * shard.len().max(16) {
-                    shard.shrink_to_fit();
+        for table in &self.kinds {
+            on_table!(table, |shards| {
+                for shard in shards.iter() {
+                    let mut shard = shard.lock();
+                    // Never shrunk nor grown: the table keeps the size it was given (see `shards`, `keep_size`).
+                    shard.retain(|_, r| r.expires > at);
+                    keep_size(&mut shard, self.per_shard_cap);
                 }
-            }
+            })
         }
     }
 
     fn tracked_keys(&self) -> KeyCounts {
-        KeyKind::ALL.map(|kind| (kind, self.kinds[kind as usize].iter().map(|s| s.lock().len()).sum()))
+        KeyKind::ALL.map(|kind| {
+            (kind, on_table!(&self.kinds[kind as usize], |shards| shards.iter().map(|s| s.lock().len()).sum()))
+        })
     }
 }
 
@@ -340,6 +459,25 @@ mod tests {
             Reply::Penalty(left) => left,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_store_churning_at_its_cap_never_grows_its_tables() {
+        let store = LocalStore::new(64 * 1024);
+        let size = |store: &LocalStore| {
+            on_table!(&store.kinds[KeyKind::Password as usize], |shards| {
+                shards.iter().map(|s| s.lock().capacity()).max().unwrap_or(0)
+            })
+        };
+        let before = size(&store);
+        assert!(before >= store.per_shard_cap);
+        let rule = rule(1000);
+        // Ten times the cap in distinct keys: every shard evicts again and again.
+        for i in 0..(10 * store.capacity_per_kind() as u64) {
+            store.write(&[Write::Count { key: key(KeyKind::Password, i), cell: 1, rule }], T0 + i * 1000);
+        }
+        assert_eq!(size(&store), before, "tombstones must not make a table double");
+        assert!(store.tracked_keys()[KeyKind::Password as usize].1 <= store.capacity_per_kind());
     }
 
     #[test]

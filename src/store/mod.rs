@@ -17,6 +17,7 @@
 pub mod breaker;
 mod cell;
 mod local;
+mod pages;
 mod redis;
 pub mod shared;
 
