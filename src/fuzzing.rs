@@ -5,14 +5,14 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::LazyLock;
 
 use http::Method;
 
 use crate::body::{self, BodyType, Wanted};
 use crate::clock::Clock;
-use crate::config::{compile_policies, CompileEnv, FieldPath, PathMatch, Policy};
+use crate::config::{compile_policy_source, CompileEnv, FieldPath, PathMatch, Policy};
 use crate::defense::ip_list::IpRanges;
 use crate::proxy::client_ip::{self, ForwardedHeader};
 
@@ -64,21 +64,14 @@ pub fn body(data: &[u8]) {
 }
 
 static POLICY: LazyLock<Policy> = LazyLock::new(|| {
-    let path = scratch_file("routes.toml");
     let source = "[[route]]\nname = \"login\"\nkind = \"login\"\npath = \"/api/login\"\n\
                   [[route]]\nname = \"auth\"\nkind = \"generic\"\npath_prefix = \"/auth/\"\n\
                   [[route]]\nname = \"me\"\nkind = \"generic\"\nmethod = \"GET\"\npath = \"/api/me\"\n";
     #[allow(clippy::expect_used)]
-    std::fs::write(&path, source).expect("scratch file");
-    #[allow(clippy::expect_used)]
-    compile_policies(&[path], &ENV, None).expect("the fixed policy compiles")
+    compile_policy_source(Path::new("/fuzz/routes.toml"), source, &ENV, None).expect("the fixed policy compiles")
 });
 
 static ENV: LazyLock<CompileEnv> = LazyLock::new(|| CompileEnv::new(Clock::manual(), 1024));
-
-fn scratch_file(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("stuffgate-fuzz-{}-{name}", std::process::id()))
-}
 
 /// Path normalisation and route matching.
 pub fn path(data: &[u8]) {
@@ -135,17 +128,26 @@ pub fn config(data: &[u8]) {
         let _ = crate::config::gateway_from_str(Path::new("/nonexistent/gateway.toml"), source);
         return;
     }
-    let _ = toml::from_str::<crate::config::file::PolicyFile>(source);
-    if source.contains("file") || source.contains("/dev") {
+    let Ok(file) = toml::from_str::<crate::config::file::PolicyFile>(source) else {
+        return;
+    };
+    // Data files: the text may spell a key or a path with escapes (`"\u0066ile"`), so the parsed keys are checked
+    // too.
+    let names_file = |table: &toml::Table| table.keys().any(|k| k.contains("file"));
+    if source.contains("file")
+        || source.contains("/dev")
+        || file.routes.iter().any(|r| r.get_ref().defenses.iter().any(|d| names_file(&d.get_ref().params)))
+    {
         return;
     }
-    let path = scratch_file("policy.toml");
-    if std::fs::write(&path, source).is_ok() {
-        if let Ok(policy) = compile_policies(&[path], &ENV, None) {
+    let path = Path::new("/fuzz/policy.toml");
+    match compile_policy_source(path, source, &ENV, None) {
+        Ok(policy) => {
             for route in &policy.routes {
                 assert!(policy.match_route(&route.method, &route_path(&route.path)).is_some());
             }
         }
+        Err(error) => assert_eq!(error.file, path, "errors name the file"),
     }
 }
 
