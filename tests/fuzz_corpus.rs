@@ -36,3 +36,8 @@ fn forwarded_for_corpus() {
 fn config_corpus() {
     replay("config", stuffgate::fuzzing::config);
 }
+
+#[test]
+fn token_corpus() {
+    replay("token", stuffgate::fuzzing::token);
+}

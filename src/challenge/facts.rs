@@ -108,7 +108,7 @@ pub fn from_header(headers: &HeaderMap) -> Option<Presented<'_>> {
 }
 
 /// The device token from `X-Stuffgate-Device` or the device cookie.
-fn device_token<'h>(headers: &'h HeaderMap, cookie: &str) -> Option<&'h str> {
+pub(crate) fn device_token<'h>(headers: &'h HeaderMap, cookie: &str) -> Option<&'h str> {
     if let Some(value) = headers.get(DEVICE_HEADER).and_then(|v| v.to_str().ok()) {
         return Some(value.trim());
     }

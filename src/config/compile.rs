@@ -124,6 +124,19 @@ pub fn compile_policies(files: &[PathBuf], env: &CompileEnv, previous: Option<&P
     Ok(policy)
 }
 
+/// Compile one policy file from its text, as [`compile_policies`] compiles `path` when it holds `source`, without
+/// reading anything (the fuzzer's way in: errors still name `path`, the line and the key).
+pub fn compile_policy_source(
+    path: &Path,
+    source: &str,
+    env: &CompileEnv,
+    previous: Option<&Policy>,
+) -> Result<Policy, ConfigError> {
+    let mut policy = Policy { routes: Vec::new(), files: vec![path.to_path_buf()] };
+    compile_file(path, source, env, previous, &mut Taken::default(), &mut policy.routes)?;
+    Ok(policy)
+}
+
 /// Compile one policy text (used by `compile_policies` and by tests).
 pub(crate) fn compile_file(
     path: &Path,
@@ -394,6 +407,31 @@ body = { account = "email", password = "password" }
         assert_eq!(error.line, Some(10), "{error}");
         assert_eq!(error.key.as_deref(), Some("route[login].defense[0].limit"));
         assert!(error.to_string().contains("greater than zero"), "{error}");
+    }
+
+    #[test]
+    fn a_policy_text_compiles_as_its_file_does() {
+        let env = CompileEnv::new(Clock::manual(), 10_000);
+        let path = std::env::temp_dir().join(format!("stuffgate-compile-source-{}.toml", std::process::id()));
+        for source in [GOOD.to_string(), GOOD.replace("limit = 10", "limit = 0")] {
+            std::fs::write(&path, &source).unwrap();
+            let from_file = compile_policies(std::slice::from_ref(&path), &env, None);
+            let from_text = compile_policy_source(&path, &source, &env, None);
+            match (from_file, from_text) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a.files, b.files);
+                    assert_eq!(a.routes.len(), b.routes.len());
+                    assert_eq!(a.match_route(&http::Method::POST, "/api/login"), Some(0));
+                    assert_eq!(b.match_route(&http::Method::POST, "/api/login"), Some(0));
+                }
+                (Err(a), Err(b)) => {
+                    assert_eq!(a, b, "the same file, line, key and message");
+                    assert_eq!((b.file.as_path(), b.line), (path.as_path(), Some(10)));
+                }
+                (a, b) => panic!("file and text disagree: {:?} / {:?}", a.err(), b.err()),
+            }
+        }
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod policy;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use compile::{compile_policies, CompileEnv};
+pub use compile::{compile_policies, compile_policy_source, CompileEnv};
 pub use gateway::{gateway_from_str, load_gateway, GatewayConfig, Hardening, LogFormat, Upstream};
 pub use policy::{BadBody, FieldPath, PathMatch, Policy, Route, RouteKind, RouteNeeds};
 
