@@ -99,7 +99,8 @@ pub fn path(data: &[u8]) {
     }
 }
 
-/// `X-Forwarded-For` and `Forwarded` parsing: lines split at `\n`, from a trusted and an untrusted peer.
+/// `X-Forwarded-For` and `Forwarded` parsing: lines split at `\n`, from a trusted and an untrusted peer; and the
+/// PROXY protocol header.
 pub fn forwarded_for(data: &[u8]) {
     static TRUSTED: LazyLock<IpRanges> = LazyLock::new(|| {
         let nets =
@@ -119,6 +120,23 @@ pub fn forwarded_for(data: &[u8]) {
     }
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = client_ip::parse_hop(text);
+    }
+    // The PROXY protocol header a trusted load balancer opens a connection with: a complete header lies within
+    // what was read, and reading more never turns a verdict around.
+    match crate::proxy::proxy_protocol::parse(data) {
+        crate::proxy::proxy_protocol::Parsed::Header { length, .. } => {
+            assert!(length <= data.len() && length > 0);
+            assert_eq!(crate::proxy::proxy_protocol::parse(&data[..length]), crate::proxy::proxy_protocol::parse(data));
+        }
+        crate::proxy::proxy_protocol::Parsed::Invalid(_) => {
+            let mut longer = data.to_vec();
+            longer.extend_from_slice(b"\r\nmore");
+            assert!(matches!(
+                crate::proxy::proxy_protocol::parse(&longer),
+                crate::proxy::proxy_protocol::Parsed::Invalid(_)
+            ));
+        }
+        crate::proxy::proxy_protocol::Parsed::Incomplete => {}
     }
 }
 

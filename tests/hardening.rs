@@ -131,6 +131,11 @@ impl Drop for Haproxy {
 
 /// HAProxy from the distribution, `option forwardfor`, in front of `backend`. `None` (skip) only outside CI.
 fn haproxy(backend: SocketAddr) -> Option<Haproxy> {
+    haproxy_with(backend, "", "")
+}
+
+/// The same with extra frontend lines and extra options on the server line.
+fn haproxy_with(backend: SocketAddr, frontend: &str, server: &str) -> Option<Haproxy> {
     let present = Command::new("haproxy").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status();
     if !present.is_ok_and(|s| s.success()) {
         assert!(
@@ -144,8 +149,8 @@ fn haproxy(backend: SocketAddr) -> Option<Haproxy> {
     let port = free_port();
     let config = format!(
         "global\n  maxconn 200\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
-         frontend fe\n  bind 127.0.0.1:{port}\n  option forwardfor\n  default_backend gw\n\
-         backend gw\n  server g {backend}\n"
+         frontend fe\n  bind 127.0.0.1:{port}\n  option forwardfor\n{frontend}  default_backend gw\n\
+         backend gw\n  server g {backend}{server}\n"
     );
     let path = dir.path().join("haproxy.cfg");
     std::fs::write(&path, config).unwrap();
@@ -255,6 +260,102 @@ fn rfc_7239_forwarded_is_read_when_the_gateway_file_asks_for_it() {
     assert!(read_response(&mut stream).starts_with("HTTP/1.1 401"));
     let head = heads.recv_timeout(Duration::from_secs(5)).unwrap();
     assert!(head.contains("x-stuffgate-client-ip: 198.51.100.8"), "{head}");
+}
+
+// PROXY protocol: the load balancer at 127.0.0.5 is the trusted proxy (the harness's own checks come from 127.0.0.1,
+// untrusted, as plain HTTP).
+
+fn proxy_protocol_gateway(policy: &str, upstream: SocketAddr) -> Gateway {
+    let config = limits("proxy_protocol = true");
+    let options = Options { extra_config: &config, trusted_proxies: &["127.0.0.5"], ..Options::default() };
+    Gateway::start_with(policy, upstream, options)
+}
+
+#[test]
+fn a_proxy_protocol_header_from_the_trusted_proxy_names_the_client_in_either_version() {
+    let (upstream, heads) = recording_upstream(401);
+    let gateway = proxy_protocol_gateway(&login_policy(""), upstream);
+    // Version 1, then a request whose own forwarded-for line must not count (198.51.100.7 is not a trusted proxy).
+    let mut stream = connect_from("127.0.0.5", address(&gateway));
+    let mut bytes = b"PROXY TCP4 198.51.100.7 127.0.0.1 51234 80\r\n".to_vec();
+    bytes.extend(json_login("/api/login", "POST", "a@example.com", "pw", "X-Forwarded-For: 6.6.6.6\r\n"));
+    stream.write_all(&bytes).unwrap();
+    assert!(read_response(&mut stream).starts_with("HTTP/1.1 401"));
+    let head = heads.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(head.contains("x-stuffgate-client-ip: 198.51.100.7"), "{head}");
+    // Version 2 (binary), IPv6, sent in two pieces.
+    let mut stream = connect_from("127.0.0.5", address(&gateway));
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x21\x00\x24".to_vec();
+    header.extend([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x77]);
+    header.extend([0u8; 15].iter().chain([1u8].iter()));
+    header.extend([0xC8, 0x22, 0, 80]);
+    stream.write_all(&header[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    stream.write_all(&header[10..]).unwrap();
+    stream.write_all(&json_login("/api/login", "POST", "b@example.com", "pw", "")).unwrap();
+    assert!(read_response(&mut stream).starts_with("HTTP/1.1 401"));
+    let head = heads.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(head.contains("x-stuffgate-client-ip: 2001:db8::77"), "{head}");
+}
+
+#[test]
+fn without_a_valid_proxy_protocol_header_the_trusted_proxy_gets_nothing_through() {
+    let (upstream, heads) = recording_upstream(401);
+    let gateway = proxy_protocol_gateway(&login_policy(""), upstream);
+    for start in [&b""[..], b"PROXY TCP4 banana 127.0.0.1 1 2\r\n", b"PROXY TCP4 198.51.100.7 127.0.0.1 1 2\n"] {
+        let mut stream = connect_from("127.0.0.5", address(&gateway));
+        let mut bytes = start.to_vec();
+        bytes.extend(json_login("/api/login", "POST", "a@example.com", "pw", ""));
+        stream.write_all(&bytes).unwrap();
+        let (answer, closed) = read_until_close(&mut stream, Duration::from_secs(5));
+        assert!(closed && answer.is_empty(), "{:?}: {answer:?}", String::from_utf8_lossy(start));
+    }
+    assert!(heads.recv_timeout(Duration::from_millis(300)).is_err(), "nothing was forwarded");
+    assert!(metrics(&gateway).contains(r#"stuffgate_connections_closed_total{reason="proxy_header"} 3"#));
+    // A client that is not a trusted proxy speaks plain HTTP, and cannot name itself with a header of its own.
+    let mut stream = connect_from("127.0.0.7", address(&gateway));
+    stream.write_all(&json_login("/api/login", "POST", "c@example.com", "pw", "")).unwrap();
+    assert!(read_response(&mut stream).starts_with("HTTP/1.1 401"));
+    assert!(heads.recv_timeout(Duration::from_secs(5)).unwrap().contains("x-stuffgate-client-ip: 127.0.0.7"));
+    let mut stream = connect_from("127.0.0.7", address(&gateway));
+    let mut bytes = b"PROXY TCP4 198.51.100.9 127.0.0.1 1 2\r\n".to_vec();
+    bytes.extend(json_login("/api/login", "POST", "d@example.com", "pw", ""));
+    stream.write_all(&bytes).unwrap();
+    let (answer, _) = read_until_close(&mut stream, Duration::from_secs(5));
+    assert!(!answer.contains("401"), "{answer}");
+    assert!(heads.recv_timeout(Duration::from_millis(300)).is_err(), "an untrusted PROXY line is never forwarded");
+}
+
+#[test]
+fn behind_haproxy_send_proxy_v2_per_address_limits_key_on_the_client_it_names() {
+    let api = demo_api();
+    let gateway = proxy_protocol_gateway(
+        &login_policy(
+            "[[route.defense]]\ntype = \"failed_logins\"\nkey = \"ip\"\nthreshold = 5\nwindow = \"10m\"\npenalty = \"10m\"\n",
+        ),
+        api.addr(),
+    );
+    // HAProxy takes the client's address from a test header (`set-src`) and sends it in a v2 header, from 127.0.0.5.
+    let Some(proxy) = haproxy_with(
+        address(&gateway),
+        "  http-request set-src hdr(x-test-source)\n",
+        " send-proxy-v2 source 127.0.0.5",
+    ) else {
+        return;
+    };
+    let login = |source: &str, i: u32| {
+        let mut stream = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+        let extra = format!("X-Test-Source: {source}\r\n");
+        stream.write_all(&json_login("/api/login", "POST", &format!("pp{i}@example.com"), "nope", &extra)).unwrap();
+        read_response(&mut stream).split(' ').nth(1).unwrap_or("none").to_string()
+    };
+    let statuses: Vec<String> = (1..=7).map(|i| login("203.0.113.50", i)).collect();
+    assert_eq!(statuses[..5], ["401"; 5], "{statuses:?}");
+    assert_eq!(statuses[5..], ["429"; 2], "{statuses:?}");
+    assert_eq!(login("203.0.113.51", 8), "401", "another client behind the same balancer is not blocked");
+    let addresses: Vec<String> =
+        gateway.decisions().iter().filter_map(|d| d["client_ip"].as_str().map(str::to_string)).collect();
+    assert!(addresses.iter().all(|a| a.starts_with("203.0.113.5")), "{addresses:?}\n{}", gateway.logs());
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -105,6 +105,9 @@ pub struct ConnectionsFile {
     pub max_connections: Option<usize>,
     /// Open connections per client address (default 64); trusted proxies are exempt.
     pub max_connections_per_client: Option<usize>,
+    /// Connections from `trusted_proxies` begin with a PROXY protocol header (HAProxy `send-proxy`/`send-proxy-v2`,
+    /// AWS NLB, ...), whose address is the client's (default false). Others are plain HTTP.
+    pub proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -102,6 +102,7 @@ fn hardening(file: &GatewayFile, err: impl Fn(&str, String) -> ConfigError) -> R
         Some(n) => limits.max_connections = n,
         None => {}
     }
+    limits.proxy_protocol = c.proxy_protocol.unwrap_or(false);
     match c.max_connections_per_client {
         Some(0) => return Err(err("connections.max_connections_per_client", "must be greater than zero".into())),
         Some(n) => limits.max_connections_per_client = n,

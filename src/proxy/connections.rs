@@ -34,6 +34,7 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Sleep;
 
+use super::proxy_protocol::{self, Parsed};
 use crate::defense::ip_list::IpRanges;
 use crate::telemetry::metrics;
 
@@ -50,6 +51,8 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Open connections per client address; trusted proxies are exempt (they carry many clients).
     pub max_connections_per_client: usize,
+    /// Connections from trusted proxies begin with a PROXY protocol header (v1 or v2), which names the client.
+    pub proxy_protocol: bool,
 }
 
 impl Default for ConnectionLimits {
@@ -60,6 +63,7 @@ impl Default for ConnectionLimits {
             max_header_bytes: 32 * 1024,
             max_connections: default_max_connections(open_files_limit()),
             max_connections_per_client: 64,
+            proxy_protocol: false,
         }
     }
 }
@@ -184,7 +188,21 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             stream.get_socket_digest().and_then(|digest| digest.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         match self.tracker.admit(client) {
             Ok(permit) => {
-                let guarded = GuardedStream::new(stream, self.tracker.limits(), permit);
+                let mut stream = stream;
+                let limits = self.tracker.limits();
+                let mut preamble = Preamble::default();
+                if limits.proxy_protocol && client.is_some_and(|ip| self.tracker.exempt.contains(ip)) {
+                    match read_proxy_header(&mut stream, limits.header_timeout).await {
+                        Ok(found) => preamble = found,
+                        Err(reason) => {
+                            // Nothing of the connection reaches the proxy: its address could not be known.
+                            metrics::CONNECTIONS_CLOSED.with_label_values(&["proxy_header"]).inc();
+                            tracing::warn!(peer = ?client, reason, "connection from a trusted proxy closed: no valid PROXY header");
+                            return None;
+                        }
+                    }
+                }
+                let guarded = GuardedStream::new(stream, limits, permit, preamble);
                 self.inner.process_new(Box::new(guarded), shutdown).await
             }
             Err(refusal) => {
@@ -223,6 +241,40 @@ async fn refuse(mut stream: Stream) {
     .await;
 }
 
+/// What a PROXY protocol header said, and the bytes read after it (the start of the first request).
+#[derive(Default)]
+struct Preamble {
+    client: Option<IpAddr>,
+    rest: Vec<u8>,
+}
+
+/// Read a PROXY protocol header within `limit` (see `proxy_protocol.rs`).
+async fn read_proxy_header(stream: &mut Stream, limit: Duration) -> Result<Preamble, &'static str> {
+    let mut buf = Vec::with_capacity(256);
+    let read = async {
+        loop {
+            let mut chunk = [0u8; 512];
+            let n = tokio::io::AsyncReadExt::read(stream, &mut chunk).await.map_err(|_| "read error")?;
+            if n == 0 {
+                return Err("closed before a PROXY header");
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            match proxy_protocol::parse(&buf) {
+                Parsed::Incomplete if buf.len() <= proxy_protocol::MAX_V2 => {}
+                Parsed::Incomplete => return Err("PROXY header too long"),
+                Parsed::Header { client, length } => return Ok(Preamble { client, rest: buf.split_off(length) }),
+                Parsed::Invalid(why) => return Err(why),
+            }
+        }
+    };
+    tokio::time::timeout(limit, read).await.map_err(|_| "no PROXY header in time")?
+}
+
+/// The client address a trusted proxy's PROXY header gave for this session's connection.
+pub fn proxied_client(session: &Session) -> Option<IpAddr> {
+    guarded(session).and_then(|stream| stream.proxied_client)
+}
+
 const AWAIT_FIRST: u8 = 0;
 const IN_REQUEST: u8 = 1;
 const IDLE: u8 = 2;
@@ -241,6 +293,11 @@ pub struct GuardedStream {
     /// Bytes read since the current head began (or the connection went idle).
     head_bytes: usize,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// The client a PROXY protocol header named.
+    proxied_client: Option<IpAddr>,
+    /// Bytes read with the PROXY header that belong to the first request, served before the socket's.
+    rest: Vec<u8>,
+    rest_at: usize,
     _permit: Permit,
 }
 
@@ -251,7 +308,7 @@ impl std::fmt::Debug for GuardedStream {
 }
 
 impl GuardedStream {
-    fn new(inner: Stream, limits: &ConnectionLimits, permit: Permit) -> GuardedStream {
+    fn new(inner: Stream, limits: &ConnectionLimits, permit: Permit, preamble: Preamble) -> GuardedStream {
         GuardedStream {
             inner,
             idle_timeout: limits.idle_timeout,
@@ -263,6 +320,9 @@ impl GuardedStream {
             head_bytes: 0,
             // A new connection has `header_timeout` from accept to deliver its first head.
             deadline: Some(Box::pin(tokio::time::sleep(limits.header_timeout))),
+            proxied_client: preamble.client,
+            rest: preamble.rest,
+            rest_at: 0,
             _permit: permit,
         }
     }
@@ -326,6 +386,17 @@ impl AsyncRead for GuardedStream {
                 IDLE => Some(Box::pin(tokio::time::sleep(this.idle_timeout))),
                 _ => None,
             };
+        }
+        if this.rest_at < this.rest.len() {
+            // What came with the PROXY header: the start of the first head, under its budget like the rest.
+            let n = (this.rest.len() - this.rest_at).min(buf.remaining()).min(this.max_header_bytes - this.head_bytes);
+            if n == 0 && this.head_bytes >= this.max_header_bytes {
+                return this.close_for(cx, "header_too_large");
+            }
+            buf.put_slice(&this.rest[this.rest_at..this.rest_at + n]);
+            this.rest_at += n;
+            this.head_bytes += n;
+            return Poll::Ready(Ok(()));
         }
         if phase == IN_REQUEST {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -462,6 +533,11 @@ impl GetSocketDigest for GuardedStream {
 #[async_trait]
 impl Peek for GuardedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        if self.rest_at < self.rest.len() {
+            // The buffered start of the request comes first; peeking it is not supported (pingora falls back to
+            // reading).
+            return Ok(false);
+        }
         self.inner.try_peek(buf).await
     }
 }

@@ -5,6 +5,7 @@ pub mod answer;
 pub mod client_ip;
 pub mod connections;
 pub mod errors;
+pub mod proxy_protocol;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -231,10 +232,9 @@ impl ProxyHttp for Gateway {
 impl Gateway {
     /// `None` when a trusted proxy's hop is not an address (see `client_ip`).
     fn client_ip(&self, session: &Session) -> Option<IpAddr> {
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
+        // A trusted proxy's PROXY protocol header stands for the socket's peer (see `proxy_protocol.rs`).
+        let peer = connections::proxied_client(session)
+            .or_else(|| session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let header = self.state.forwarded_header;
         // Every field line, in order: `get` would return only the first, the one a client behind HAProxy wrote.

@@ -150,7 +150,7 @@ pub static CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static CONNECTIONS_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     registered(register_int_counter_vec!(
         "stuffgate_connections_closed_total",
-        "Client connections closed by the gateway (idle_timeout, header_timeout, header_too_large).",
+        "Client connections closed by the gateway (idle_timeout, header_timeout, header_too_large, proxy_header).",
         &["reason"]
     ))
 });
