@@ -35,7 +35,7 @@ ticks() { # sum utime+stime of pid and its direct children
 thread_ticks() { # tid name utime+stime for every thread of the proxy
   local f p
   for f in /proc/$ROOTPID/task/*/stat; do p=$(cat $f 2>/dev/null) || continue; n=${p#*(}; n=${n%%)*}; p=${p##*) }; set -- $p
-    echo "${f//[!0-9]/} ${n// /_} $((${12} + ${13}))"; done; }
+    t=${f%/stat}; echo "${t##*/} ${n// /_} $((${12} + ${13}))"; done; }
 common="user root root; daemon off; error_log $W/err.log warn; events { worker_connections 8192; }"
 http_common="access_log off; keepalive_requests 10000000; client_body_temp_path $W/t/body; proxy_temp_path $W/t/proxy; fastcgi_temp_path $W/t/fastcgi; uwsgi_temp_path $W/t/uwsgi; scgi_temp_path $W/t/scgi;"
 cat > $W/up.conf <<EOT
