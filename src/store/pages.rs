@@ -27,13 +27,15 @@ unsafe impl Allocator for OsPages {
             let dangling = NonNull::new(layout.align() as *mut u8).ok_or(AllocError)?;
             return Ok(NonNull::slice_from_raw_parts(dangling, 0));
         }
-        // SAFETY: an anonymous private mapping of `size` bytes, no file, no fixed address.
+        // SAFETY: an anonymous private mapping of `size` bytes, no file, no fixed address. `MAP_NORESERVE`: a table is
+        // sized for its cap but touched only where records land, so no swap is set aside for the whole of it (under
+        // the kernel's default overcommit heuristic).
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 layout.size(),
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
                 0,
             )
