@@ -533,12 +533,14 @@ impl GetSocketDigest for GuardedStream {
 #[async_trait]
 impl Peek for GuardedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        if self.rest_at < self.rest.len() {
-            // The buffered start of the request comes first; peeking it is not supported (pingora falls back to
-            // reading).
-            return Ok(false);
+        // The bytes read with a PROXY header come first, then the socket's.
+        let rest = &self.rest[self.rest_at..];
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        if n == buf.len() {
+            return Ok(true);
         }
-        self.inner.try_peek(buf).await
+        self.inner.try_peek(&mut buf[n..]).await
     }
 }
 
