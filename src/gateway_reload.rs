@@ -171,8 +171,7 @@ impl GatewayFile {
             self.state.trusted_proxies.store(Arc::new(trusted.clone()));
             running.trusted_proxies = trusted.clone();
             tracing::info!(
-                "gateway file: trusted_proxies applied to client addresses (the per-client connection cap's \
-                 exemption keeps the start-up list until a restart)"
+                "gateway file: trusted_proxies applied (client addresses, PROXY headers, per-client connection cap)"
             );
         }
         if let Some(level) = &plan.log_level {

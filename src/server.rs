@@ -76,7 +76,7 @@ pub fn build_state(config: &GatewayConfig, clock: Clock) -> Result<Arc<GatewaySt
     upstream.options.read_timeout = Some(config.hardening.upstream_read_timeout);
     Ok(Arc::new(GatewayState {
         policy,
-        trusted_proxies: arc_swap::ArcSwap::from_pointee(config.trusted_proxies.clone()),
+        trusted_proxies: Arc::new(arc_swap::ArcSwap::from_pointee(config.trusted_proxies.clone())),
         forwarded_header: config.hardening.forwarded_header,
         upstream,
     }))
@@ -96,7 +96,7 @@ pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
     server.bootstrap();
 
     // Connection caps and header/idle deadlines sit between the listener and pingora's HTTP handling.
-    let tracker = Tracker::new(config.hardening.connections.clone(), config.trusted_proxies.clone());
+    let tracker = Tracker::new(config.hardening.connections.clone(), state.trusted_proxies.clone());
     // Per thread: N services of one thread, each with its own listening sockets (SO_REUSEPORT: the kernel spreads
     // connections) and its own upstream connection pool. They share the policy, the state store, the connection
     // tracker and the metrics, so limits hold across them. Measured in benches/RESULTS.md ("threads").

@@ -327,6 +327,32 @@ fn without_a_valid_proxy_protocol_header_the_trusted_proxy_gets_nothing_through(
 }
 
 #[test]
+fn a_reloaded_trusted_proxies_list_decides_whose_proxy_protocol_header_is_read() {
+    let (upstream, heads) = recording_upstream(401);
+    let gateway = proxy_protocol_gateway(&login_policy(""), upstream);
+    let proxied_login = |source: &str, email: &str| {
+        let mut stream = connect_from(source, address(&gateway));
+        let mut bytes = b"PROXY TCP4 198.51.100.7 127.0.0.1 51234 80\r\n".to_vec();
+        bytes.extend(json_login("/api/login", "POST", email, "pw", ""));
+        stream.write_all(&bytes).unwrap();
+        read_until_close(&mut stream, Duration::from_secs(3)).0
+    };
+    assert!(proxied_login("127.0.0.5", "a@example.com").starts_with("HTTP/1.1 401"));
+    assert!(heads.recv_timeout(Duration::from_secs(5)).unwrap().contains("x-stuffgate-client-ip: 198.51.100.7"));
+    // The balancer moves to 127.0.0.6: after SIGHUP, only its headers are read; the old address speaks plain HTTP.
+    let config = std::fs::read_to_string(gateway.config_path()).unwrap();
+    let edited = config.replace("trusted_proxies = [\"127.0.0.5\"]", "trusted_proxies = [\"127.0.0.6\"]");
+    assert_ne!(edited, config);
+    std::fs::write(gateway.config_path(), edited).unwrap();
+    gateway.hangup();
+    assert!(gateway.wait_for_log("trusted_proxies applied", Duration::from_secs(10)), "{}", gateway.logs());
+    assert!(proxied_login("127.0.0.6", "b@example.com").starts_with("HTTP/1.1 401"));
+    assert!(heads.recv_timeout(Duration::from_secs(5)).unwrap().contains("x-stuffgate-client-ip: 198.51.100.7"));
+    assert!(!proxied_login("127.0.0.5", "c@example.com").contains("401"), "a PROXY line from a no longer trusted peer");
+    assert!(heads.recv_timeout(Duration::from_millis(300)).is_err());
+}
+
+#[test]
 fn behind_haproxy_send_proxy_v2_per_address_limits_key_on_the_client_it_names() {
     let api = demo_api();
     let gateway = proxy_protocol_gateway(

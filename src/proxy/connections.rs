@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use pingora::apps::ServerApp;
@@ -87,7 +88,9 @@ pub fn open_files_limit() -> Option<u64> {
 /// Open connections, in total and per client address.
 pub struct Tracker {
     limits: ConnectionLimits,
-    exempt: IpRanges,
+    /// The trusted proxies: exempt from the per-client cap, and the only peers whose PROXY header is read. The
+    /// gateway state's list itself, so a reload that changes `trusted_proxies` applies here too.
+    trusted: Arc<ArcSwap<IpRanges>>,
     open: AtomicUsize,
     per_client: Mutex<HashMap<IpAddr, usize>>,
 }
@@ -108,8 +111,12 @@ impl Refusal {
 }
 
 impl Tracker {
-    pub fn new(limits: ConnectionLimits, exempt: IpRanges) -> Arc<Tracker> {
-        Arc::new(Tracker { limits, exempt, open: AtomicUsize::new(0), per_client: Mutex::new(HashMap::new()) })
+    pub fn new(limits: ConnectionLimits, trusted: Arc<ArcSwap<IpRanges>>) -> Arc<Tracker> {
+        Arc::new(Tracker { limits, trusted, open: AtomicUsize::new(0), per_client: Mutex::new(HashMap::new()) })
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.load().contains(ip)
     }
 
     pub fn limits(&self) -> &ConnectionLimits {
@@ -127,7 +134,7 @@ impl Tracker {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::Global);
         }
-        let counted = client.filter(|ip| !self.exempt.contains(*ip));
+        let counted = client.filter(|ip| !self.is_trusted(*ip));
         if let Some(ip) = counted {
             let mut per_client = self.per_client.lock();
             let count = per_client.entry(ip).or_insert(0);
@@ -191,7 +198,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                 let mut stream = stream;
                 let limits = self.tracker.limits();
                 let mut preamble = Preamble::default();
-                if limits.proxy_protocol && client.is_some_and(|ip| self.tracker.exempt.contains(ip)) {
+                if limits.proxy_protocol && client.is_some_and(|ip| self.tracker.is_trusted(ip)) {
                     match read_proxy_header(&mut stream, limits.header_timeout).await {
                         Ok(found) => preamble = found,
                         Err(reason) => {
@@ -559,7 +566,8 @@ mod tests {
     #[test]
     fn caps_count_open_connections_and_free_them_on_drop() {
         let proxy: IpAddr = "10.0.0.1".parse().unwrap();
-        let tracker = Tracker::new(limits(3, 2), IpRanges::new(&["10.0.0.0/8".parse().unwrap()]));
+        let trusted = Arc::new(ArcSwap::from_pointee(IpRanges::new(&["10.0.0.0/8".parse().unwrap()])));
+        let tracker = Tracker::new(limits(3, 2), trusted);
         let a: IpAddr = "198.51.100.1".parse().unwrap();
         let first = tracker.admit(Some(a)).unwrap();
         let _second = tracker.admit(Some(a)).unwrap();

@@ -28,8 +28,8 @@ use crate::telemetry::metrics;
 /// Everything the phases share, built once at start.
 pub struct GatewayState {
     pub policy: Arc<PolicyHandle>,
-    /// Swapped when a reloaded gateway file changes `trusted_proxies`.
-    pub trusted_proxies: arc_swap::ArcSwap<IpRanges>,
+    /// Swapped when a reloaded gateway file changes `trusted_proxies`; shared with the connection tracker.
+    pub trusted_proxies: Arc<arc_swap::ArcSwap<IpRanges>>,
     /// The header trusted proxies name the client in.
     pub forwarded_header: client_ip::ForwardedHeader,
     pub upstream: HttpPeer,
