@@ -39,6 +39,23 @@ pub struct DistinctRule {
     pub cap: u16,
 }
 
+#[cfg(test)]
+impl DistinctRule {
+    /// A rule for tests: `threshold` failed members in 10 minutes impose 1 minute, doubling up to 10, remembered 1 h.
+    pub(super) fn for_tests(threshold: u32) -> DistinctRule {
+        const S: u64 = NANOS;
+        DistinctRule {
+            threshold,
+            suspect: None,
+            window: 600 * S,
+            penalty: 60 * S,
+            max_penalty: 600 * S,
+            memory: 3600 * S,
+            cap: 16,
+        }
+    }
+}
+
 /// An escalating penalty: second until which the key is blocked, and how many times it was. Stored flat in counting
 /// cells (to keep them at 16 bytes) and as this struct in distinct sets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -415,15 +432,7 @@ mod tests {
 
     #[test]
     fn a_distinct_set_counts_members_whose_latest_outcome_failed() {
-        let rule = DistinctRule {
-            threshold: 3,
-            suspect: None,
-            window: 600 * S,
-            penalty: 60 * S,
-            max_penalty: 600 * S,
-            memory: 3600 * S,
-            cap: 16,
-        };
+        let rule = DistinctRule::for_tests(3);
         let mut set = DistinctSet::default();
         distinct(&mut set, T0, 10, true, &rule);
         distinct(&mut set, T0, 10, false, &rule); // resolved: the owner got in
@@ -437,15 +446,7 @@ mod tests {
 
     #[test]
     fn the_inline_distinct_cell_decides_as_the_boxed_set_does_and_boxes_only_a_second_member() {
-        let rule = DistinctRule {
-            threshold: 3,
-            suspect: Some((2, 0.25)),
-            window: 600 * S,
-            penalty: 60 * S,
-            max_penalty: 600 * S,
-            memory: 3600 * S,
-            cap: 4,
-        };
+        let rule = DistinctRule { suspect: Some((2, 0.25)), cap: 4, ..DistinctRule::for_tests(3) };
         let mut cell = empty_distinct(7);
         distinct_cell(&mut cell, T0, 10, true, &rule);
         distinct_cell(&mut cell, T0 + S, 10, false, &rule);

@@ -531,15 +531,7 @@ mod tests {
         store.write(&[Write::Lift { key: address, cell: 10 }], T0 + S);
         assert_eq!(penalty(&store, address, 10, T0 + S), 0);
         let password = key(KeyKind::Password, 3);
-        let rule = DistinctRule {
-            threshold: 1,
-            suspect: None,
-            window: 600 * S,
-            penalty: 60 * S,
-            max_penalty: 600 * S,
-            memory: 3600 * S,
-            cap: 16,
-        };
+        let rule = DistinctRule::for_tests(1);
         store.write(&[Write::Distinct { key: password, cell: 5, member: 100, failed: true, rule }], T0);
         assert_eq!(penalty(&store, password, 5, T0), 60 * S);
         store.write(&[Write::Lift { key: password, cell: 5 }], T0);
@@ -601,15 +593,7 @@ mod tests {
     fn distinct_and_recent_sets_round_trip() {
         let store = LocalStore::new(1000);
         let k = key(KeyKind::Password, 4);
-        let rule = DistinctRule {
-            threshold: 2,
-            suspect: None,
-            window: 600 * S,
-            penalty: 60 * S,
-            max_penalty: 600 * S,
-            memory: 3600 * S,
-            cap: 16,
-        };
+        let rule = DistinctRule::for_tests(2);
         store.write(&[Write::Distinct { key: k, cell: 5, member: 100, failed: true, rule }], T0);
         assert_eq!(penalty(&store, k, 5, T0), 0);
         store.write(&[Write::Distinct { key: k, cell: 5, member: 200, failed: true, rule }], T0);
