@@ -37,6 +37,11 @@
 #                     pinned to the load CPU: account, pair and password state read from Redis in one round trip per
 #                     login and written behind; the redis-server's own CPU per request, the round trips and the
 #                     fallbacks are printed beside it (read_deadline_ms = SHARED_DEADLINE_MS, default 100)
+#
+# PERF_OUT=dir profiles the proxy over each measured window with `perf record -g` (perf must be installed) and writes
+# dir/VARIANT-RUN.flat.txt (self time by symbol) and dir/VARIANT-RUN.children.txt (time including callees). perf
+# samples at 999 Hz on the proxy's CPU, which adds a few percent to the CPU figures of those runs.
+# PERF_CALLGRAPH=dwarf unwinds through Rust code built without frame pointers (heavier: fewer requests per run).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -287,6 +292,11 @@ measure() { # variant run
   local before after out redis_before=""
   [[ -z $pid ]] || before=$(cpu_ticks "$pid")
   [[ $variant != sg-default-redis ]] || redis_before=$(cpu_ticks "$REDIS_PID")
+  local perf_pid=""
+  if [[ -n ${PERF_OUT:-} && -n $pid ]]; then
+    perf record -q -F 999 --call-graph "${PERF_CALLGRAPH:-fp}" -p "$pid" -o "$WORK/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${wrk_script[@]}" "$url$target")
   echo "$out" >"$WORK/wrk-$variant-$run.txt"
   [[ -z $pid ]] || after=$(cpu_ticks "$pid")
@@ -306,6 +316,14 @@ measure() { # variant run
     [[ $probe == 429 ]] || { echo "run.sh: $variant: the flood address got $probe after the run, expected 429" >&2; exit 1; }
   fi
   [[ -z $pid ]] || stop "$pid"
+  if [[ -n $perf_pid ]]; then   # after the probes: reporting takes seconds, in which limits refill
+    wait "$perf_pid" || true
+    mkdir -p "$PERF_OUT"
+    perf report -i "$WORK/perf.data" --stdio --no-children --sort sym -g none 2>/dev/null | grep -v '^$' | head -150 \
+      >"$PERF_OUT/$variant-$run.flat.txt" || true   # head closes the pipe early
+    perf report -i "$WORK/perf.data" --stdio --children --sort sym -g caller,0.5,callee,function,percent \
+      --percent-limit 2 2>/dev/null | grep -v '^$' | head -1500 >"$PERF_OUT/$variant-$run.children.txt" || true
+  fi
   WRK_OUT=$out python3 - "$variant" "$run" "${before:-}" "${after:-}" "$CLK_TCK" "$SAMPLES" "$(cat /proc/loadavg)" <<'PY'
 import os, re, sys
 variant, run, before, after, tck, samples, loadavg = sys.argv[1:]
