@@ -8,6 +8,8 @@
 //!   2^20 distinct client addresses and with an account and password never seen before — the pattern of a
 //!   distributed stuffing run, where every lookup misses the CPU caches and every observe inserts state. The policy
 //!   is compiled as the gateway compiles it: with the shipped GeoIP database and breached-password filter.
+//! * `pipeline/login_at_cap`   — the same after 1.25M such logins, when the stores hold their cap and every new key
+//!   evicts: the steady state of a long-running gateway under a distributed attack.
 //! * `pipeline/login_full`     — the same with a typical app's larger JSON body (extra fields skipped): everything
 //!   the gateway decides per protected login besides HTTP and logging.
 //! * `pipeline/flood_blocked`  — one address over its `ip_rate` limit: `decide` answers Block in the address phase,
@@ -211,6 +213,26 @@ fn pipeline_benches(c: &mut Criterion) {
             })
         });
         report_refused("pipeline/login_allowed", refused, total);
+    }
+
+    {
+        // The same once the stores hold their cap: the state of a gateway that has seen a million distinct accounts,
+        // where every new key evicts (make_room, tombstone clean-up) instead of growing the tables.
+        let bench = Bench::new(Clock::system());
+        let (mut next, mut refused, mut total) = (0u64, 0u64, 0u64);
+        let mut body = Numbered::new(MINIMAL_TEMPLATE);
+        let fill = MAX_TRACKED_KEYS as u64 + MAX_TRACKED_KEYS as u64 / 4;
+        timed(&bench, &mut next, &mut refused, fill, |i| bench.login(address(i), body.set(i), status_for(i)));
+        let at_cap = bench.env.store.tracked_keys().iter().map(|(_, n)| *n).max().unwrap_or(0);
+        eprintln!("pipeline/login_at_cap: {fill} logins fed first; the largest store holds {at_cap} keys");
+        refused = 0;
+        group.bench_function("login_at_cap", |b| {
+            b.iter_custom(|iters| {
+                total += iters;
+                timed(&bench, &mut next, &mut refused, iters, |i| bench.login(address(i), body.set(i), status_for(i)))
+            })
+        });
+        report_refused("pipeline/login_at_cap", refused, total);
     }
 
     {
