@@ -359,18 +359,6 @@ pub struct GeoDb {
     country: DbFile,
     asn: Option<DbFile>,
     errors: AtomicU64,
-    /// Tells this database's entries apart in the per-thread lookup cache (a reload opens a new one).
-    tag: u64,
-}
-
-/// Addresses recently looked up on this thread. The same address comes back often — a flood from one address, the
-/// thousands of users behind one carrier NAT — and a lookup walks the database's search tree and decodes a record
-/// (~0.1–0.2 µs); a hit here is a few ns. Fixed size (32 KiB a thread): distinct addresses only miss, never grow it.
-const LOOKUP_CACHE_SLOTS: usize = 1024;
-
-thread_local! {
-    static LOOKUP_CACHE: std::cell::RefCell<Vec<(u128, u64, GeoInfo)>> =
-        std::cell::RefCell::new(vec![(0, 0, GeoInfo::default()); LOOKUP_CACHE_SLOTS]);
 }
 
 impl fmt::Debug for GeoDb {
@@ -419,7 +407,7 @@ impl GeoDb {
     pub fn open(country_db: &Path, asn_db: Option<&Path>) -> Result<GeoDb, GeoError> {
         let country = DbFile::open(DbRole::Country, country_db)?;
         let asn = asn_db.map(|p| DbFile::open(DbRole::Asn, p)).transpose()?;
-        let db = GeoDb { country, asn, errors: AtomicU64::new(0), tag: rand::random::<u64>() | 1 };
+        let db = GeoDb { country, asn, errors: AtomicU64::new(0) };
         tracing::info!(geoip = %db.describe(), "geoip databases loaded");
         Ok(db)
     }
@@ -438,27 +426,6 @@ impl GeoDb {
         if is_private(ip) {
             return GeoInfo { is_private: true, ..GeoInfo::default() };
         }
-        let bits = match ip {
-            IpAddr::V4(v4) => u128::from(u32::from(v4)),
-            IpAddr::V6(v6) => u128::from(v6),
-        };
-        let folded = (bits as u64) ^ ((bits >> 64) as u64) ^ u64::from(ip.is_ipv6());
-        let slot = (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize % LOOKUP_CACHE_SLOTS;
-        let family_tag = self.tag ^ u64::from(ip.is_ipv6()) << 1; // ::1.2.3.4 and 1.2.3.4 share `bits`
-        let cached = LOOKUP_CACHE.with(|cache| {
-            let entry = cache.borrow()[slot];
-            (entry.0 == bits && entry.1 == family_tag).then_some(entry.2)
-        });
-        if let Some(info) = cached {
-            return info;
-        }
-        let info = self.lookup_uncached(ip);
-        LOOKUP_CACHE.with(|cache| cache.borrow_mut()[slot] = (bits, family_tag, info));
-        info
-    }
-
-    /// [`GeoDb::lookup`] without the per-thread cache (for tests; public address, canonical form).
-    pub(crate) fn lookup_uncached(&self, ip: IpAddr) -> GeoInfo {
         let country = self.country.find(ip, &self.errors).and_then(|r| {
             self.country.decode::<CountryRecord<'_>>(&r, ip, &self.errors).and_then(|rec| rec.code()).map(|(c, _)| c)
         });
