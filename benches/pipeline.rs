@@ -17,7 +17,8 @@
 //! * `pipeline/route_match`    — `Policy::match_route` for an unprotected path (the only per-request work the
 //!   pipeline adds to unprotected traffic).
 //! * `body/*`                  — `body_type` + `extract` of typical JSON and form login bodies.
-//! * `telemetry/metrics_per_request` — the Prometheus updates `logging()` does for one allowed login.
+//! * `telemetry/metrics_per_request/{1,2}_thread` — the Prometheus updates `logging()` does for one allowed login,
+//!   per thread, from one thread and from two at once; `telemetry/shared_atomics/*` the same on shared counters.
 //! * `memory/bounded_2M_ips`   — not a timing: feeds 2M distinct addresses (each with a fresh account, each login
 //!   failing) through the login route and prints every defense's `tracked_keys()` before and after `prune`, and the
 //!   process RSS. Runs first (fresh RSS) with a manual clock so "later" is deterministic; 20k addresses under
@@ -335,15 +336,41 @@ fn telemetry_benches(c: &mut Criterion) {
     use stuffgate::telemetry::metrics;
     let mut group = c.benchmark_group("telemetry");
     group.throughput(Throughput::Elements(1));
-    // What `Gateway::logging` does for one allowed, observed login (no findings, no GeoIP).
-    group.bench_function("metrics_per_request", |b| {
-        b.iter(|| {
-            let route = black_box("login");
-            metrics::REQUESTS.with_label_values(&[route, black_box("allow")]).inc();
-            metrics::OUTCOMES.with_label_values(&[route, Outcome::Failure.as_str()]).inc();
-            metrics::DECISION_SECONDS.with_label_values(&[route]).observe(black_box(12e-6));
-        })
-    });
+    // What `Gateway::logging` does for one allowed, observed login (no findings, no GeoIP), from one thread and from
+    // two at once (time per request per thread), beside the same three updates on shared `prometheus` atomics (what
+    // it was before the per-thread shards). On one core per thread, the two-thread figures show what cores writing
+    // the same cache lines cost.
+    let route = metrics::RouteMetrics::new("login");
+    let sharded = || {
+        route.request(black_box("allow"));
+        route.outcome(black_box(Outcome::Failure));
+        route.decision_micros(black_box(12));
+    };
+    let requests = prometheus::IntCounter::new("bench_requests", "bench").expect("valid");
+    let outcomes = prometheus::IntCounter::new("bench_outcomes", "bench").expect("valid");
+    let opts = prometheus::HistogramOpts::new("bench_seconds", "bench")
+        .buckets(vec![0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1]);
+    let histogram = prometheus::Histogram::with_opts(opts).expect("valid");
+    let shared = || {
+        requests.inc();
+        outcomes.inc();
+        histogram.observe(black_box(12e-6));
+    };
+    for (name, update) in [("metrics_per_request", &sharded as &(dyn Fn() + Sync)), ("shared_atomics", &shared)] {
+        for threads in [1u64, 2] {
+            group.bench_function(format!("{name}/{threads}_thread"), |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    std::thread::scope(|scope| {
+                        for _ in 0..threads {
+                            scope.spawn(|| (0..iters).for_each(|_| update()));
+                        }
+                    });
+                    start.elapsed()
+                })
+            });
+        }
+    }
     group.finish();
 }
 

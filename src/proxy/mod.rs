@@ -186,7 +186,7 @@ impl ProxyHttp for Gateway {
             return;
         };
         let verdict = judged.decision.verdict().as_str();
-        route.metrics.request(verdict).inc();
+        route.metrics.request(verdict);
         let env = self.state.policy.env();
         if verdict == "block" {
             env.decisions.note_block(judged.subject.ip);
@@ -205,14 +205,14 @@ impl ProxyHttp for Gateway {
             metrics::count_by_country(&route.name, label, verdict);
         }
         if let Some(outcome) = ctx.outcome {
-            route.metrics.outcome(outcome).inc();
+            route.metrics.outcome(outcome);
         }
         for reason in &judged.decision.reasons {
             if let Some(counters) = route.slots.get(reason.slot).and_then(|s| s.metrics.as_ref()) {
                 if reason.action == "trusted" { &counters.trusted } else { &counters.hit }.inc();
             }
         }
-        route.metrics.decision_seconds.observe(ctx.decision_micros as f64 / 1e6);
+        route.metrics.decision_micros(ctx.decision_micros);
         if route.needs.facts.solution {
             crate::challenge::metrics::record(&route.name, judged.subject.facts.challenge, judged.challenge.is_some());
         }

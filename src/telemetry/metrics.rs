@@ -12,15 +12,6 @@ fn registered<T>(result: prometheus::Result<T>) -> T {
     result.expect("metric names are unique")
 }
 
-/// Protected requests by route and final verdict.
-pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    registered(register_int_counter_vec!(
-        "stuffgate_requests_total",
-        "Protected requests by route and final verdict (allow, tag, challenge, block, bad_request, too_large).",
-        &["route", "verdict"]
-    ))
-});
-
 /// Protected requests by country: bounded (~250 codes plus "private" and "unknown"), never per address.
 pub static REQUESTS_BY_COUNTRY: LazyLock<IntCounterVec> = LazyLock::new(|| {
     registered(register_int_counter_vec!(
@@ -74,15 +65,6 @@ pub static FINDINGS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     ))
 });
 
-/// Upstream outcomes of protected requests, as read from the answer.
-pub static OUTCOMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    registered(register_int_counter_vec!(
-        "stuffgate_upstream_outcomes_total",
-        "Outcomes of forwarded protected requests (success, failure, other).",
-        &["route", "outcome"]
-    ))
-});
-
 /// Records the store holds per key kind: the gauge that shows memory staying bounded under a flood of distinct keys.
 pub static TRACKED_KEYS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     registered(register_int_gauge_vec!(
@@ -106,16 +88,6 @@ pub static RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "stuffgate_policy_reloads_total",
         "Policy reload attempts by result (ok, error).",
         &["result"]
-    ))
-});
-
-/// Time spent deciding (defenses and body read), not upstream time.
-pub static DECISION_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
-    registered(register_histogram_vec!(
-        "stuffgate_decision_seconds",
-        "Time the gateway spent deciding on a protected request, body read included.",
-        &["route"],
-        vec![0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1]
     ))
 });
 
@@ -155,34 +127,31 @@ pub static CONNECTIONS_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     ))
 });
 
-/// A route's counters resolved once, when the policy is compiled: the per-request path increments atomics instead of
-/// hashing label values and taking the vectors' locks.
+/// A route's per-request metrics: requests by verdict, upstream outcomes and the decision-time histogram
+/// (`stuffgate_requests_total`, `stuffgate_upstream_outcomes_total`, `stuffgate_decision_seconds`), written per
+/// thread and summed at scrape time (see `sharded.rs`).
 pub struct RouteMetrics {
-    /// By verdict label, in the order of [`VERDICT_LABELS`].
-    requests: [prometheus::IntCounter; 6],
-    /// By outcome: success, failure, other.
-    outcomes: [prometheus::IntCounter; 3],
-    pub decision_seconds: prometheus::Histogram,
+    counters: std::sync::Arc<super::sharded::RouteCounters>,
 }
 
-pub const VERDICT_LABELS: [&str; 6] = ["allow", "tag", "challenge", "block", "bad_request", "too_large"];
+pub use super::sharded::VERDICT_LABELS;
 
 impl RouteMetrics {
     pub fn new(route: &str) -> RouteMetrics {
-        RouteMetrics {
-            requests: VERDICT_LABELS.map(|verdict| REQUESTS.with_label_values(&[route, verdict])),
-            outcomes: ["success", "failure", "other"].map(|outcome| OUTCOMES.with_label_values(&[route, outcome])),
-            decision_seconds: DECISION_SECONDS.with_label_values(&[route]),
-        }
+        RouteMetrics { counters: super::sharded::RouteCounters::register(route) }
     }
 
-    pub fn request(&self, verdict: &str) -> &prometheus::IntCounter {
-        let at = VERDICT_LABELS.iter().position(|v| *v == verdict).unwrap_or(0);
-        &self.requests[at]
+    /// Count a request by its final verdict (one of [`VERDICT_LABELS`]).
+    pub fn request(&self, verdict: &str) {
+        self.counters.request(VERDICT_LABELS.iter().position(|v| *v == verdict).unwrap_or(0));
     }
 
-    pub fn outcome(&self, outcome: crate::defense::Outcome) -> &prometheus::IntCounter {
-        &self.outcomes[outcome as usize]
+    pub fn outcome(&self, outcome: crate::defense::Outcome) {
+        self.counters.outcome(outcome as usize);
+    }
+
+    pub fn decision_micros(&self, micros: u64) {
+        self.counters.decision_micros(micros);
     }
 }
 

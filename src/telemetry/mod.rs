@@ -3,6 +3,7 @@
 
 pub mod metrics;
 pub mod process;
+mod sharded;
 
 use tracing_subscriber::{fmt, EnvFilter};
 
