@@ -265,3 +265,29 @@ fn other_spellings_of_a_protected_path_are_protected_too() {
         assert_eq!(response.status(), 429, "{spelling} must not slip past the login route's limit");
     }
 }
+
+#[test]
+fn metrics_counted_on_several_worker_threads_add_up_at_scrape_time() {
+    // Each worker thread counts into its own shards (`telemetry/sharded.rs`); a scrape adds them up. A new
+    // connection per login lets the kernel spread them over the four threads' listeners.
+    let api = demo_api();
+    let gateway = Gateway::start_with(&login_route(""), api.addr(), Options { threads: 4, ..Options::default() });
+    for _ in 0..30 {
+        assert_eq!(gateway.login(Some("8.8.8.8"), ALICE.0, ALICE.1).status(), 200);
+    }
+    for _ in 0..10 {
+        assert_eq!(gateway.login(Some("8.8.8.8"), ALICE.0, "wrong-guess").status(), 401);
+    }
+    let metrics = client().get(format!("{}/metrics", gateway.admin)).send().unwrap().text().unwrap();
+    for series in [
+        r#"stuffgate_requests_total{route="login",verdict="allow"} 40"#,
+        r#"stuffgate_requests_total{route="login",verdict="block"} 0"#,
+        r#"stuffgate_upstream_outcomes_total{route="login",outcome="success"} 30"#,
+        r#"stuffgate_upstream_outcomes_total{route="login",outcome="failure"} 10"#,
+        r#"stuffgate_decision_seconds_count{route="login"} 40"#,
+        r#"stuffgate_decision_seconds_bucket{route="login",le="+Inf"} 40"#,
+        r#"stuffgate_requests_by_country_total{route="login",country="US",verdict="allow"} 40"#,
+    ] {
+        assert!(metrics.lines().any(|line| line == series), "{series} missing from\n{metrics}");
+    }
+}

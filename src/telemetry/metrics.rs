@@ -12,27 +12,42 @@ fn registered<T>(result: prometheus::Result<T>) -> T {
     result.expect("metric names are unique")
 }
 
-/// Protected requests by country: bounded (~250 codes plus "private" and "unknown"), never per address.
-pub static REQUESTS_BY_COUNTRY: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    registered(register_int_counter_vec!(
+/// Protected requests by country: bounded (~250 codes plus "private" and "unknown"), never per address. Counted per
+/// thread (see `sharded.rs`): each thread counts into cells of its own, cached by label set.
+static REQUESTS_BY_COUNTRY: LazyLock<&'static super::sharded::ThreadCounterVec> = LazyLock::new(|| {
+    let vec: &'static _ = Box::leak(Box::new(super::sharded::ThreadCounterVec::new(
         "stuffgate_requests_by_country_total",
         "Protected requests by route, client country (ISO code, private or unknown) and final verdict.",
-        &["route", "country", "verdict"]
-    ))
+        &["route", "country", "verdict"],
+    )));
+    registered(prometheus::register(Box::new(Registered(vec))));
+    vec
 });
 
-/// Count one protected request in [`REQUESTS_BY_COUNTRY`]. `with_label_values` hashes the labels, takes the
-/// vector's lock and clones the counter's `Arc`: atomic writes on lines that every worker thread shares, per request.
-/// A per-thread cache of the counters leaves only the increment. Bounded: cleared past 4,096 entries (labels are
-/// bounded too: routes x ~250 countries x verdicts).
+/// Lets the default registry hold a collector that lives in a static.
+struct Registered(&'static super::sharded::ThreadCounterVec);
+
+impl prometheus::core::Collector for Registered {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.collect()
+    }
+}
+
+/// Count one protected request by country. A per-thread cache holds this thread's cell of each label set, so a
+/// request costs a map lookup and an add no other thread makes. Bounded: cleared past 4,096 entries (labels are
+/// bounded too: routes x ~250 countries x verdicts); a cleared cell's count is kept (see `ThreadCounterVec`).
 pub fn count_by_country(route: &str, country: &str, verdict: &'static str) {
-    type Entry = (Box<str>, prometheus::IntCounter);
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    type Entry = (Box<str>, std::sync::Arc<AtomicU64>);
     thread_local! {
         static CACHE: std::cell::RefCell<std::collections::HashMap<(usize, u64, usize), Entry>> =
             std::cell::RefCell::new(std::collections::HashMap::new());
     }
     if country.len() > 8 {
-        REQUESTS_BY_COUNTRY.with_label_values(&[route, country, verdict]).inc();
+        REQUESTS_BY_COUNTRY.cell(&[route, country, verdict]).fetch_add(1, Relaxed);
         return;
     }
     let mut packed = [0u8; 8];
@@ -41,18 +56,18 @@ pub fn count_by_country(route: &str, country: &str, verdict: &'static str) {
     let key = (route.as_ptr() as usize, u64::from_le_bytes(packed), verdict.as_ptr() as usize);
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
-        if let Some((name, counter)) = cache.get(&key) {
+        if let Some((name, cell)) = cache.get(&key) {
             if **name == *route {
-                counter.inc();
+                cell.fetch_add(1, Relaxed);
                 return;
             }
         }
         if cache.len() >= 4096 {
             cache.clear();
         }
-        let counter = REQUESTS_BY_COUNTRY.with_label_values(&[route, country, verdict]);
-        counter.inc();
-        cache.insert(key, (route.into(), counter));
+        let cell = REQUESTS_BY_COUNTRY.cell(&[route, country, verdict]);
+        cell.fetch_add(1, Relaxed);
+        cache.insert(key, (route.into(), cell));
     });
 }
 

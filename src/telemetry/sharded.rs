@@ -272,6 +272,84 @@ fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<proto::Metric>)
     family
 }
 
+/// A counter family whose cells each belong to one thread: a thread asks for its own cell of a label set once
+/// (and caches it), then counts into it alone; a scrape adds up the cells of each label set. For counters with more
+/// label sets than a fixed per-thread array could hold, such as requests by country.
+pub struct ThreadCounterVec {
+    desc: Desc,
+    name: &'static str,
+    help: &'static str,
+    label_names: &'static [&'static str],
+    cells: Mutex<Cells>,
+}
+
+/// Label values, in the order of the family's label names.
+type Labels = Box<[Box<str>]>;
+
+#[derive(Default)]
+struct Cells {
+    live: Vec<(Labels, Arc<AtomicU64>)>,
+    /// What cells no thread holds any more counted, by label set.
+    retired: BTreeMap<Labels, u64>,
+}
+
+impl Cells {
+    fn retire_unused(&mut self) {
+        let Cells { live, retired } = self;
+        live.retain(|(labels, cell)| {
+            if Arc::strong_count(cell) > 1 {
+                return true;
+            }
+            *retired.entry(labels.clone()).or_default() += cell.load(Relaxed);
+            false
+        });
+    }
+}
+
+impl ThreadCounterVec {
+    pub fn new(name: &'static str, help: &'static str, label_names: &'static [&'static str]) -> ThreadCounterVec {
+        ThreadCounterVec { desc: desc(name, help, label_names), name, help, label_names, cells: Default::default() }
+    }
+
+    /// A new cell of `labels` for the calling thread to count into (keep it: each call registers another).
+    pub fn cell(&self, labels: &[&str]) -> Arc<AtomicU64> {
+        let cell = Arc::new(AtomicU64::new(0));
+        let mut cells = lock(&self.cells);
+        if cells.live.len() % 1024 == 1023 {
+            cells.retire_unused();
+        }
+        cells.live.push((labels.iter().map(|&l| Box::from(l)).collect(), cell.clone()));
+        cell
+    }
+}
+
+impl Collector for ThreadCounterVec {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let totals = {
+            let mut cells = lock(&self.cells);
+            cells.retire_unused();
+            let mut totals = cells.retired.clone();
+            for (labels, cell) in &cells.live {
+                *totals.entry(labels.clone()).or_default() += cell.load(Relaxed);
+            }
+            totals
+        };
+        let metrics = totals
+            .iter()
+            .map(|(values, total)| {
+                let pairs: Vec<(&str, &str)> =
+                    self.label_names.iter().copied().zip(values.iter().map(|v| &**v)).collect();
+                counter(&pairs, *total)
+            })
+            .collect();
+        vec![family(self.name, self.help, MetricType::COUNTER, metrics)]
+    }
+}
+
 /// A poisoned lock only means a scrape panicked midway; the counts are still whole.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -334,5 +412,37 @@ mod tests {
         drop(second);
         let text = scrape();
         assert!(text.contains(r#"stuffgate_requests_total{route="sharded_test",verdict="block"} 40001"#), "{text}");
+    }
+
+    #[test]
+    fn thread_cells_add_up_by_label_set_and_outlive_their_threads() {
+        let vec = ThreadCounterVec::new("sharded_test_total", "test", &["route", "country"]);
+        std::thread::scope(|scope| {
+            for t in 0..8u64 {
+                let vec = &vec;
+                scope.spawn(move || {
+                    let jp = vec.cell(&["login", "JP"]);
+                    let other = vec.cell(&["login", if t % 2 == 0 { "BR" } else { "US" }]);
+                    for _ in 0..1000 {
+                        jp.fetch_add(1, Relaxed);
+                        other.fetch_add(1, Relaxed);
+                    }
+                });
+            }
+        });
+        // Every thread is gone (and dropped its cells): the counts stay, one series per label set.
+        let mut out = Vec::new();
+        prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &vec.collect(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let series: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            series,
+            [
+                r#"sharded_test_total{route="login",country="BR"} 4000"#,
+                r#"sharded_test_total{route="login",country="JP"} 8000"#,
+                r#"sharded_test_total{route="login",country="US"} 4000"#,
+            ],
+            "{text}"
+        );
     }
 }
