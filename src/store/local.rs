@@ -71,7 +71,21 @@ impl Hasher for IdHasher {
 
 /// A shard's records: a hashbrown table on pages of its own (see `pages.rs`).
 type Map<const N: usize> = hashbrown::HashMap<u64, Record<N>, BuildHasherDefault<IdHasher>, OsPages>;
-type Shard<const N: usize> = Mutex<Map<N>>;
+type Shard<const N: usize> = Padded<Mutex<Map<N>>>;
+
+/// A shard's lock and table header (~40 bytes) on cache lines of their own. Unpadded, neighbouring shards shared a
+/// line, and a core locking one shard took the line from a core locking the next: measured with two threads taking
+/// 8 random locks of 64 apiece, 345 ns unpadded against 255 ns on 128-byte lines (one thread: 130 ns either way).
+/// 128, not 64: the adjacent-line prefetcher pulls lines in pairs.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
 
 /// One key kind's shards. Records keep their cells inline, as many as the kind usually needs: an address or an
 /// account carries most defenses of a login route (rate, failures, distinct accounts, ...: 3 to 4 cells), a pair, a
@@ -95,7 +109,7 @@ impl Table {
 /// what their records touch.
 fn shards<const N: usize>(per_shard_cap: usize) -> Box<[Shard<N>]> {
     (0..SHARDS)
-        .map(|_| Mutex::new(Map::with_capacity_and_hasher_in(per_shard_cap, Default::default(), OsPages)))
+        .map(|_| Padded(Mutex::new(Map::with_capacity_and_hasher_in(per_shard_cap, Default::default(), OsPages))))
         .collect()
 }
 
