@@ -75,7 +75,8 @@ type Shard<const N: usize> = Padded<Mutex<Map<N>>>;
 
 /// A shard's lock and table header (~40 bytes) on cache lines of their own. Unpadded, neighbouring shards shared a
 /// line, and a core locking one shard took the line from a core locking the next: measured with two threads taking
-/// 8 random locks of 64 apiece, 345 ns unpadded against 255 ns on 128-byte lines (one thread: 130 ns either way).
+/// 8 random locks of 64 apiece, ~345 ns unpadded against ~252 ns on 128-byte lines (one thread: 130-140 ns either
+/// way; `cargo bench --bench contention`).
 /// 128, not 64: the adjacent-line prefetcher pulls lines in pairs.
 #[repr(align(128))]
 struct Padded<T>(T);
