@@ -132,14 +132,18 @@ struct Routes {
 
 impl Routes {
     /// Fold the counters only this registry still holds into the retired totals. Nothing else can reach them, so
-    /// nothing can count into them after this.
+    /// nothing can count into them after this. A route that never counted anything leaves nothing behind (a policy
+    /// compiled and dropped without traffic, as `stuffgate check` and the fuzzers do, would otherwise add a name).
     fn retire_unused(&mut self) {
         let Routes { live, retired } = self;
         live.retain(|counters| {
             if Arc::strong_count(counters) > 1 {
                 return true;
             }
-            retired.entry(counters.route.clone()).or_default().add(&counters.totals());
+            let totals = counters.totals();
+            if totals.count > 0 || totals.requests.iter().chain(&totals.outcomes).any(|&n| n > 0) {
+                retired.entry(counters.route.clone()).or_default().add(&totals);
+            }
             false
         });
     }
@@ -412,6 +416,12 @@ mod tests {
         drop(second);
         let text = scrape();
         assert!(text.contains(r#"stuffgate_requests_total{route="sharded_test",verdict="block"} 40001"#), "{text}");
+
+        // A route compiled and dropped without a request leaves no series behind.
+        let idle = RouteCounters::register("sharded_test_idle");
+        assert!(scrape().contains(r#"stuffgate_requests_total{route="sharded_test_idle",verdict="allow"} 0"#));
+        drop(idle);
+        assert!(!scrape().contains("sharded_test_idle"));
     }
 
     #[test]
