@@ -26,18 +26,22 @@ const BUCKETS_MICROS: [u64; 9] = [10, 50, 100, 500, 1_000, 5_000, 10_000, 50_000
 /// Enough shards for a thread each on the machines a gateway runs on; threads beyond share (still correct).
 const SHARDS: usize = 32;
 
+/// Where each count sits, in a thread's shard and in a route's totals alike: requests by verdict, upstream outcomes,
+/// decision times by bucket (not cumulative; the last is the overflow bucket), then the count and the sum of decision
+/// times in microseconds.
+const REQUESTS: usize = 0;
+const OUTCOMES: usize = REQUESTS + VERDICT_LABELS.len();
+const BUCKETS: usize = OUTCOMES + OUTCOME_LABELS.len();
+const COUNT: usize = BUCKETS + BUCKETS_MICROS.len() + 1;
+const SUM_MICROS: usize = COUNT + 1;
+const SLOTS: usize = SUM_MICROS + 1;
+
 /// One thread's counts for one route. 21 words: it fits the 256 bytes it is aligned to, so no two threads' shards
 /// share a cache line (nor the adjacent line the prefetcher pairs with it).
 #[repr(align(256))]
 #[derive(Default)]
-struct Shard {
-    requests: [AtomicU64; 6],
-    outcomes: [AtomicU64; 3],
-    /// Per bucket (not cumulative), then the overflow bucket.
-    buckets: [AtomicU64; 10],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
+struct Shard([AtomicU64; SLOTS]);
+const _: () = assert!(std::mem::size_of::<Shard>() == 256, "a shard is one 256-byte block");
 
 /// A route's shards.
 pub struct RouteCounters {
@@ -45,25 +49,11 @@ pub struct RouteCounters {
     shards: Box<[Shard]>,
 }
 
-/// Plain totals of one route (summed shards, or what retired routes of that name counted).
-#[derive(Clone, Default)]
-struct Totals {
-    requests: [u64; 6],
-    outcomes: [u64; 3],
-    buckets: [u64; 10],
-    count: u64,
-    sum_micros: u64,
-}
+/// Plain totals of one route (summed shards, or what retired routes of that name counted), laid out as a shard.
+type Totals = [u64; SLOTS];
 
-impl Totals {
-    fn add(&mut self, other: &Totals) {
-        let add = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-        add(&mut self.requests, &other.requests);
-        add(&mut self.outcomes, &other.outcomes);
-        add(&mut self.buckets, &other.buckets);
-        self.count += other.count;
-        self.sum_micros += other.sum_micros;
-    }
+fn add(into: &mut Totals, from: &Totals) {
+    into.iter_mut().zip(from).for_each(|(into, from)| *into += from);
 }
 
 thread_local! {
@@ -84,40 +74,33 @@ impl RouteCounters {
         counters
     }
 
-    fn shard(&self) -> &Shard {
-        &self.shards[SHARD.with(|s| *s)]
+    /// Add one to a count of this thread's shard.
+    fn bump(&self, slot: usize, by: u64) {
+        self.shards[SHARD.with(|s| *s)].0[slot].fetch_add(by, Relaxed);
     }
 
     /// Count a request by its verdict's index in [`VERDICT_LABELS`].
     pub fn request(&self, verdict: usize) {
-        self.shard().requests[verdict.min(5)].fetch_add(1, Relaxed);
+        self.bump(REQUESTS + verdict.min(OUTCOMES - REQUESTS - 1), 1);
     }
 
     /// Count an upstream outcome by its index in [`OUTCOME_LABELS`].
     pub fn outcome(&self, outcome: usize) {
-        self.shard().outcomes[outcome.min(2)].fetch_add(1, Relaxed);
+        self.bump(OUTCOMES + outcome.min(BUCKETS - OUTCOMES - 1), 1);
     }
 
     /// Record the time a decision took.
     pub fn decision_micros(&self, micros: u64) {
-        let shard = self.shard();
         let bucket = BUCKETS_MICROS.iter().position(|&upper| micros <= upper).unwrap_or(BUCKETS_MICROS.len());
-        shard.buckets[bucket].fetch_add(1, Relaxed);
-        shard.count.fetch_add(1, Relaxed);
-        shard.sum_micros.fetch_add(micros, Relaxed);
+        self.bump(BUCKETS + bucket, 1);
+        self.bump(COUNT, 1);
+        self.bump(SUM_MICROS, micros);
     }
 
     fn totals(&self) -> Totals {
-        let mut totals = Totals::default();
-        let read = |into: &mut [u64], from: &[AtomicU64]| {
-            into.iter_mut().zip(from).for_each(|(into, from)| *into += from.load(Relaxed))
-        };
+        let mut totals = [0; SLOTS];
         for shard in self.shards.iter() {
-            read(&mut totals.requests, &shard.requests);
-            read(&mut totals.outcomes, &shard.outcomes);
-            read(&mut totals.buckets, &shard.buckets);
-            totals.count += shard.count.load(Relaxed);
-            totals.sum_micros += shard.sum_micros.load(Relaxed);
+            totals.iter_mut().zip(&shard.0).for_each(|(total, count)| *total += count.load(Relaxed));
         }
         totals
     }
@@ -141,8 +124,8 @@ impl Routes {
                 return true;
             }
             let totals = counters.totals();
-            if totals.count > 0 || totals.requests.iter().chain(&totals.outcomes).any(|&n| n > 0) {
-                retired.entry(counters.route.clone()).or_default().add(&totals);
+            if totals.iter().any(|&n| n > 0) {
+                add(retired.entry(counters.route.clone()).or_default(), &totals);
             }
             false
         });
@@ -201,7 +184,7 @@ impl Collector for Collecting {
             routes.retire_unused();
             let mut by_route = routes.retired.clone();
             for counters in &routes.live {
-                by_route.entry(counters.route.clone()).or_default().add(&counters.totals());
+                add(by_route.entry(counters.route.clone()).or_default(), &counters.totals());
             }
             by_route
         };
@@ -209,11 +192,11 @@ impl Collector for Collecting {
         let mut outcomes = Vec::new();
         let mut decisions = Vec::new();
         for (route, totals) in &by_route {
-            for (label, value) in VERDICT_LABELS.iter().zip(totals.requests) {
-                requests.push(counter(&[("route", route), ("verdict", label)], value));
+            for (label, value) in VERDICT_LABELS.iter().zip(&totals[REQUESTS..OUTCOMES]) {
+                requests.push(counter(&[("route", route), ("verdict", label)], *value));
             }
-            for (label, value) in OUTCOME_LABELS.iter().zip(totals.outcomes) {
-                outcomes.push(counter(&[("route", route), ("outcome", label)], value));
+            for (label, value) in OUTCOME_LABELS.iter().zip(&totals[OUTCOMES..BUCKETS]) {
+                outcomes.push(counter(&[("route", route), ("outcome", label)], *value));
             }
             decisions.push(histogram(route, totals));
         }
@@ -249,7 +232,7 @@ fn histogram(route: &str, totals: &Totals) -> proto::Metric {
     let mut cumulative = 0;
     let buckets = BUCKETS_MICROS
         .iter()
-        .zip(totals.buckets)
+        .zip(&totals[BUCKETS..COUNT])
         .map(|(&upper, count)| {
             cumulative += count;
             let mut bucket = proto::Bucket::default();
@@ -259,8 +242,8 @@ fn histogram(route: &str, totals: &Totals) -> proto::Metric {
         })
         .collect();
     let mut histogram = proto::Histogram::default();
-    histogram.set_sample_count(totals.count);
-    histogram.set_sample_sum(totals.sum_micros as f64 / 1e6);
+    histogram.set_sample_count(totals[COUNT]);
+    histogram.set_sample_sum(totals[SUM_MICROS] as f64 / 1e6);
     histogram.set_bucket(buckets);
     let mut metric = proto::Metric::from_label(labels(&[("route", route)]));
     metric.set_histogram(histogram);
