@@ -321,12 +321,28 @@ fn take<const N: usize>(data: &mut &[u8]) -> [u8; N] {
     out
 }
 
+/// A token issued for `claims` verifies as them until `expires`, then as expired; as the other kind of token, never.
+fn check_issued<C: PartialEq + std::fmt::Debug>(
+    text: &str,
+    claims: C,
+    expires: u32,
+    verify: impl Fn(&str) -> Result<C, TokenError>,
+    as_other_kind: Result<(), TokenError>,
+) {
+    if u64::from(expires) > TOKEN_NOW / 1_000_000_000 {
+        assert_eq!(verify(text), Ok(claims));
+        check_verified(text, TOKEN_NOW);
+    } else {
+        assert_eq!(verify(text), Err(TokenError::Expired));
+    }
+    assert_eq!(as_other_kind, Err(TokenError::Malformed));
+}
+
 fn token_tamper(mut data: &[u8]) {
     let fixture = &*TOKENS;
     let [flags] = take::<1>(&mut data);
     let signer = &fixture.alone[usize::from(flags & 1)];
     let challenge = flags & 2 != 0;
-    let secs = TOKEN_NOW / 1_000_000_000;
     let expires = u32::from_le_bytes(take(&mut data));
     let text = if challenge {
         let claims = ChallengeClaims {
@@ -337,26 +353,14 @@ fn token_tamper(mut data: &[u8]) {
             bind: take(&mut data),
         };
         let text = signer.issue_challenge(&claims);
-        let verified = fixture.keys.verify_challenge(&text, TOKEN_NOW);
-        if u64::from(expires) > secs {
-            assert_eq!(verified, Ok(claims));
-            check_verified(&text, TOKEN_NOW);
-        } else {
-            assert_eq!(verified, Err(TokenError::Expired));
-        }
-        assert_eq!(fixture.keys.verify_device(&text, 0), Err(TokenError::Malformed));
+        let as_device = fixture.keys.verify_device(&text, 0).map(drop);
+        check_issued(&text, claims, expires, |text| fixture.keys.verify_challenge(text, TOKEN_NOW), as_device);
         text
     } else {
         let claims = DeviceClaims { issued: u32::from_le_bytes(take(&mut data)), expires, id: take(&mut data) };
         let text = signer.issue_device(&claims);
-        let verified = fixture.keys.verify_device(&text, TOKEN_NOW);
-        if u64::from(expires) > secs {
-            assert_eq!(verified, Ok(claims));
-            check_verified(&text, TOKEN_NOW);
-        } else {
-            assert_eq!(verified, Err(TokenError::Expired));
-        }
-        assert_eq!(fixture.keys.verify_challenge(&text, 0), Err(TokenError::Malformed));
+        let as_challenge = fixture.keys.verify_challenge(&text, 0).map(drop);
+        check_issued(&text, claims, expires, |text| fixture.keys.verify_device(text, TOKEN_NOW), as_challenge);
         text
     };
     // The original body: a content type of at most 255 bytes, then the rest up to the edits.
