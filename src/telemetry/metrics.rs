@@ -15,26 +15,12 @@ fn registered<T>(result: prometheus::Result<T>) -> T {
 /// Protected requests by country: bounded (~250 codes plus "private" and "unknown"), never per address. Counted per
 /// thread (see `sharded.rs`): each thread counts into cells of its own, cached by label set.
 static REQUESTS_BY_COUNTRY: LazyLock<&'static super::sharded::ThreadCounterVec> = LazyLock::new(|| {
-    let vec: &'static _ = Box::leak(Box::new(super::sharded::ThreadCounterVec::new(
+    super::sharded::ThreadCounterVec::register(
         "stuffgate_requests_by_country_total",
         "Protected requests by route, client country (ISO code, private or unknown) and final verdict.",
         &["route", "country", "verdict"],
-    )));
-    registered(prometheus::register(Box::new(Registered(vec))));
-    vec
+    )
 });
-
-/// Lets the default registry hold a collector that lives in a static.
-struct Registered(&'static super::sharded::ThreadCounterVec);
-
-impl prometheus::core::Collector for Registered {
-    fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        self.0.desc()
-    }
-    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        self.0.collect()
-    }
-}
 
 /// Count one protected request by country. A per-thread cache holds this thread's cell of each label set, so a
 /// request costs a map lookup and an add no other thread makes. Bounded: cleared past 4,096 entries (labels are

@@ -161,26 +161,35 @@ fn desc(name: &str, help: &str, labels: &[&str]) -> Desc {
         .expect("valid metric description")
 }
 
-/// Register the collector with the default Prometheus registry (once; later calls do nothing).
+/// Register the route registry with the default Prometheus registry (once; later calls do nothing).
 pub fn register() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        #[allow(clippy::expect_used)] // the names are this module's alone: a clash is a bug any test shows
-        prometheus::register(Box::new(Collecting)).expect("the sharded metrics register once");
-    });
+    ONCE.call_once(|| register_static(&*REGISTRY));
 }
 
-/// The collector handed to the registry (the registry itself is a static).
-struct Collecting;
+/// Hand a collector that lives in a static to the default Prometheus registry (which takes its collectors boxed).
+fn register_static<T: Collector>(collector: &'static T) {
+    struct Static<T: 'static>(&'static T);
+    impl<T: Collector> Collector for Static<T> {
+        fn desc(&self) -> Vec<&Desc> {
+            self.0.desc()
+        }
+        fn collect(&self) -> Vec<MetricFamily> {
+            self.0.collect()
+        }
+    }
+    #[allow(clippy::expect_used)] // the names are this module's alone: a clash is a bug any test shows
+    prometheus::register(Box::new(Static(collector))).expect("a metric family registers once");
+}
 
-impl Collector for Collecting {
+impl Collector for Registry {
     fn desc(&self) -> Vec<&Desc> {
-        REGISTRY.descs.iter().collect()
+        self.descs.iter().collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
         let by_route = {
-            let mut routes = lock(&REGISTRY.routes);
+            let mut routes = lock(&self.routes);
             routes.retire_unused();
             let mut by_route = routes.retired.clone();
             for counters in &routes.live {
@@ -296,6 +305,17 @@ impl Cells {
 impl ThreadCounterVec {
     pub fn new(name: &'static str, help: &'static str, label_names: &'static [&'static str]) -> ThreadCounterVec {
         ThreadCounterVec { desc: desc(name, help, label_names), name, help, label_names, cells: Default::default() }
+    }
+
+    /// A family for the life of the process, registered with the default Prometheus registry.
+    pub fn register(
+        name: &'static str,
+        help: &'static str,
+        label_names: &'static [&'static str],
+    ) -> &'static ThreadCounterVec {
+        let family: &'static ThreadCounterVec = Box::leak(Box::new(ThreadCounterVec::new(name, help, label_names)));
+        register_static(family);
+        family
     }
 
     /// A new cell of `labels` for the calling thread to count into (keep it: each call registers another).
