@@ -41,6 +41,8 @@
 # PERF_OUT=dir profiles the proxy over each measured window with `perf record -g` (perf must be installed) and writes
 # dir/VARIANT-RUN.flat.txt (self time by symbol) and dir/VARIANT-RUN.children.txt (time including callees). perf
 # samples at 999 Hz on the proxy's CPU, which adds a few percent to the CPU figures of those runs.
+# STRACE_OUT=dir counts the proxy's system calls over each measured window (`strace -c -f`, which slows the proxy
+# several-fold: use it for calls per request, not CPU) into dir/VARIANT-RUN.syscalls.txt, with wrk's request count.
 # PERF_CALLGRAPH=dwarf unwinds through Rust code built without frame pointers (heavier: fewer requests per run).
 set -euo pipefail
 
@@ -297,9 +299,19 @@ measure() { # variant run
     perf record -q -F 999 --call-graph "${PERF_CALLGRAPH:-fp}" -p "$pid" -o "$WORK/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
     perf_pid=$!
   fi
+  local strace_pid=""
+  if [[ -n ${STRACE_OUT:-} && -n $pid ]]; then
+    mkdir -p "$STRACE_OUT"
+    timeout -s INT "$DURATION" strace -c -f -p "$pid" -o "$STRACE_OUT/$variant-$run.syscalls.txt" >/dev/null 2>&1 &
+    strace_pid=$!
+  fi
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${wrk_script[@]}" "$url$target")
   echo "$out" >"$WORK/wrk-$variant-$run.txt"
   [[ -z $pid ]] || after=$(cpu_ticks "$pid")
+  if [[ -n $strace_pid ]]; then   # syscalls per request: divide strace's counts by wrk's requests
+    wait "$strace_pid" || true
+    echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/requests: \1/p' >>"$STRACE_OUT/$variant-$run.syscalls.txt"
+  fi
   if [[ -n $redis_before ]]; then
     local requests
     requests=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')

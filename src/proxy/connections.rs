@@ -299,7 +299,13 @@ pub struct GuardedStream {
     seen_epoch: u64,
     /// Bytes read since the current head began (or the connection went idle).
     head_bytes: usize,
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// One timer for the connection's life, moved with `reset` rather than dropped and re-created per request.
+    /// That keeps it registered while a request is in progress, which matters for cost: tokio wakes its own driver
+    /// (an eventfd write and an extra `epoll_wait`) whenever a timer is added to an empty wheel, and moving a
+    /// registered timer later is a single compare-and-swap.
+    deadline: Pin<Box<Sleep>>,
+    /// Whether `deadline` applies now: between requests, not while one is in progress.
+    deadline_armed: bool,
     /// The client a PROXY protocol header named.
     proxied_client: Option<IpAddr>,
     /// Bytes read with the PROXY header that belong to the first request, served before the socket's.
@@ -326,7 +332,8 @@ impl GuardedStream {
             seen_epoch: 0,
             head_bytes: 0,
             // A new connection has `header_timeout` from accept to deliver its first head.
-            deadline: Some(Box::pin(tokio::time::sleep(limits.header_timeout))),
+            deadline: Box::pin(tokio::time::sleep(limits.header_timeout)),
+            deadline_armed: true,
             proxied_client: preamble.client,
             rest: preamble.rest,
             rest_at: 0,
@@ -389,10 +396,10 @@ impl AsyncRead for GuardedStream {
         if epoch != this.seen_epoch {
             this.seen_epoch = epoch;
             this.head_bytes = 0;
-            this.deadline = match phase {
-                IDLE => Some(Box::pin(tokio::time::sleep(this.idle_timeout))),
-                _ => None,
-            };
+            this.deadline_armed = phase == IDLE;
+            if this.deadline_armed {
+                this.deadline.as_mut().reset(tokio::time::Instant::now() + this.idle_timeout);
+            }
         }
         if this.rest_at < this.rest.len() {
             // What came with the PROXY header: the start of the first head, under its budget like the rest.
@@ -428,14 +435,14 @@ impl AsyncRead for GuardedStream {
             Poll::Ready(Ok(read)) => {
                 if read > 0 && this.head_bytes == 0 && phase == IDLE {
                     // The next head has begun: it has `header_timeout` in total, however slowly it trickles.
-                    this.deadline = Some(Box::pin(tokio::time::sleep(this.header_timeout)));
+                    this.deadline.as_mut().reset(tokio::time::Instant::now() + this.header_timeout);
                 }
                 this.head_bytes += read;
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
             Poll::Pending => {
-                let expired = this.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                let expired = this.deadline_armed && this.deadline.as_mut().poll(cx).is_ready();
                 if !expired {
                     return Poll::Pending;
                 }
