@@ -67,7 +67,14 @@ pub struct HttpSession {
     // If allowed, does not fail with error on invalid content-length
     // (treats as close-delimited response).
     allow_h1_response_invalid_content_length: bool,
+    /// stuffgate patch: a request head not yet written because its body follows. The first body write (or
+    /// `finish_body`) sends both in one write, so a small request reaches the upstream in one segment and wakes it
+    /// once, instead of a flushed head and then its body.
+    pending_head: Option<BytesMut>,
 }
+
+/// Largest body write that is joined with a pending head into one write; larger ones go after it.
+const JOIN_HEAD_WITH_BODY_MAX: usize = 16 * 1024;
 
 /// HTTP 1.x client session
 impl HttpSession {
@@ -100,6 +107,7 @@ impl HttpSession {
             received_upgrade_req_body: false,
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
+            pending_head: None,
         }
     }
 
@@ -130,6 +138,15 @@ impl HttpSession {
         })?;
         trace!("Writing request header: {to_wire:?}");
 
+        // stuffgate patch: a head whose body follows goes out with the body's first write (see `pending_head`),
+        // unless the request waits for `100 Continue` before sending its body.
+        if !self.body_writer.finished() && !expects_continue(&req) {
+            let len = to_wire.len();
+            self.pending_head = Some(to_wire);
+            self.request_written = Some(req);
+            return Ok(len);
+        }
+
         let write_fut = self.underlying_stream.write_all(to_wire.as_ref());
         match self.write_timeout {
             Some(t) => match timeout(t, write_fut).await {
@@ -156,10 +173,36 @@ impl HttpSession {
     }
 
     async fn do_write_body(&mut self, buf: &[u8]) -> Result<Option<usize>> {
-        let written = self
-            .body_writer
-            .write_body(&mut self.underlying_stream, buf)
-            .await;
+        let written = match self.pending_head.take() {
+            Some(head) if buf.len() <= JOIN_HEAD_WITH_BODY_MAX => {
+                // Head, body framing and body gathered in one buffer, written at once.
+                let mut joined = tokio::io::BufWriter::with_capacity(
+                    head.len() + buf.len() + 32,
+                    &mut self.underlying_stream,
+                );
+                joined
+                    .write_all(&head)
+                    .await
+                    .or_err(WriteError, "while writing request headers")?;
+                let written = self.body_writer.write_body(&mut joined, buf).await;
+                joined
+                    .flush()
+                    .await
+                    .or_err(WriteError, "flushing request header and body")?;
+                written
+            }
+            Some(head) => {
+                self.write_pending_head(head).await?;
+                self.body_writer
+                    .write_body(&mut self.underlying_stream, buf)
+                    .await
+            }
+            None => {
+                self.body_writer
+                    .write_body(&mut self.underlying_stream, buf)
+                    .await
+            }
+        };
 
         if let Ok(Some(num_bytes)) = written {
             self.bytes_sent += num_bytes;
@@ -181,6 +224,18 @@ impl HttpSession {
         }
     }
 
+    /// stuffgate patch: write a held head on its own (a large first body write, or a body that ends empty).
+    async fn write_pending_head(&mut self, head: BytesMut) -> Result<()> {
+        self.underlying_stream
+            .write_all(&head)
+            .await
+            .or_err(WriteError, "while writing request headers")?;
+        self.underlying_stream
+            .flush()
+            .await
+            .or_err(WriteError, "flushing request header")
+    }
+
     fn maybe_force_close_body_reader(&mut self) {
         if self.upgraded && self.received_upgrade_req_body && !self.body_reader.body_done() {
             // request is done, reset the response body to close
@@ -191,6 +246,9 @@ impl HttpSession {
     /// Flush local buffer and notify the server by sending the last chunk if chunked encoding is
     /// used.
     pub async fn finish_body(&mut self) -> Result<Option<usize>> {
+        if let Some(head) = self.pending_head.take() {
+            self.write_pending_head(head).await?;
+        }
         let res = self.body_writer.finish(&mut self.underlying_stream).await?;
         self.underlying_stream
             .flush()
@@ -658,7 +716,11 @@ impl HttpSession {
     /// If the connection cannot be reused, the underlying stream will be closed and `None` will be
     /// returned.
     pub async fn reuse(mut self) -> Option<Stream> {
-        if !self.body_reader.body_complete() || self.body_reader.has_bytes_overread() {
+        // stuffgate patch: a head never written means the request was not sent whole; do not reuse the stream.
+        if !self.body_reader.body_complete()
+            || self.body_reader.has_bytes_overread()
+            || self.pending_head.is_some()
+        {
             self.set_keepalive(None);
         }
 
@@ -951,6 +1013,13 @@ impl UniqueID for HttpSession {
     fn id(&self) -> UniqueIDType {
         self.underlying_stream.id()
     }
+}
+
+/// Whether a request asks for `100 Continue` before it sends its body (RFC 9110 §10.1.1).
+fn expects_continue(req: &RequestHeader) -> bool {
+    req.headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 #[cfg(test)]

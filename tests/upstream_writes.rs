@@ -1,0 +1,225 @@
+//! How a proxied request reaches the upstream on the wire (the `vendor/pingora-core` patch): a small request with a
+//! body leaves the gateway in one TCP segment, counted by the upstream's own socket (`TCP_INFO`), and every kind of
+//! body still arrives whole.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::time::Duration;
+
+use common::{shipped, Gateway};
+
+/// What the upstream saw.
+enum Seen {
+    /// A complete request head, reported as soon as it is parsed (before its body).
+    Head(String),
+    /// A complete request: its head, its body as sent on the wire (chunk framing included), and the number of TCP
+    /// segments with data its socket received.
+    Request { head: String, body: Vec<u8>, data_segments: u32 },
+}
+
+/// An upstream on loopback that reads one request per connection, reports it, and answers 200 with `connection:
+/// close` (so each request has a connection, and a segment count, of its own).
+fn counting_upstream() -> (SocketAddr, Receiver<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (sender, receiver) = channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let sender = sender.clone();
+            std::thread::spawn(move || serve_one(stream, &sender));
+        }
+    });
+    (address, receiver)
+}
+
+fn serve_one(mut stream: TcpStream, sender: &Sender<Seen>) {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    let mut head_end = None;
+    loop {
+        let n = match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        buffer.extend_from_slice(&chunk[..n]);
+        if head_end.is_none() {
+            head_end = find(&buffer, b"\r\n\r\n").map(|at| at + 4);
+            if let Some(end) = head_end {
+                let _ = sender.send(Seen::Head(String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase()));
+            }
+        }
+        let Some(end) = head_end else { continue };
+        let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+        let body = &buffer[end..];
+        let complete = if head.contains("transfer-encoding: chunked") {
+            body.ends_with(b"0\r\n\r\n")
+        } else {
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .unwrap_or(0);
+            body.len() >= length
+        };
+        if complete {
+            let data_segments = data_segments_in(&stream);
+            let _ = sender.send(Seen::Request { head, body: body.to_vec(), data_segments });
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
+            return;
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Segments carrying data that this socket has received (`tcpi_data_segs_in`, Linux 4.6+).
+fn data_segments_in(stream: &TcpStream) -> u32 {
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut length = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is a valid, writable tcp_info and `length` holds its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut length,
+        )
+    };
+    assert_eq!(rc, 0, "getsockopt(TCP_INFO): {}", std::io::Error::last_os_error());
+    info.tcpi_data_segs_in
+}
+
+/// The next complete request the upstream saw, skipping head reports (and the gateway's readiness probes).
+fn next_request(seen: &Receiver<Seen>, method_path: &str) -> (String, Vec<u8>, u32) {
+    loop {
+        match seen.recv_timeout(Duration::from_secs(10)).expect("the upstream got the request") {
+            Seen::Request { head, body, data_segments } if head.starts_with(method_path) => {
+                return (head, body, data_segments)
+            }
+            _ => continue,
+        }
+    }
+}
+
+fn drain(seen: &Receiver<Seen>) {
+    while seen.try_recv().is_ok() {}
+}
+
+fn gateway(upstream: SocketAddr) -> Gateway {
+    let policy = std::fs::read_to_string(shipped("benches/load/policy-route-only.toml")).unwrap();
+    Gateway::start(&policy, upstream)
+}
+
+/// Send `request` over a fresh connection and return the gateway's answer.
+fn exchange(gateway: &Gateway, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(gateway.url.trim_start_matches("http://")).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn post(path: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n{extra_headers}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+#[test]
+fn a_small_request_reaches_the_upstream_in_one_segment_with_its_body_whole() {
+    let (upstream, seen) = counting_upstream();
+    let gateway = gateway(upstream);
+    drain(&seen);
+
+    // A protected login: the gateway reads the body whole, judges it, then forwards it.
+    let login = br#"{"email":"someone@example.com","password":"correct horse"}"#;
+    let answer = exchange(&gateway, &post("/api/login", "", login));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (head, body, segments) = next_request(&seen, "post /api/login");
+    assert_eq!(body, login);
+    assert!(head.contains(&format!("content-length: {}", login.len())), "{head}");
+    assert_eq!(segments, 1, "head and body of a login should leave the gateway in one segment");
+
+    // An unprotected route: pingora streams the body, and the head still waits for it.
+    let form = b"{\"comment\":\"hello\"}";
+    let answer = exchange(&gateway, &post("/api/comments", "", form));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (_, body, segments) = next_request(&seen, "post /api/comments");
+    assert_eq!(body, form);
+    assert_eq!(segments, 1, "head and body of a streamed request should leave the gateway in one segment");
+}
+
+#[test]
+fn large_chunked_and_empty_bodies_still_arrive_whole() {
+    let (upstream, seen) = counting_upstream();
+    let gateway = gateway(upstream);
+    drain(&seen);
+
+    // Larger than one joined write: the head goes first, then the body.
+    let large: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let answer = exchange(&gateway, &post("/upload", "", &large));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (_, body, _) = next_request(&seen, "post /upload");
+    assert_eq!(body.len(), large.len());
+    assert!(body == large, "the large body arrived changed");
+
+    // Chunked, with data, then chunked and empty: the held head is written by the final chunk.
+    for (chunks, payload) in [("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", "hello world"), ("0\r\n\r\n", "")] {
+        let request = format!(
+            "POST /chunked HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{chunks}"
+        );
+        let answer = exchange(&gateway, request.as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let (head, body, _) = next_request(&seen, "post /chunked");
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        let text = String::from_utf8_lossy(&body);
+        let unframed: String = text.split("\r\n").enumerate().filter(|(i, _)| i % 2 == 1).map(|(_, s)| s).collect();
+        assert_eq!(unframed, payload, "chunked body on the wire: {text:?}");
+    }
+}
+
+#[test]
+fn a_request_that_expects_100_continue_has_its_head_sent_before_its_body() {
+    let (upstream, seen) = counting_upstream();
+    let gateway = gateway(upstream);
+    drain(&seen);
+
+    let body = b"{\"big\":\"upload\"}";
+    let head = format!(
+        "POST /api/upload HTTP/1.1\r\nhost: test\r\ncontent-length: {}\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(gateway.url.trim_start_matches("http://")).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    // The client holds its body until told to continue, so the upstream must get the head alone.
+    let upstream_head = loop {
+        match seen.recv_timeout(Duration::from_secs(5)).expect("the head reached the upstream before any body") {
+            Seen::Head(text) if text.starts_with("post /api/upload") => break text,
+            _ => continue,
+        }
+    };
+    assert!(upstream_head.contains("expect: 100-continue"), "{upstream_head}");
+    stream.write_all(body).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("HTTP/1.1 200"), "{answer}");
+    let (_, received, _) = next_request(&seen, "post /api/upload");
+    assert_eq!(received, body);
+}
