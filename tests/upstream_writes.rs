@@ -20,32 +20,34 @@ enum Seen {
     Head(String),
     /// A complete request: its head, its body as sent on the wire (chunk framing included), and the number of TCP
     /// segments with data its socket received.
-    Request { head: String, body: Vec<u8>, data_segments: u32 },
+    Request { head: String, body: Vec<u8>, data_segments: u32, connection: usize },
 }
 
-/// An upstream on loopback that reads one request per connection, reports it, and answers 200 with `connection:
-/// close` (so each request has a connection, and a segment count, of its own).
-fn counting_upstream() -> (SocketAddr, Receiver<Seen>) {
+/// An upstream on loopback that reports every request it reads. With `keep_alive` false it answers 200 with
+/// `connection: close`, so each request has a connection, and a segment count, of its own; with `keep_alive` true
+/// the connection stays open and the segment count it reports is the connection's total so far.
+fn counting_upstream(keep_alive: bool) -> (SocketAddr, Receiver<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     let (sender, receiver) = channel();
     std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
+        for (connection, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
             let sender = sender.clone();
-            std::thread::spawn(move || serve_one(stream, &sender));
+            std::thread::spawn(move || while serve_one(&mut stream, &sender, connection, keep_alive) {});
         }
     });
     (address, receiver)
 }
 
-fn serve_one(mut stream: TcpStream, sender: &Sender<Seen>) {
+/// Read and answer one request; whether the connection stays open for another.
+fn serve_one(stream: &mut TcpStream, sender: &Sender<Seen>, connection: usize, keep_alive: bool) -> bool {
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 64 * 1024];
     let mut head_end = None;
     loop {
         let n = match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return false,
             Ok(n) => n,
         };
         buffer.extend_from_slice(&chunk[..n]);
@@ -68,10 +70,14 @@ fn serve_one(mut stream: TcpStream, sender: &Sender<Seen>) {
             body.len() >= length
         };
         if complete {
-            let data_segments = data_segments_in(&stream);
-            let _ = sender.send(Seen::Request { head, body: body.to_vec(), data_segments });
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
-            return;
+            let data_segments = data_segments_in(stream);
+            let _ = sender.send(Seen::Request { head, body: body.to_vec(), data_segments, connection });
+            let answer: &[u8] = if keep_alive {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+            } else {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"
+            };
+            return stream.write_all(answer).is_ok() && keep_alive;
         }
     }
 }
@@ -100,10 +106,16 @@ fn data_segments_in(stream: &TcpStream) -> u32 {
 
 /// The next complete request the upstream saw, skipping head reports (and the gateway's readiness probes).
 fn next_request(seen: &Receiver<Seen>, method_path: &str) -> (String, Vec<u8>, u32) {
+    let (head, body, data_segments, _) = next_request_on(seen, method_path);
+    (head, body, data_segments)
+}
+
+/// As [`next_request`], with the number of the upstream connection it came on.
+fn next_request_on(seen: &Receiver<Seen>, method_path: &str) -> (String, Vec<u8>, u32, usize) {
     loop {
         match seen.recv_timeout(Duration::from_secs(10)).expect("the upstream got the request") {
-            Seen::Request { head, body, data_segments } if head.starts_with(method_path) => {
-                return (head, body, data_segments)
+            Seen::Request { head, body, data_segments, connection } if head.starts_with(method_path) => {
+                return (head, body, data_segments, connection)
             }
             _ => continue,
         }
@@ -142,7 +154,7 @@ fn post(path: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
 
 #[test]
 fn a_small_request_reaches_the_upstream_in_one_segment_with_its_body_whole() {
-    let (upstream, seen) = counting_upstream();
+    let (upstream, seen) = counting_upstream(false);
     let gateway = gateway(upstream);
     drain(&seen);
 
@@ -166,7 +178,7 @@ fn a_small_request_reaches_the_upstream_in_one_segment_with_its_body_whole() {
 
 #[test]
 fn large_chunked_and_empty_bodies_still_arrive_whole() {
-    let (upstream, seen) = counting_upstream();
+    let (upstream, seen) = counting_upstream(false);
     let gateway = gateway(upstream);
     drain(&seen);
 
@@ -195,7 +207,7 @@ fn large_chunked_and_empty_bodies_still_arrive_whole() {
 
 #[test]
 fn a_request_that_expects_100_continue_has_its_head_sent_before_its_body() {
-    let (upstream, seen) = counting_upstream();
+    let (upstream, seen) = counting_upstream(false);
     let gateway = gateway(upstream);
     drain(&seen);
 
@@ -222,4 +234,27 @@ fn a_request_that_expects_100_continue_has_its_head_sent_before_its_body() {
     assert!(answer.contains("HTTP/1.1 200"), "{answer}");
     let (_, received, _) = next_request(&seen, "post /api/upload");
     assert_eq!(received, body);
+}
+
+#[test]
+fn requests_on_a_reused_upstream_connection_each_take_one_segment() {
+    let (upstream, seen) = counting_upstream(true);
+    let gateway = gateway(upstream);
+    drain(&seen);
+
+    // The upstream reports the connection's segment total so far; the readiness probes may have used the connection
+    // before, so compare each login with the one before it.
+    let mut previous: Option<(usize, u32)> = None;
+    for i in 1..=3u32 {
+        let login = format!(r#"{{"email":"user{i}@example.com","password":"pass {i}"}}"#);
+        let answer = exchange(&gateway, &post("/api/login", "", login.as_bytes()));
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let (_, body, segments, connection) = next_request_on(&seen, "post /api/login");
+        assert_eq!(body, login.as_bytes(), "login {i} arrived changed");
+        if let Some((first_connection, segments_before)) = previous {
+            assert_eq!(connection, first_connection, "login {i} should reuse the pooled upstream connection");
+            assert_eq!(segments, segments_before + 1, "login {i} should add one segment to the connection");
+        }
+        previous = Some((connection, segments));
+    }
 }
