@@ -77,10 +77,12 @@ pub fn body_type(content_type: Option<&[u8]>, body: &[u8]) -> Result<BodyType, B
     match content_type {
         Some(value) => {
             let value = std::str::from_utf8(value).map_err(|_| BodyError::UnsupportedType)?;
-            let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-            if essence == "application/json" || essence.ends_with("+json") {
+            // Compared without lowercasing a copy: this runs on every protected request.
+            let essence = value.split(';').next().unwrap_or("").trim().as_bytes();
+            let json_suffix = essence.len() >= 5 && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json");
+            if essence.eq_ignore_ascii_case(b"application/json") || json_suffix {
                 Ok(BodyType::Json)
-            } else if essence == "application/x-www-form-urlencoded" {
+            } else if essence.eq_ignore_ascii_case(b"application/x-www-form-urlencoded") {
                 Ok(BodyType::Form)
             } else {
                 Err(BodyError::UnsupportedType)
@@ -321,6 +323,11 @@ mod tests {
     fn content_types_are_recognised_or_refused() {
         assert_eq!(body_type(Some(b"application/json; charset=utf-8"), b""), Ok(BodyType::Json));
         assert_eq!(body_type(Some(b"application/vnd.api+json"), b""), Ok(BodyType::Json));
+        assert_eq!(body_type(Some(b"Application/JSON"), b""), Ok(BodyType::Json));
+        assert_eq!(body_type(Some(b"application/problem+JSON ; q=1"), b""), Ok(BodyType::Json));
+        assert_eq!(body_type(Some(b"APPLICATION/X-WWW-FORM-URLENCODED"), b""), Ok(BodyType::Form));
+        assert_eq!(body_type(Some("text/\u{e9}\u{e9}\u{e9}".as_bytes()), b""), Err(BodyError::UnsupportedType));
+        assert_eq!(body_type(Some(b"json"), b""), Err(BodyError::UnsupportedType));
         assert_eq!(body_type(Some(b"application/x-www-form-urlencoded"), b""), Ok(BodyType::Form));
         assert_eq!(body_type(Some(b"multipart/form-data; boundary=x"), b""), Err(BodyError::UnsupportedType));
         assert_eq!(body_type(None, b"  {\"a\":1}"), Ok(BodyType::Json));
