@@ -175,17 +175,18 @@ impl HttpSession {
     async fn do_write_body(&mut self, buf: &[u8]) -> Result<Option<usize>> {
         let written = match self.pending_head.take() {
             Some(head) if buf.len() <= JOIN_HEAD_WITH_BODY_MAX => {
-                // Head, body framing and body gathered in one buffer, written at once.
-                let mut joined = tokio::io::BufWriter::with_capacity(
-                    head.len() + buf.len() + 32,
-                    &mut self.underlying_stream,
-                );
-                joined
-                    .write_all(&head)
-                    .await
-                    .or_err(WriteError, "while writing request headers")?;
+                // The body writer frames the body into the head's own buffer (it has room for a small one), and
+                // head, framing and body are written at once.
+                let mut joined = Vec::from(head);
                 let written = self.body_writer.write_body(&mut joined, buf).await;
-                joined
+                if written.is_err() {
+                    return written;
+                }
+                self.underlying_stream
+                    .write_all(&joined)
+                    .await
+                    .or_err(WriteError, "while writing request header and body")?;
+                self.underlying_stream
                     .flush()
                     .await
                     .or_err(WriteError, "flushing request header and body")?;
