@@ -47,16 +47,15 @@ pub fn init(format: LogFormat, level: &str) -> tracing_appender::non_blocking::W
     guard
 }
 
-/// Let `log` records (pingora's) through only up to the most verbose level the filter enables anywhere: pingora
-/// logs a dozen debug lines per proxied request, and each one would otherwise be built and handed to the bridge
-/// just to be dropped there.
+/// Let `log` records (pingora's) through only up to the most verbose level the filter enables anywhere, and never
+/// past info (see [`PingoraLog`]): pingora logs a dozen debug lines per proxied request, and each one would otherwise
+/// be built and handed to the bridge just to be dropped there.
 fn sync_log_level() {
     let level = match tracing::level_filters::LevelFilter::current().into_level() {
         None => log::LevelFilter::Off,
         Some(tracing::Level::ERROR) => log::LevelFilter::Error,
         Some(tracing::Level::WARN) => log::LevelFilter::Warn,
-        Some(tracing::Level::INFO) => log::LevelFilter::Info,
-        Some(_) => log::LevelFilter::Debug,
+        Some(_) => log::LevelFilter::Info,
     };
     log::set_max_level(level);
 }
@@ -98,8 +97,10 @@ pub fn valid_level(level: &str) -> Result<(), String> {
     EnvFilter::try_new(level).map(|_| ()).map_err(|e| e.to_string())
 }
 
-/// pingora's `log` records as tracing events of target `pingora`: warnings and errors as they are, the rest (start-up,
-/// shutdown and per-service chatter) at debug.
+/// pingora's `log` records as tracing events of target `pingora`: warnings and errors as they are, its info records
+/// (start-up, shutdown and per-service chatter) at debug. Its debug and trace records are never forwarded, whatever
+/// the level: they print whole request heads ("Sending header to upstream …", "Writing request header: …"), with
+/// their `Cookie` and `Authorization` values.
 struct PingoraLog;
 
 impl log::Log for PingoraLog {
@@ -107,7 +108,8 @@ impl log::Log for PingoraLog {
         match metadata.level() {
             log::Level::Error => tracing::enabled!(target: "pingora", tracing::Level::ERROR),
             log::Level::Warn => tracing::enabled!(target: "pingora", tracing::Level::WARN),
-            _ => tracing::enabled!(target: "pingora", tracing::Level::DEBUG),
+            log::Level::Info => tracing::enabled!(target: "pingora", tracing::Level::DEBUG),
+            log::Level::Debug | log::Level::Trace => false,
         }
     }
 
@@ -120,7 +122,8 @@ impl log::Log for PingoraLog {
         match record.level() {
             log::Level::Error => tracing::error!(target: "pingora", source, "{message}"),
             log::Level::Warn => tracing::warn!(target: "pingora", source, "{message}"),
-            _ => tracing::debug!(target: "pingora", source, "{message}"),
+            log::Level::Info => tracing::debug!(target: "pingora", source, "{message}"),
+            log::Level::Debug | log::Level::Trace => {}
         }
     }
 

@@ -40,6 +40,8 @@ pub struct Options<'a> {
     pub runtime: &'a str,
     /// Environment variables for the gateway process (e.g. the admin token).
     pub env: &'a [(&'a str, &'a str)],
+    /// `log.level` of the gateway file.
+    pub log_level: &'a str,
 }
 
 /// The shipped data files, as `stuffgate demo` uses them (the default policy needs both).
@@ -61,6 +63,7 @@ impl Default for Options<'_> {
             threads: 1,
             runtime: "per_thread",
             env: &[],
+            log_level: "info",
         }
     }
 }
@@ -128,12 +131,13 @@ impl Gateway {
         let config = format!(
             "listen = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin_port}\"\nupstream = {{ address = \"{upstream}\"{} }}\n\
              policies = [\"policy.toml\"]\ntrusted_proxies = [{}]\nthreads = {}\nruntime = \"{}\"\nwatch_interval_secs = {}\n\
-             log = {{ format = \"json\", level = \"info\" }}\n{}\n",
+             log = {{ format = \"json\", level = \"{}\" }}\n{}\n",
             options.upstream_options,
             trusted.join(", "),
             options.threads,
             options.runtime,
             options.watch_interval_secs,
+            options.log_level,
             options.extra_config
         );
         let config_path = dir.path().join("gateway.toml");
