@@ -325,20 +325,18 @@ measure() { # variant run
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${wrk_script[@]}" "$url$target")
   echo "$out" >"$WORK/wrk-$variant-$run.txt"
   [[ -z $pid ]] || after=$(cpu_ticks "$pid")
+  local requests   # what wrk completed in the measured window
+  requests=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
   if [[ -n $alloc_pid ]]; then   # allocator calls per request
     wait "$alloc_pid" || true
-    local requests
-    requests=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
     awk -F, -v r="${requests:-0}" '/sg_alloc:/ { sub("sg_alloc:", "", $3); printf "%s %.1f per request\n", $3, r ? $1 / r : 0 }
       END { print "requests: " r }' "$WORK/allocs.csv" >"$ALLOC_OUT/$variant-$run.allocs.txt"
   fi
   if [[ -n $strace_pid ]]; then   # syscalls per request: divide strace's counts by wrk's requests
     wait "$strace_pid" || true
-    echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/requests: \1/p' >>"$STRACE_OUT/$variant-$run.syscalls.txt"
+    echo "requests: $requests" >>"$STRACE_OUT/$variant-$run.syscalls.txt"
   fi
   if [[ -n $redis_before ]]; then
-    local requests
-    requests=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
     local shared
     shared=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '
       /^stuffgate_shared_store_seconds_count/ { trips += $NF } /^stuffgate_store_fallbacks_total/ { fallbacks += $NF }
