@@ -1,6 +1,7 @@
-//! How a proxied request reaches the upstream on the wire (the `vendor/pingora-core` patch): a small request with a
-//! body leaves the gateway in one TCP segment, counted by the upstream's own socket (`TCP_INFO`), and every kind of
-//! body still arrives whole.
+//! How a proxied request reaches the upstream on the wire (the `vendor/pingora-core` patches): a small request with a
+//! body leaves the gateway in one TCP segment, counted by the upstream's own socket (`TCP_INFO`), every kind of
+//! body still arrives whole, and idle upstream connections are reused while open and closed once the upstream closes
+//! them.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -27,12 +28,19 @@ enum Seen {
 /// `connection: close`, so each request has a connection, and a segment count, of its own; with `keep_alive` true
 /// the connection stays open and the segment count it reports is the connection's total so far.
 fn counting_upstream(keep_alive: bool) -> (SocketAddr, Receiver<Seen>) {
+    upstream_closing_idle(keep_alive, None)
+}
+
+/// As [`counting_upstream`]; with `idle_close`, a kept-alive connection idle that long is closed by the upstream
+/// (as Node's 5 s or gunicorn's 2 s keep-alive timeouts do).
+fn upstream_closing_idle(keep_alive: bool, idle_close: Option<Duration>) -> (SocketAddr, Receiver<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     let (sender, receiver) = channel();
     std::thread::spawn(move || {
         for (connection, stream) in listener.incoming().enumerate() {
             let Ok(mut stream) = stream else { continue };
+            stream.set_read_timeout(idle_close).unwrap();
             let sender = sender.clone();
             std::thread::spawn(move || while serve_one(&mut stream, &sender, connection, keep_alive) {});
         }
@@ -257,4 +265,61 @@ fn requests_on_a_reused_upstream_connection_each_take_one_segment() {
         }
         previous = Some((connection, segments));
     }
+}
+
+/// Sockets of this machine connected to `port` in state CLOSE_WAIT: the peer closed, this side has not yet.
+fn close_wait_towards(port: u16) -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .flat_map(|table| table.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port =
+                fields.get(2).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            remote_port == Some(port) && fields.get(3) == Some(&"08")
+        })
+        .count()
+}
+
+#[test]
+fn an_upstream_connection_the_upstream_closed_while_idle_is_never_reused_and_is_closed_soon() {
+    let (upstream, seen) = upstream_closing_idle(true, Some(Duration::from_millis(300)));
+    let gateway = gateway(upstream);
+    drain(&seen);
+
+    let login = |i: u32| {
+        let body = format!(r#"{{"email":"user{i}@example.com","password":"pass {i}"}}"#);
+        let answer = exchange(&gateway, &post("/api/login", "", body.as_bytes()));
+        assert!(answer.starts_with("HTTP/1.1 200"), "login {i}: {answer}");
+        let (_, received, _, connection) = next_request_on(&seen, "post /api/login");
+        assert_eq!(received, body.as_bytes());
+        connection
+    };
+
+    // Back to back, the pooled connection is reused.
+    let first = login(1);
+    assert_eq!(login(2), first, "a request right after another should reuse its upstream connection");
+
+    // The upstream closes it after 300 ms idle: the next request must not be sent on it (it would fail), and goes
+    // out on a new connection.
+    std::thread::sleep(Duration::from_millis(800));
+    let third = login(3);
+    assert_ne!(third, first, "a connection the upstream closed must not be reused");
+
+    // The gateway closes its side of connections the upstream closed while they sat in the pool, without waiting
+    // for a request to find them (pingora's pool watched each with a task; ours sweeps once a second).
+    // Past the upstream's 300 ms, so it has closed the third login's connection too.
+    std::thread::sleep(Duration::from_millis(800));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut lingering = close_wait_towards(upstream.port());
+    while lingering > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        lingering = close_wait_towards(upstream.port());
+    }
+    assert_eq!(lingering, 0, "upstream connections left half-closed in the gateway's pool");
+
+    // And the gateway still serves.
+    let fourth = login(4);
+    assert_ne!(fourth, third);
 }

@@ -46,6 +46,7 @@
 # ALLOC_OUT=dir counts the gateway's allocator calls over each measured window (uprobes on mimalloc's entry points in
 # the binary, `perf probe`, as root) into dir/VARIANT-RUN.allocs.txt, per request. Each probe traps into the kernel:
 # those runs serve ~30x fewer requests and their CPU figures mean nothing; the counts per request stand.
+# PERF_KEEP=1 keeps each run's perf.data beside them (dir/VARIANT-RUN.perf.data) for `perf report -i`.
 # PERF_CALLGRAPH=dwarf unwinds through Rust code built without frame pointers (heavier: fewer requests per run).
 set -euo pipefail
 
@@ -359,6 +360,7 @@ measure() { # variant run
       >"$PERF_OUT/$variant-$run.flat.txt" || true   # head closes the pipe early
     perf report -i "$WORK/perf.data" --stdio --children --sort sym -g caller,0.5,callee,function,percent \
       --percent-limit 2 2>/dev/null | grep -v '^$' | head -1500 >"$PERF_OUT/$variant-$run.children.txt" || true
+    [[ -z ${PERF_KEEP:-} ]] || cp "$WORK/perf.data" "$PERF_OUT/$variant-$run.perf.data"
   fi
   WRK_OUT=$out python3 - "$variant" "$run" "${before:-}" "${after:-}" "$CLK_TCK" "$SAMPLES" "$(cat /proc/loadavg)" <<'PY'
 import os, re, sys
