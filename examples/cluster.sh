@@ -83,7 +83,7 @@ privacy = { hash_key_env = "STUFFGATE_HASH_KEY" }
 
 [shared_state]
 url = "redis://127.0.0.1:$REDIS_PORT/0"
-key_prefix = "sg:v1:"
+key_prefix = "sg:v2:"
 read_deadline_ms = 3
 
 [geoip]

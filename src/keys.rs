@@ -1,28 +1,35 @@
 //! Stable keyed hashes: how an address, an account, a password or a session becomes a store key.
 //!
-//! HMAC-SHA256 under the gateway's secret, truncated to 64 bits. Stable across processes, machines and versions, so
-//! several gateways sharing one store agree on every key; keyed, so the store (or a leaked log line) holds nothing
-//! that names a person to anyone without the secret. Without a configured secret a random one is drawn at start:
-//! keys then change across restarts, which is fine for a single gateway's in-memory state.
+//! SipHash-2-4 under a 128-bit key derived from the gateway's secret (HMAC-SHA256 of a fixed label, once), 64 bits
+//! out. Stable across processes and machines, so several gateways sharing one store agree on every key (the layout
+//! is pinned by a known answer below; changing it means a new shared-state prefix version); keyed, so the store (or
+//! a leaked log line) holds nothing that names a person to anyone without the secret. SipHash is a pseudo-random
+//! function built for exactly this, short keyed hashes of attacker-chosen input, and costs ~30 ns for an address or
+//! an e-mail where HMAC-SHA256 cost ~200 (two SHA-256 blocks): a login derives four keys (address, account,
+//! password, device). Without a configured secret a random one is drawn at start: keys then change across
+//! restarts, which is fine for a single gateway's in-memory state.
 
 use std::cell::RefCell;
 
+use std::hash::Hasher;
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use siphasher::sip::SipHasher24;
 
 use crate::store::{KeyKind, StateKey};
 
 /// Derives store keys from request data.
 #[derive(Clone)]
 pub struct KeyHasher {
-    /// Keyed once: cloning a keyed MAC skips re-deriving the inner and outer pads per key.
-    mac: Hmac<Sha256>,
+    /// Keyed once: a copy starts every key.
+    sip: SipHasher24,
     /// Tells this hasher's entries apart in the per-thread address cache (several hashers may share a thread).
     tag: u64,
 }
 
 /// Addresses recently keyed on this thread. A flood comes from few addresses and every request needs the address
-/// key before anything else; a MAC costs ~0.1–0.3 µs, a hit here a few ns. Fixed size (32 KiB a thread): a flood of
+/// key before anything else; a hash costs ~30 ns, a hit here a few. Fixed size (32 KiB a thread): a flood of
 /// distinct addresses only misses, it cannot grow it.
 const ADDRESS_CACHE_SLOTS: usize = 1024;
 
@@ -32,11 +39,7 @@ thread_local! {
 
 impl KeyHasher {
     pub fn from_secret(secret: &[u8]) -> KeyHasher {
-        KeyHasher {
-            // HMAC takes keys of any length; this cannot fail.
-            mac: <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!()),
-            tag: rand::random::<u64>() | 1,
-        }
+        KeyHasher { sip: SipHasher24::new_with_key(&sip_key(secret)), tag: rand::random::<u64>() | 1 }
     }
 
     pub fn random() -> KeyHasher {
@@ -46,13 +49,10 @@ impl KeyHasher {
 
     /// The 64-bit keyed hash of `bytes` in the domain of `kind` (the same bytes give unrelated keys per kind).
     pub fn id(&self, kind: KeyKind, bytes: &[u8]) -> u64 {
-        let mut mac = self.mac.clone();
-        mac.update(&[kind as u8]);
-        mac.update(bytes);
-        let digest = mac.finalize().into_bytes();
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest[..8]);
-        u64::from_le_bytes(first)
+        let mut sip = self.sip;
+        sip.write_u8(kind as u8);
+        sip.write(bytes);
+        sip.finish()
     }
 
     pub fn key(&self, kind: KeyKind, bytes: &[u8]) -> StateKey {
@@ -76,6 +76,17 @@ impl KeyHasher {
     }
 }
 
+/// The SipHash key of a secret: HMAC-SHA256 of a fixed label under the secret (a secret of any length, through a
+/// PRF, to 128 bits), so the hash key and the token keys derived from the same secret are unrelated.
+fn sip_key(secret: &[u8]) -> [u8; 16] {
+    // HMAC takes keys of any length; this cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+    mac.update(b"stuffgate store keys: siphash-2-4");
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&mac.finalize().into_bytes()[..16]);
+    key
+}
+
 /// The key of an (account, address) pair, from the two keyed hashes: no third MAC per login, and still nothing an
 /// outsider can compute without the secret.
 pub fn pair_id(account: u64, address: u64) -> u64 {
@@ -86,6 +97,9 @@ pub fn pair_id(account: u64, address: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `KeyHasher::from_secret(b"one secret").id(KeyKind::Account, b"alice")` for this layout.
+    const PINNED_ALICE: u64 = 7_630_695_298_092_239_285;
 
     #[test]
     fn keys_are_stable_for_a_secret_and_differ_across_secrets_and_kinds() {
@@ -99,11 +113,16 @@ mod tests {
         // of different versions sharing a store must agree.
         let expected = {
             let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"one secret").unwrap();
-            mac.update(&[KeyKind::Account as u8]);
-            mac.update(b"alice");
-            u64::from_le_bytes(mac.finalize().into_bytes()[..8].try_into().unwrap())
+            mac.update(b"stuffgate store keys: siphash-2-4");
+            let key: [u8; 16] = mac.finalize().into_bytes()[..16].try_into().unwrap();
+            let mut sip = SipHasher24::new_with_key(&key);
+            sip.write(&[KeyKind::Account as u8]);
+            sip.write(b"alice");
+            sip.finish()
         };
         assert_eq!(a.id(KeyKind::Account, b"alice"), expected);
+        // And the number itself, so a change in the hash crate cannot slip by either.
+        assert_eq!(a.id(KeyKind::Account, b"alice"), PINNED_ALICE);
     }
 
     #[test]

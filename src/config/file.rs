@@ -47,7 +47,7 @@ pub struct GatewayFile {
 pub struct SharedStateFile {
     /// `redis://host:6379/0`, or `rediss://` for TLS (Valkey speaks the same; `valkey://` and `valkeys://` too).
     pub url: String,
-    /// Prefix of every key, with the layout version (default "sg:v1:").
+    /// Prefix of every key, with the layout version (default "sg:v2:").
     pub key_prefix: Option<String>,
     /// Longest a decision phase waits for the store, in milliseconds (default 3); then it decides on local state.
     pub read_deadline_ms: Option<u64>,

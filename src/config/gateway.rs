@@ -250,7 +250,7 @@ fn shared_settings(
         {
             return Err(err(
                 "key_prefix",
-                "must be 1 to 64 characters without spaces or braces, e.g. \"sg:v1:\"".into(),
+                "must be 1 to 64 characters without spaces or braces, e.g. \"sg:v2:\"".into(),
             ));
         }
         out.key_prefix = prefix.clone();

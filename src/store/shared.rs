@@ -44,7 +44,7 @@ use crate::telemetry::metrics;
 pub struct SharedSettings {
     /// `redis://host:port/db` or `rediss://` (TLS); Valkey speaks the same.
     pub url: String,
-    /// Prefix of every key, with the layout version (`sg:v1:`).
+    /// Prefix of every key, with the layout version (`sg:v2:`).
     pub key_prefix: String,
     /// Longest a decision phase waits for Redis.
     pub read_deadline: Duration,
@@ -74,7 +74,7 @@ impl SharedSettings {
         }
         SharedSettings {
             url: url.to_string(),
-            key_prefix: "sg:v1:".to_string(),
+            key_prefix: "sg:v2:".to_string(),
             read_deadline: Duration::from_millis(3),
             write_flush: Duration::from_millis(2),
             write_batch: 128,
