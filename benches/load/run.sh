@@ -46,6 +46,7 @@
 # ALLOC_OUT=dir counts the gateway's allocator calls over each measured window (uprobes on mimalloc's entry points in
 # the binary, `perf probe`, as root) into dir/VARIANT-RUN.allocs.txt, per request. Each probe traps into the kernel:
 # those runs serve ~30x fewer requests and their CPU figures mean nothing; the counts per request stand.
+# FAULTS=1 prints the proxy's minor page faults per request of each run (memory it touched for the first time).
 # PERF_KEEP=1 keeps each run's perf.data beside them (dir/VARIANT-RUN.perf.data) for `perf report -i`.
 # PERF_CALLGRAPH=dwarf unwinds through Rust code built without frame pointers (heavier: fewer requests per run).
 set -euo pipefail
@@ -178,6 +179,7 @@ wait_listening() { # pid port
 
 CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+minor_faults() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $8}'; }
 
 status_of() { # method path [xff]
   local xff=${3:-203.0.113.7}
@@ -305,6 +307,8 @@ measure() { # variant run
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${warmup}s" "${wrk_script[@]}" "$url$target" >/dev/null
   local before after out redis_before=""
   [[ -z $pid ]] || before=$(cpu_ticks "$pid")
+  local faults_before=""
+  [[ -z $pid ]] || faults_before=$(minor_faults "$pid")
   [[ $variant != sg-default-redis ]] || redis_before=$(cpu_ticks "$REDIS_PID")
   local perf_pid=""
   if [[ -n ${PERF_OUT:-} && -n $pid ]]; then
@@ -328,6 +332,10 @@ measure() { # variant run
   [[ -z $pid ]] || after=$(cpu_ticks "$pid")
   local requests   # what wrk completed in the measured window
   requests=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
+  if [[ -n ${FAULTS:-} && -n $pid ]]; then   # page faults per request (memory first touched, e.g. growing stores)
+    awk -v a="$faults_before" -v b="$(minor_faults "$pid")" -v r="${requests:-0}" -v v="$variant" \
+      'BEGIN { printf "run.sh: %s: %.3f minor page faults per request\n", v, r ? (b - a) / r : 0 }' >&2
+  fi
   if [[ -n $alloc_pid ]]; then   # allocator calls per request
     wait "$alloc_pid" || true
     awk -F, -v r="${requests:-0}" '/sg_alloc:/ { sub("sg_alloc:", "", $3); printf "%s %.1f per request\n", $3, r ? $1 / r : 0 }

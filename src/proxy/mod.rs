@@ -120,7 +120,7 @@ impl ProxyHttp for Gateway {
         strip_spoofed_headers(request);
         strip_device_cookie(request, &self.state.policy.env().challenge.cookie_name)?;
         if let Some(ip) = ctx.client_ip {
-            request.insert_header("x-stuffgate-client-ip", ip.to_string())?;
+            request.insert_header("x-stuffgate-client-ip", client_ip_value(ip))?;
         }
         if let Some(judged) = &ctx.judged {
             for (name, value) in &judged.effects.upstream {
@@ -355,6 +355,33 @@ async fn read_bounded_body(session: &mut Session, limit: usize) -> Result<BodyRe
     Ok(BodyRead::Read(session.get_retry_buffer().unwrap_or_default()))
 }
 
+/// The client address as a header value. IPv4 without `fmt` (whose `Display` for addresses pads through a
+/// buffer: ~0.2 µs of a ~25 µs proxied request in the profile, on every request).
+fn client_ip_value(ip: std::net::IpAddr) -> http::HeaderValue {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return http::HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| http::HeaderValue::from_static(""));
+    };
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    http::HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+}
+
 /// Clients must not be able to forge the headers the app trusts from us — nor their underscore spellings, which
 /// CGI, Rack and WSGI servers map to the same `HTTP_X_STUFFGATE_*` variable.
 fn strip_spoofed_headers(request: &mut RequestHeader) {
@@ -406,6 +433,25 @@ fn is_reserved_header(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_client_ip_header_reads_as_the_address_display_does() {
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut addresses: Vec<std::net::IpAddr> =
+            ["0.0.0.0", "255.255.255.255", "10.0.0.1", "100.64.9.99", "203.0.113.7", "2001:db8::1", "::ffff:1.2.3.4"]
+                .iter()
+                .map(|a| a.parse().unwrap())
+                .collect();
+        for _ in 0..10_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            addresses.push(std::net::IpAddr::V4(std::net::Ipv4Addr::from(rng as u32)));
+        }
+        for ip in addresses {
+            assert_eq!(super::client_ip_value(ip).to_str().unwrap(), ip.to_string());
+        }
+    }
+
     #[test]
     fn the_device_cookie_is_cut_out_of_a_cookie_line() {
         assert_eq!(super::without_cookie(b"a=1; sg_dev=TOKEN; b=2", "sg_dev").as_deref(), Some("a=1; b=2"));
