@@ -48,8 +48,9 @@ pub async fn send_rendered(
     body_consumed: bool,
 ) -> Result<()> {
     // No case map: the names below are written as given (lower case), and a refused flood request is the one
-    // whose cost matters most, so each header is one map insert, not two.
-    let mut header = ResponseHeader::build_no_case(answer.status, Some(6))?;
+    // whose cost matters most, so each header is one map insert, not two. Room for ours and the `date` and
+    // `connection` pingora adds, so the map never grows.
+    let mut header = ResponseHeader::build_no_case(answer.status, Some(8))?;
     header.insert_header("content-type", content_type)?;
     header.insert_header("content-length", http::HeaderValue::from(body.len()))?;
     header.insert_header("cache-control", "no-store")?;
