@@ -10,7 +10,6 @@
 //! restarts, which is fine for a single gateway's in-memory state.
 
 use std::cell::RefCell;
-
 use std::hash::Hasher;
 
 use hmac::{Hmac, Mac};

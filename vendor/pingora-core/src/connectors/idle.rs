@@ -3,7 +3,7 @@
 // pingora's `ConnectionPool` (pingora-pool) spawns a task for every released stream, which waits for the peer to
 // close it, for its idle timeout, or for a request to pick it up. A release and a reuse cost two oneshot channels,
 // a `Notify`, an `Arc<Mutex<Stream>>`, an LRU update and a task spawn, wake and drop, and every reuse a
-// `getpeername` call: ~9% of the CPU of a proxied login in stuffgate's profile (`benches/RESULTS.md`, session 6).
+// `getpeername` call: ~7% of the CPU of a proxied login in stuffgate's profile (`benches/RESULTS.md`, session 6).
 //
 // Here an idle stream just waits in a list, newest last, as nginx's upstream keep-alive cache does. The reactor
 // keeps recording its readiness while no task waits on it, so a stream the peer closed (or wrote to) is found by the
@@ -46,8 +46,9 @@ pub(crate) struct Idle {
 }
 
 impl Idle {
-    fn expired(&self, now: Instant) -> bool {
-        self.expires.is_some_and(|at| at <= now)
+    /// Reads the clock only for a stream released with an idle timeout (the gateway sets none).
+    fn expired(&self) -> bool {
+        self.expires.is_some_and(|at| at <= Instant::now())
     }
 }
 
@@ -64,7 +65,6 @@ impl IdlePool {
     /// The most recently released stream for `key` that is still in its idle timeout (the warmest one, and the
     /// least likely to have been closed by the peer's own idle timeout). The caller still checks that it is open.
     pub(crate) fn take(&self, key: u64) -> Option<Stream> {
-        let now = Instant::now();
         let mut expired = Vec::new();
         let found = {
             let mut groups = self.inner.lock();
@@ -73,7 +73,7 @@ impl IdlePool {
             let mut found = None;
             while let Some(idle) = group.pop_back() {
                 *len -= 1;
-                if idle.expired(now) {
+                if idle.expired() {
                     expired.push(idle);
                     continue;
                 }
@@ -121,30 +121,18 @@ impl IdlePool {
         evicted
     }
 
-    /// Close the streams whose idle timeout passed and those the peer closed or wrote to.
+    /// Close the streams whose idle timeout passed and those the peer closed or wrote to (once a second, a few
+    /// closes at most: under the lock).
     fn sweep(&self) {
-        let now = Instant::now();
-        let mut closed = Vec::new();
-        {
-            let mut groups = self.inner.lock();
-            let Groups { by_key, len } = &mut *groups;
-            by_key.retain(|_, group| {
-                let mut kept = VecDeque::with_capacity(group.len());
-                for mut idle in group.drain(..) {
-                    if idle.expired(now)
-                        || !test_reusable_stream(&mut idle.stream, &self.unexpected_data)
-                    {
-                        closed.push(idle);
-                    } else {
-                        kept.push_back(idle);
-                    }
-                }
-                *group = kept;
-                !group.is_empty()
+        let mut groups = self.inner.lock();
+        let Groups { by_key, len } = &mut *groups;
+        by_key.retain(|_, group| {
+            group.retain_mut(|idle| {
+                !idle.expired() && test_reusable_stream(&mut idle.stream, &self.unexpected_data)
             });
-            *len -= closed.len();
-        }
-        drop(closed);
+            !group.is_empty()
+        });
+        *len = by_key.values().map(VecDeque::len).sum();
     }
 
     /// The first release starts the sweep on the runtime that released it; it ends once the pool is dropped.
@@ -163,10 +151,5 @@ impl IdlePool {
                 pool.sweep();
             }
         });
-    }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.inner.lock().len
     }
 }

@@ -426,7 +426,9 @@ use tokio::io::AsyncReadExt;
 fn same_peer<P: Peer>(peer: &P, stream: &Stream) -> bool {
     if peer.get_proxy().is_none() {
         if let Some(wanted) = peer.address().as_inet() {
-            let actual = stream.get_socket_digest().and_then(|digest| digest.peer_addr().and_then(|a| a.as_inet()).copied());
+            let actual = stream
+                .get_socket_digest()
+                .and_then(|digest| digest.peer_addr().and_then(|a| a.as_inet()).copied());
             if let Some(actual) = actual {
                 return actual == *wanted;
             }

@@ -1828,7 +1828,6 @@ fn parse_req_buffer<'buf>(
     }
 }
 
-#[inline]
 /// stuffgate patch: the bytes `http_resp_header_to_buf` writes for `resp` (case-preserved names have the length
 /// of the names they keep the case of), so its buffer is allocated once at the right size.
 fn resp_header_wire_len(resp: &ResponseHeader) -> usize {
@@ -1842,6 +1841,7 @@ fn resp_header_wire_len(resp: &ResponseHeader) -> usize {
     status_line + fields + 2
 }
 
+#[inline]
 fn http_resp_header_to_buf(
     resp: &ResponseHeader,
     buf: &mut BytesMut,
