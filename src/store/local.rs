@@ -142,14 +142,6 @@ impl LocalStore {
         self.per_shard_cap * SHARDS
     }
 
-    /// Serve consecutive reads of one key (the usual batch: every address-phase defense reads the address) under
-    /// one shard lock and one map lookup.
-    fn read_group(&self, key: StateKey, reads: &[Read], now: u64, replies: &mut Replies) {
-        on_table!(&self.kinds[key.kind as usize], |shards| {
-            read_group(&shards[shard_index(&key)], self.per_shard_cap, key, reads, now, replies)
-        })
-    }
-
     /// Apply an answer's writes, grouped by key: one shard lock and one map lookup per key, as for reads (a login
     /// writes several cells of the address, of the account, ...). Order within a key is kept.
     fn write_grouped(&self, writes: &[Write], now: u64, struck: &mut Struck) {
@@ -211,28 +203,31 @@ impl LocalStore {
     }
 }
 
-/// Serve consecutive reads of one key from its shard (see [`LocalStore::read_group`]).
+/// Serve one key's reads (`group`, indices into `reads`) under one shard lock and one map lookup, each reply into
+/// the same index of `out`.
 fn read_group<const N: usize>(
     shard: &Shard<N>,
     cap: usize,
-    key: StateKey,
     reads: &[Read],
+    group: &[usize],
     now: u64,
-    replies: &mut Replies,
+    out: &mut [Reply],
 ) {
+    let Some(&first) = group.first() else { return };
+    let key = reads[first].key();
     let at = secs(now);
     let mut shard = shard.lock();
-    let creates = reads.iter().any(|r| matches!(r, Read::Gcra { .. } | Read::Claim { .. }));
+    let creates = group.iter().any(|&i| matches!(reads[i], Read::Gcra { .. } | Read::Claim { .. }));
     if creates && is_full(&shard, cap) && !shard.contains_key(&key.id) {
         make_room(&mut shard, cap, at);
     }
     let mut record = if creates { Some(shard.entry(key.id).or_default()) } else { shard.get_mut(&key.id) };
-    for read in reads {
-        replies.push(match (read, record.as_deref_mut()) {
+    for &i in group {
+        out[i] = match (&reads[i], record.as_deref_mut()) {
             (Read::Gcra { cell: id, interval, tolerance, .. }, Some(record)) => {
                 let id = *id;
                 let Cell::Gcra { tat, .. } = record.cell_or(id, || Cell::Gcra { id, tat: 0 }) else {
-                    replies.push(Reply::Admit);
+                    out[i] = Reply::Admit;
                     continue;
                 };
                 match cell::gcra(tat, now, *interval, *tolerance) {
@@ -267,7 +262,7 @@ fn read_group<const N: usize>(
             }
             (Read::Gcra { .. }, None) => Reply::Admit,
             (Read::Claim { .. }, None) => Reply::Claimed(false),
-        });
+        };
     }
 }
 
@@ -418,13 +413,23 @@ fn keep_size<const N: usize>(shard: &mut Map<N>, cap: usize) {
 }
 
 impl Store for LocalStore {
+    /// Reads grouped by key, as writes are (a phase's defenses read the account, the password, the account
+    /// again...): one shard lock and one lookup per key.
     fn read<'a>(&'a self, reads: &'a [Read], now: u64, replies: &'a mut Replies) -> ReadFuture<'a> {
-        let mut rest = reads;
-        while let Some(first) = rest.first() {
-            let key = first.key();
-            let run = rest.iter().take_while(|r| r.key() == key).count();
-            self.read_group(key, &rest[..run], now, replies);
-            rest = &rest[run..];
+        let base = replies.len();
+        replies.resize(base + reads.len(), Reply::Admit);
+        let out = &mut replies[base..];
+        let mut order: SmallVec<[usize; 16]> = (0..reads.len()).collect();
+        // Stable: a key's reads keep their order.
+        order.sort_by_key(|&i| {
+            let key = reads[i].key();
+            (key.kind as u8, key.id)
+        });
+        for group in order.chunk_by(|&a, &b| reads[a].key() == reads[b].key()) {
+            let key = reads[group[0]].key();
+            on_table!(&self.kinds[key.kind as usize], |shards| {
+                read_group(&shards[shard_index(&key)], self.per_shard_cap, reads, group, now, out)
+            })
         }
         ReadFuture::Ready(Ok(()))
     }
@@ -505,6 +510,30 @@ mod tests {
         // Making room when tombstones use up a table's room must not cost the store its cap: it still tracks most
         // of what it was given.
         assert!(tracked * 10 >= store.capacity_per_kind() * 8, "{tracked} of {}", store.capacity_per_kind());
+    }
+
+    #[test]
+    fn reads_of_keys_interleaved_are_answered_in_their_order_as_if_one_by_one() {
+        let store = LocalStore::new(10_000);
+        let (a, b) = (key(KeyKind::Account, 1), key(KeyKind::Password, 2));
+        // One token of burst: a key's second GCRA read in the same batch waits, whatever lies between.
+        let gcra = |key| Read::Gcra { key, cell: 3, interval: 10 * S, tolerance: 0 };
+        store.write(&[Write::Count { key: b, cell: 4, rule: rule(1) }], T0);
+        let reads = [gcra(a), Read::Penalty { key: b, cell: 4 }, gcra(b), gcra(a), Read::Penalty { key: a, cell: 4 }];
+        let mut replies = Replies::new();
+        replies.push(Reply::Claimed(true)); // replies are appended after what is there
+        let _ = store.read(&reads, T0, &mut replies).now_or_never();
+        assert_eq!(
+            replies.as_slice(),
+            [
+                Reply::Claimed(true),
+                Reply::Admit,
+                Reply::Penalty(900 * S),
+                Reply::Admit,
+                Reply::Wait(10 * S),
+                Reply::Penalty(0)
+            ]
+        );
     }
 
     #[test]
