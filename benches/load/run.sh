@@ -49,6 +49,11 @@
 # FAULTS=1 prints the proxy's minor page faults per request of each run (memory it touched for the first time).
 # PERF_KEEP=1 keeps each run's perf.data beside them (dir/VARIANT-RUN.perf.data) for `perf report -i`.
 # PERF_CALLGRAPH=dwarf unwinds through Rust code built without frame pointers (heavier: fewer requests per run).
+# HALT_POLL_NS=200000 (a KVM guest with cpuidle-haltpoll, as root) lets idle CPUs poll that long before halting, for
+# the run, and puts the old value back after. With the default 0 an idle vCPU halts, and whoever wakes a task on it
+# pays for an interrupt to a halted vCPU (a VM exit). The proxy pays it in every send that wakes wrk or the upstream,
+# and pays it more often the slower it is, since the load CPU then idles more: on this 2-core VM ~7 us of
+# sg-default-t1's ~38 us, ~1 us of sg-off-t1's, none of nginx's (benches/RESULTS.md, session 7).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -103,12 +108,22 @@ if [[ -n ${ALLOC_OUT:-} ]]; then   # allocator entry points of the binary under 
   done
 fi
 
+HALT_POLL=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+HALT_POLL_WAS=
+if [[ -n ${HALT_POLL_NS:-} ]]; then
+  [[ $HALT_POLL_NS =~ ^[0-9]+$ ]] || { echo "run.sh: HALT_POLL_NS must be a whole number of ns" >&2; exit 2; }
+  [[ -w $HALT_POLL ]] || { echo "run.sh: HALT_POLL_NS needs $HALT_POLL (a KVM guest with cpuidle-haltpoll, as root)" >&2; exit 2; }
+  HALT_POLL_WAS=$(cat "$HALT_POLL")
+  echo "$HALT_POLL_NS" >"$HALT_POLL"
+fi
+
 WORK=$(mktemp -d /tmp/stuffgate-load.XXXXXX)
 mkdir -p "$WORK"/tmp-{body,proxy,fastcgi,uwsgi,scgi}
 PIDS=()
 cleanup() {
   local pid
   [[ -z ${ALLOC_OUT:-} ]] || perf probe -q -d 'sg_alloc:*' >/dev/null 2>&1 || true
+  [[ -z $HALT_POLL_WAS ]] || echo "$HALT_POLL_WAS" >"$HALT_POLL" || true
   for pid in "${PIDS[@]}"; do
     kill "$pid" 2>/dev/null || true
   done
@@ -445,6 +460,7 @@ echo
 echo "$TABLE"
 
 MACHINE="$(nproc) CPUs · $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) · kernel $(uname -r) · $(free -g | awk '/Mem:/{print $2}') GiB RAM"
+[[ ! -r $HALT_POLL ]] || MACHINE+=" · guest halt polling $(cat "$HALT_POLL") ns"
 REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet HEAD -- src policies 2>/dev/null || echo ' + uncommitted changes in src/ or policies/')"
 REV=${STUFFGATE_REV:-$REV}   # say what STUFFGATE_BIN was built from
 VARIANTS_ARG=""

@@ -19,7 +19,13 @@
 # Prints: variant N req/s CPU-µs/req p99 reqs non2xx
 # PERF_OUT=dir (with perf in the bundle's bin/): profile each stuffgate point over its measured window; writes
 #   dir/VARIANT-N.{flat,children,threads}.txt (perf report by symbol, and CPU ticks per thread of the proxy)
+# HALT_POLL_NS=200000 (a KVM guest with cpuidle-haltpoll, as root): idle CPUs poll that long before halting, for the
+#   run (see benches/load/run.sh: with halting, every send that wakes an idle core's wrk or upstream pays a VM exit,
+#   and a slower proxy leaves those cores idle more often). The setting in force is printed either way.
 set -u
+HP=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+if [ -n "${HALT_POLL_NS:-}" ] && [ -w $HP ]; then HPW=$(cat $HP); echo "$HALT_POLL_NS" > $HP; trap 'echo "$HPW" > $HP' EXIT; fi
+[ ! -r $HP ] || echo "# guest halt polling: $(cat $HP) ns"
 B=$(cd "$(dirname "$0")" && pwd); D=${D:-5}; NS=${NS:-"1 2 4 8"}; REPS=${REPS:-1}
 L=$B/lib; LD="$L/ld-linux-x86-64.so.2 --library-path $L"
 W=/tmp/scale; rm -rf $W; mkdir -p $W/t/{body,proxy,fastcgi,uwsgi,scgi}
