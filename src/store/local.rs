@@ -145,17 +145,15 @@ impl LocalStore {
     /// Apply an answer's writes, grouped by key: one shard lock and one map lookup per key, as for reads (a login
     /// writes several cells of the address, of the account, ...). Order within a key is kept.
     fn write_grouped(&self, writes: &[Write], now: u64, struck: &mut Struck) {
-        let mut order: SmallVec<[usize; 16]> = (0..writes.len()).collect();
-        order.sort_by_key(|&i| {
-            let key = writes[i].key();
-            (key.kind as u8, key.id)
-        });
-        for group in order.chunk_by(|&a, &b| writes[a].key() == writes[b].key()) {
-            let key = writes[group[0]].key();
-            on_table!(&self.kinds[key.kind as usize], |shards| {
-                write_group(&shards[shard_index(&key)], self.per_shard_cap, writes, group, now, struck)
-            })
-        }
+        for_each_key(
+            writes.len(),
+            |i| writes[i].key(),
+            |key, group| {
+                on_table!(&self.kinds[key.kind as usize], |shards| {
+                    write_group(&shards[shard_index(&key)], self.per_shard_cap, writes, group, now, struck)
+                })
+            },
+        )
     }
 
     /// Per kind: records, cells, records whose cells spilled to the heap, and boxed sets (for the memory benchmark).
@@ -200,6 +198,19 @@ impl LocalStore {
                 (kind, records, penalised)
             })
             .collect()
+    }
+}
+
+/// Call `serve` once per distinct key of `n` operations, with the indices of that key's operations in their order.
+fn for_each_key(n: usize, key: impl Fn(usize) -> StateKey, mut serve: impl FnMut(StateKey, &[usize])) {
+    let mut order: SmallVec<[usize; 16]> = (0..n).collect();
+    // Stable: a key's operations keep their order.
+    order.sort_by_key(|&i| {
+        let k = key(i);
+        (k.kind as u8, k.id)
+    });
+    for group in order.chunk_by(|&a, &b| key(a) == key(b)) {
+        serve(key(group[0]), group);
     }
 }
 
@@ -419,18 +430,15 @@ impl Store for LocalStore {
         let base = replies.len();
         replies.resize(base + reads.len(), Reply::Admit);
         let out = &mut replies[base..];
-        let mut order: SmallVec<[usize; 16]> = (0..reads.len()).collect();
-        // Stable: a key's reads keep their order.
-        order.sort_by_key(|&i| {
-            let key = reads[i].key();
-            (key.kind as u8, key.id)
-        });
-        for group in order.chunk_by(|&a, &b| reads[a].key() == reads[b].key()) {
-            let key = reads[group[0]].key();
-            on_table!(&self.kinds[key.kind as usize], |shards| {
-                read_group(&shards[shard_index(&key)], self.per_shard_cap, reads, group, now, out)
-            })
-        }
+        for_each_key(
+            reads.len(),
+            |i| reads[i].key(),
+            |key, group| {
+                on_table!(&self.kinds[key.kind as usize], |shards| {
+                    read_group(&shards[shard_index(&key)], self.per_shard_cap, reads, group, now, out)
+                })
+            },
+        );
         ReadFuture::Ready(Ok(()))
     }
 
