@@ -113,8 +113,6 @@ HALT_POLL_WAS=
 if [[ -n ${HALT_POLL_NS:-} ]]; then
   [[ $HALT_POLL_NS =~ ^[0-9]+$ ]] || { echo "run.sh: HALT_POLL_NS must be a whole number of ns" >&2; exit 2; }
   [[ -w $HALT_POLL ]] || { echo "run.sh: HALT_POLL_NS needs $HALT_POLL (a KVM guest with cpuidle-haltpoll, as root)" >&2; exit 2; }
-  HALT_POLL_WAS=$(cat "$HALT_POLL")
-  echo "$HALT_POLL_NS" >"$HALT_POLL"
 fi
 
 WORK=$(mktemp -d /tmp/stuffgate-load.XXXXXX)
@@ -134,6 +132,10 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+if [[ -n ${HALT_POLL_NS:-} ]]; then   # set once cleanup is in place to put it back
+  HALT_POLL_WAS=$(cat "$HALT_POLL")
+  echo "$HALT_POLL_NS" >"$HALT_POLL"
+fi
 
 port_busy() { ss -Hltn "sport = :$1" | grep -q .; }
 for p in "$UPSTREAM_PORT" "$PROXY_PORT" "$ADMIN_PORT"; do
