@@ -92,6 +92,7 @@ impl Bench {
                     .into_iter()
                     .collect(),
                 body: bytes::Bytes::new(),
+                client_fingerprint: None,
             }),
         }
     }

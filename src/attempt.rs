@@ -50,6 +50,8 @@ pub struct Facts {
     pub device: crate::challenge::DeviceFacts,
     /// The challenge solution the request carried, if any.
     pub challenge: crate::challenge::Solution,
+    /// The client's TLS or HTTP stack, when the request offered one (see `fingerprint`).
+    pub client_fingerprint: Option<crate::fingerprint::ClientFingerprint>,
 }
 
 /// Who is asking, as keys: owned and small, kept from the decision until the upstream's answer is counted. Raw

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 use bytes::Bytes;
 
-use crate::attempt::{normalise_account, Attempt, Credentials, IpKey, Subject};
+use crate::attempt::{normalise_account, Attempt, Credentials, Facts, IpKey, Subject};
 use crate::body::{self, BodyProblem};
 use crate::challenge;
 use crate::challenge::facts::Presented;
@@ -26,6 +26,7 @@ use crate::config::{BadBody, CompileEnv, Route, RouteKind};
 use crate::defense::pipeline::{self, Batch};
 pub use crate::defense::Verdict;
 use crate::defense::{known_sources, Decision, Effects, Outcome, Phase};
+use crate::fingerprint::ClientFingerprint;
 use crate::keys::pair_id;
 use crate::store::{KeyKind, Read, Replies, Reply, StateKey, Store, StoreError, Struck, Write};
 
@@ -35,6 +36,10 @@ pub trait Request {
     /// The client address, already resolved through trusted proxies.
     fn ip(&self) -> IpAddr;
     fn headers(&self) -> &http::HeaderMap;
+    /// The client's stack (JA4, a trusted header, or the request head's), when known.
+    fn client_fingerprint(&self) -> Option<ClientFingerprint> {
+        None
+    }
     /// Read the whole body, refusing more than `limit` bytes.
     fn read_body(&mut self, limit: usize) -> impl Future<Output = Result<BodyRead, Self::Error>> + Send;
 }
@@ -51,6 +56,7 @@ pub struct InMemory {
     pub ip: IpAddr,
     pub headers: http::HeaderMap,
     pub body: Bytes,
+    pub client_fingerprint: Option<ClientFingerprint>,
 }
 
 impl Request for InMemory {
@@ -60,6 +66,9 @@ impl Request for InMemory {
     }
     fn headers(&self) -> &http::HeaderMap {
         &self.headers
+    }
+    fn client_fingerprint(&self) -> Option<ClientFingerprint> {
+        self.client_fingerprint
     }
     async fn read_body(&mut self, limit: usize) -> Result<BodyRead, Self::Error> {
         Ok(if self.body.len() > limit { BodyRead::TooLarge } else { BodyRead::Read(self.body.clone()) })
@@ -105,7 +114,7 @@ fn address_subject<R: Request>(route: &Route, env: &CompileEnv, request: &R) -> 
         account_address: None,
         password: None,
         session,
-        facts: Default::default(),
+        facts: Facts { client_fingerprint: request.client_fingerprint(), ..Default::default() },
     }
 }
 

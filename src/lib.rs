@@ -28,6 +28,7 @@ pub mod defense;
 pub mod demo_api;
 pub mod dump;
 pub mod engine;
+pub mod fingerprint;
 pub mod fuzzing;
 pub mod gateway_reload;
 pub mod geoip;

@@ -114,6 +114,7 @@ fn offline_replay_and_live_proxy_decide_the_same() {
                 .into_iter()
                 .collect(),
             body: bytes::Bytes::from(request.body.clone()),
+            client_fingerprint: None,
         };
         let Ok(judged) = engine::decide_now(route, &env, &mut offline, now);
         let decided_by = judged.decision.decided_by.map(|s| route.slots[s].defense.name()).unwrap_or("");

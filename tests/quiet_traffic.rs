@@ -26,6 +26,7 @@ fn distinct_users_failing_once_impose_no_penalty() {
             .into_iter()
             .collect(),
         body: bytes::Bytes::new(),
+        client_fingerprint: None,
     };
     let mut forwarded = 0;
     for n in 1_000_000u32..1_020_000 {

@@ -130,7 +130,12 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
                     headers.insert(http::header::AUTHORIZATION, value);
                 }
                 let mut request =
-                    InMemory { ip: event.ip, headers, body: Bytes::copy_from_slice(event.body.as_bytes()) };
+                    InMemory {
+                    ip: event.ip,
+                    headers,
+                    body: Bytes::copy_from_slice(event.body.as_bytes()),
+                    client_fingerprint: None,
+                };
                 let Ok(mut judged) = engine::decide_now(route, env, &mut request, now);
                 let attacker = schedule.actors[event.actor as usize].kind.is_attacker();
                 // A challenge: a browser pays it and sends the request again (a solving bot too); at most twice.
