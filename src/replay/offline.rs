@@ -129,8 +129,7 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
                 {
                     headers.insert(http::header::AUTHORIZATION, value);
                 }
-                let mut request =
-                    InMemory {
+                let mut request = InMemory {
                     ip: event.ip,
                     headers,
                     body: Bytes::copy_from_slice(event.body.as_bytes()),
