@@ -150,17 +150,12 @@ impl Defense for DistinctAccounts {
     }
 
     fn decide(&self, attempt: &Attempt<'_>, replies: &[Reply], _now: u64) -> Finding {
-        let Some(&Reply::Penalty(remaining)) = replies.first() else {
-            return Finding::Clear;
-        };
-        if remaining > 0 && self.key == DistinctKey::Password && attempt.subject.facts.known_source {
-            return Finding::Clear;
-        }
         let reason = match self.key {
             DistinctKey::Ip => "many_accounts_from_source",
             DistinctKey::Password => "password_sprayed",
         };
-        Finding::penalty(reason, remaining)
+        // A sprayed password is spared for its owner's known sources; a source's many accounts never are.
+        Finding::standing_penalty(reason, replies, self.key == DistinctKey::Password, attempt)
     }
 
     fn record(&self, subject: &Subject, outcome: Outcome, out: &mut Vec<Write>) {

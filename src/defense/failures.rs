@@ -126,13 +126,7 @@ impl Defense for FailedLogins {
     }
 
     fn decide(&self, attempt: &Attempt<'_>, replies: &[Reply], _now: u64) -> Finding {
-        let Some(&Reply::Penalty(remaining)) = replies.first() else {
-            return Finding::Clear;
-        };
-        if remaining > 0 && self.exempt_known_sources && attempt.subject.facts.known_source {
-            return Finding::Clear;
-        }
-        Finding::penalty("too_many_failures", remaining)
+        Finding::standing_penalty("too_many_failures", replies, self.exempt_known_sources, attempt)
     }
 
     fn record(&self, subject: &Subject, outcome: Outcome, out: &mut Vec<Write>) {

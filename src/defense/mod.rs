@@ -113,6 +113,24 @@ impl Finding {
         }
         Finding::Hit { reason, retry_after: Some(Duration::from_nanos(remaining).max(Duration::from_secs(1))) }
     }
+
+    /// The finding of a penalty-keeping defense from its one reply: the key's standing penalty, unless the
+    /// defense spares sources the account logged in from recently and this is one (a typo-prone owner behind a
+    /// carrier NAT is not locked out by the strangers sharing the address).
+    pub(crate) fn standing_penalty(
+        reason: &'static str,
+        replies: &[Reply],
+        spare_known_source: bool,
+        attempt: &Attempt<'_>,
+    ) -> Finding {
+        let Some(&Reply::Penalty(remaining)) = replies.first() else {
+            return Finding::Clear;
+        };
+        if remaining > 0 && spare_known_source && attempt.subject.facts.known_source {
+            return Finding::Clear;
+        }
+        Finding::penalty(reason, remaining)
+    }
 }
 
 /// How the upstream answered a protected request.
