@@ -3,7 +3,7 @@
 //! the route's verdicts, the defense that blocked, the blocked address and its country, a rate line.
 //!
 //! Without chromium and chromedriver the test says so and passes, except under `CI=true`, where it fails.
-//! `STUFFGATE_SCREENSHOT=docs/dashboard.png cargo test --test dashboard` refreshes the README's screenshot.
+//! `STUFFGATE_SCREENSHOT=docs/dashboard.png cargo test --test dashboard` refreshes the dashboard screenshot in docs/operations.md.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 

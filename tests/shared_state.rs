@@ -649,7 +649,7 @@ fn a_hung_redis_opens_the_breaker_and_latency_returns_to_normal() {
 }
 
 /// A flood of distinct fake accounts through the shipped policy, every kind shared: every key stuffgate wrote has
-/// a TTL and every set is within its cap. Prints the bytes per key Redis reports, for the README's sizing.
+/// a TTL and every set is within its cap. Prints the bytes per key Redis reports, for docs/shared-state.md's sizing.
 #[test]
 fn after_a_flood_of_fake_accounts_every_key_has_a_ttl_and_every_set_its_cap() {
     let Some(redis) = Redis::start() else { return };

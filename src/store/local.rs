@@ -27,7 +27,7 @@ struct Record<const N: usize> {
 }
 
 /// The size of a record as the map stores it (key and value) for the narrow and the wide key kinds, for the memory
-/// figures in the README.
+/// figures in docs/operations.md.
 pub const RECORD_BYTES: [usize; 2] = [std::mem::size_of::<(u64, Record<1>)>(), std::mem::size_of::<(u64, Record<4>)>()];
 
 impl<const N: usize> Record<N> {

@@ -21,7 +21,7 @@
 //! below any window here).
 //!
 //! The client is `fred`: every command is sent with `fail_fast` (no waiting for a reconnection), one attempt and the
-//! phase deadline, so a dead server answers in microseconds (see the README, "Shared state").
+//! phase deadline, so a dead server answers in microseconds (see docs/shared-state.md).
 
 use std::sync::Arc;
 use std::time::Duration;
