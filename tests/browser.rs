@@ -2,73 +2,25 @@
 //! front of the demo app: its login page, a breached password from a fresh browser → the challenge page → solved
 //! in the browser → the app's answer; and once with JavaScript disabled (the `<noscript>` path).
 //!
-//! Needs `chromium` and `chromium-driver` (apt). Without them the test says so and passes — except under CI
-//! (`CI=true`), where a missing browser fails it: `.ci/run` installs both.
+//! Needs `chromium` and `chromium-driver` (apt); see `common::browser` for what happens without them.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{client, demo_api, free_port, shipped, Gateway, Options, SHIPPED_DATA};
+use common::browser::{Chromedriver, CHROMIUM, HEADLESS_FLAGS};
+use common::{client, demo_api, metrics, shipped, Gateway, Options, SHIPPED_DATA};
 use fantoccini::{Client, ClientBuilder, Locator};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const EVE: (&str, &str) = ("eve@example.com", "password1");
 
-/// chromedriver on a free port, stopped on drop.
-struct Driver {
-    child: Child,
-    url: String,
-}
-
-impl Driver {
-    /// `None` (test skipped) when the browser is not installed, unless running under CI.
-    fn start() -> Option<Driver> {
-        if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-            assert!(
-                !ci,
-                "CI=true: {CHROMIUM} and {CHROMEDRIVER} must be installed (apt-get install chromium chromium-driver)"
-            );
-            eprintln!("skipped: {CHROMIUM} or {CHROMEDRIVER} is missing (apt-get install chromium chromium-driver)");
-            return None;
-        }
-        let port = free_port();
-        let child = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts");
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while client().get(format!("{url}/status")).send().is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not answer");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(Driver { child, url })
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn browser(driver: &Driver, javascript: bool) -> Client {
-    let mut chrome = serde_json::json!({
-        "binary": CHROMIUM,
-        "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--window-size=900,700"],
-    });
+async fn browser(driver: &Chromedriver, javascript: bool) -> Client {
+    let mut args = HEADLESS_FLAGS.to_vec();
+    args.push("--window-size=900,700");
+    let mut chrome = serde_json::json!({ "binary": CHROMIUM, "args": args });
     if !javascript {
         chrome["prefs"] = serde_json::json!({ "profile.managed_default_content_settings.javascript": 2 });
     }
@@ -117,13 +69,9 @@ fn setup(extra: &str) -> (stuffgate::demo_api::DemoApi, Gateway) {
     (api, gateway)
 }
 
-fn metrics(gateway: &Gateway) -> String {
-    client().get(format!("{}/metrics", gateway.admin)).send().unwrap().text().unwrap()
-}
-
 #[test]
 fn a_fresh_browser_with_a_breached_password_solves_the_challenge_and_reaches_the_app() {
-    let Some(driver) = Driver::start() else { return };
+    let Some(driver) = Chromedriver::start() else { return };
     let (api, gateway) = setup("");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let shot = runtime.block_on(async {
@@ -172,7 +120,7 @@ fn a_fresh_browser_with_a_breached_password_solves_the_challenge_and_reaches_the
 
 #[test]
 fn without_javascript_the_challenge_page_continues_after_a_short_wait() {
-    let Some(driver) = Driver::start() else { return };
+    let Some(driver) = Chromedriver::start() else { return };
     std::env::set_var("STUFFGATE_BROWSER_TEST_KEY", "b".repeat(32));
     let (api, gateway) = setup("[challenge]\nsecrets_env = [\"STUFFGATE_BROWSER_TEST_KEY\"]\nnoscript_wait_secs = 2\n");
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -10,71 +10,35 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{client, demo_api, free_port, Gateway, Options};
+use common::browser::{Chromedriver, CHROMIUM, HEADLESS_FLAGS};
+use common::{client, demo_api, Gateway, Options};
 use serde_json::{json, Value};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const FLAGS: &[&str] = &[
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1400,1100",
-];
+const WINDOW: &str = "--window-size=1400,1100";
 
+/// A WebDriver session in chromium, spoken to over plain HTTP; the session is deleted on drop.
 struct Driver {
-    child: Child,
-    url: String,
-    session: Option<String>,
+    session: String,
+    driver: Chromedriver,
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        if let Some(session) = &self.session {
-            let _ = client().delete(format!("{}/session/{session}", self.url)).send();
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = client().delete(format!("{}/session/{}", self.driver.url, self.session)).send();
     }
 }
 
 impl Driver {
-    fn start() -> Driver {
-        let port = free_port();
-        let child = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts");
-        let mut driver = Driver { child, url: format!("http://127.0.0.1:{port}"), session: None };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ready = client()
-                .get(format!("{}/status", driver.url))
-                .send()
-                .ok()
-                .and_then(|r| r.json::<Value>().ok())
-                .is_some_and(|v| v["value"]["ready"] == true);
-            if ready {
-                break;
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not become ready");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    fn start() -> Option<Driver> {
+        let driver = Chromedriver::start()?;
+        let mut args = HEADLESS_FLAGS.to_vec();
+        args.push(WINDOW);
         let capabilities = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": { "binary": CHROMIUM, "args": FLAGS }
+            "goog:chromeOptions": { "binary": CHROMIUM, "args": args }
         }}});
         let created: Value = client()
             .post(format!("{}/session", driver.url))
@@ -85,13 +49,11 @@ impl Driver {
             .json()
             .unwrap();
         let session = created["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {created}"));
-        driver.session = Some(session.to_string());
-        driver
+        Some(Driver { session: session.to_string(), driver })
     }
 
     fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let session = self.session.as_deref().unwrap();
-        let mut request = client().request(method, format!("{}/session/{session}{path}", self.url));
+        let mut request = client().request(method, format!("{}/session/{}{path}", self.driver.url, self.session));
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -105,23 +67,9 @@ impl Driver {
     }
 }
 
-fn browser_available() -> bool {
-    let present = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
-    if !present {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(!ci, "CI=true but {CHROMIUM} or {CHROMEDRIVER} is missing: apt-get install chromium chromium-driver");
-        eprintln!(
-            "skipping the browser test: {CHROMIUM} and {CHROMEDRIVER} are needed (Debian: chromium chromium-driver)"
-        );
-    }
-    present
-}
-
 #[test]
 fn the_dashboard_shows_live_traffic_in_a_real_browser() {
-    if !browser_available() {
-        return;
-    }
+    let Some(driver) = Driver::start() else { return };
     let api = demo_api();
     let policy = "[[route]]\nname = \"login\"\nkind = \"login\"\npath = \"/api/login\"\n\
                   body = { account = \"email\", password = \"password\" }\n\
@@ -141,7 +89,6 @@ fn the_dashboard_shows_live_traffic_in_a_real_browser() {
     };
     traffic(6);
 
-    let driver = Driver::start();
     driver.command(reqwest::Method::POST, "/url", Some(json!({ "url": format!("{}/dashboard", gateway.admin) })));
     let updates =
         || driver.script("return Number(document.getElementById('status').dataset.updates)").as_u64().unwrap_or(0);

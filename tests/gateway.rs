@@ -126,7 +126,14 @@ fn at_debug_level_no_cookie_token_or_password_reaches_the_log() {
     // Debug is really on: the gateway's own debug events and pingora's start-up lines (forwarded at debug) show.
     assert!(gateway.wait_for_log("\"level\":\"DEBUG\"", Duration::from_secs(5)), "{}", gateway.logs());
     assert!(gateway.wait_for_log("\"target\":\"pingora\"", Duration::from_secs(5)), "{}", gateway.logs());
-    std::thread::sleep(Duration::from_millis(300)); // the log writer is a background thread
+    // The log is written in order by a background thread: once a later request's decision line is there, every
+    // line about the first request is too.
+    gateway.login(None, "marker@example.com", "wrong");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gateway.decisions().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the second decision was never logged:\n{}", gateway.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let logs = gateway.logs();
     // pingora's own debug records print whole request heads; they are never forwarded.
     assert!(!logs.contains("cookie-value-never-logged"), "a cookie reached the log:\n{logs}");

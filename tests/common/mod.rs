@@ -1,6 +1,8 @@
 //! A real gateway process in front of a real demo login API, on fresh loopback ports.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -9,6 +11,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use stuffgate::demo_api::{DemoApi, DemoState};
+
+/// Under CI (`CI=true`) a missing server or tool fails its test instead of skipping it.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// The gateway's Prometheus text from its admin listener.
+pub fn metrics(gateway: &Gateway) -> String {
+    client().get(format!("{}/metrics", gateway.admin)).send().expect("/metrics answers").text().expect("a body")
+}
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
@@ -71,6 +83,22 @@ impl Default for Options<'_> {
 /// Path of a file shipped in the repository.
 pub fn shipped(path: &str) -> String {
     format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Asserts that the upstream behind `gateway` got nothing since `heads` was last read, by a positive signal rather
+/// than a quiet interval (which passes vacuously on a slow machine): a marker POST sent now, on an unprotected
+/// path, must be the next head recorded. The requests before it were answered already, so had any been forwarded,
+/// its head would have arrived first.
+pub fn assert_nothing_forwarded(gateway: &Gateway, heads: &std::sync::mpsc::Receiver<String>, what: &str) {
+    let marker = format!("marker-{}", std::process::id());
+    client()
+        .post(format!("{}/test-marker", gateway.url))
+        .header("x-test-marker", &marker)
+        .body("{}")
+        .send()
+        .expect("the marker request is answered");
+    let next = heads.recv_timeout(Duration::from_secs(10)).expect("the marker reached the upstream");
+    assert!(next.contains(&marker), "{what}: the upstream got another request first:\n{next}");
 }
 
 /// An upstream that records the head of every POST it gets and answers with `status` and a JSON body.
