@@ -344,7 +344,7 @@ fn telemetry_benches(c: &mut Criterion) {
     let route = metrics::RouteMetrics::new("login");
     let sharded = || {
         route.request(black_box("allow"));
-        route.outcome(black_box(Outcome::Failure));
+        route.outcome(black_box(Outcome::Failure as usize));
         route.decision_micros(black_box(12));
     };
     let requests = prometheus::IntCounter::new("bench_requests", "bench").expect("valid");

@@ -7,7 +7,24 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
-use crate::config::FieldPath;
+/// A dotted path into a JSON body ("user.email"), or a form field name (one segment).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldPath(pub Vec<String>);
+
+impl FieldPath {
+    pub fn parse(text: &str) -> Option<FieldPath> {
+        let parts: Vec<String> = text.split('.').map(str::to_string).collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return None;
+        }
+        Some(FieldPath(parts))
+    }
+
+    /// The name used for form bodies: the whole text.
+    pub fn form_name(&self) -> String {
+        self.0.join(".")
+    }
+}
 
 /// The fields a route reads from a body, by role.
 pub const ROLES: [&str; 3] = ["account", "password", "target"];

@@ -20,11 +20,7 @@ pub struct Upstream {
     pub sni: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
+pub use crate::telemetry::LogFormat;
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {

@@ -147,24 +147,7 @@ pub fn method_may_reach(route_method: &Method, method: &Method) -> bool {
     !safe(route_method) && !safe(method)
 }
 
-/// A dotted path into a JSON body ("user.email"), or a form field name (one segment).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldPath(pub Vec<String>);
-
-impl FieldPath {
-    pub fn parse(text: &str) -> Option<FieldPath> {
-        let parts: Vec<String> = text.split('.').map(str::to_string).collect();
-        if parts.iter().any(|p| p.is_empty()) {
-            return None;
-        }
-        Some(FieldPath(parts))
-    }
-
-    /// The name used for form bodies: the whole text.
-    pub fn form_name(&self) -> String {
-        self.0.join(".")
-    }
-}
+pub use crate::body::FieldPath;
 
 /// What a route's defenses need together: the engine gathers exactly this per request.
 #[derive(Clone, Debug, Default)]

@@ -205,3 +205,15 @@ pub trait Defense: Send + Sync {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Outcome;
+
+    #[test]
+    fn outcomes_index_the_metric_labels() {
+        for outcome in [Outcome::Success, Outcome::Failure, Outcome::Other] {
+            assert_eq!(crate::telemetry::metrics::OUTCOME_LABELS[outcome as usize], outcome.as_str());
+        }
+    }
+}

@@ -4,6 +4,7 @@
 pub mod answer;
 pub mod client_ip;
 pub mod connections;
+mod decision_log;
 pub mod errors;
 pub mod proxy_protocol;
 
@@ -211,7 +212,7 @@ impl ProxyHttp for Gateway {
             metrics::count_by_country(&route.name, label, verdict);
         }
         if let Some(outcome) = ctx.outcome {
-            route.metrics.outcome(outcome);
+            route.metrics.outcome(outcome as usize);
         }
         for reason in &judged.decision.reasons {
             if let Some(counters) = route.slots.get(reason.slot).and_then(|s| s.metrics.as_ref()) {
@@ -223,7 +224,7 @@ impl ProxyHttp for Gateway {
             crate::challenge::metrics::record(&route.name, judged.subject.facts.challenge, judged.challenge.is_some());
         }
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
-        crate::telemetry::decision_event(route, judged, ctx.outcome, status, ctx.decision_micros);
+        decision_log::write(route, judged, ctx.outcome, status, ctx.decision_micros);
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &pingora::Error, _ctx: &mut RequestCtx) -> FailToProxy {

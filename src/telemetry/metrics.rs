@@ -135,7 +135,7 @@ pub struct RouteMetrics {
     counters: std::sync::Arc<super::sharded::RouteCounters>,
 }
 
-pub use super::sharded::VERDICT_LABELS;
+pub use super::sharded::{OUTCOME_LABELS, VERDICT_LABELS};
 
 impl RouteMetrics {
     pub fn new(route: &str) -> RouteMetrics {
@@ -147,8 +147,9 @@ impl RouteMetrics {
         self.counters.request(VERDICT_LABELS.iter().position(|v| *v == verdict).unwrap_or(0));
     }
 
-    pub fn outcome(&self, outcome: crate::defense::Outcome) {
-        self.counters.outcome(outcome as usize);
+    /// Count the upstream's answer by its index in [`OUTCOME_LABELS`] (an `Outcome` as `usize`).
+    pub fn outcome(&self, outcome: usize) {
+        self.counters.outcome(outcome);
     }
 
     pub fn decision_micros(&self, micros: u64) {
