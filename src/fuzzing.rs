@@ -18,7 +18,7 @@ use crate::challenge::seal::{self, Original};
 use crate::challenge::token::{self as token_mod, ChallengeClaims, DeviceClaims, SigningKey, TokenError, TokenKeys};
 use crate::clock::Clock;
 use crate::config::{compile_policy_source, CompileEnv, FieldPath, PathMatch, Policy};
-use crate::defense::ip_list::IpRanges;
+use crate::ip_ranges::IpRanges;
 use crate::proxy::client_ip::{self, ForwardedHeader};
 
 /// Body extraction: the first byte picks the content type; JSON results are checked against `serde_json::Value`.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::admin::ops::Health;
 use crate::config::GatewayConfig;
-use crate::defense::ip_list::IpRanges;
+use crate::ip_ranges::IpRanges;
 use crate::proxy::GatewayState;
 use crate::reload::PolicyHandle;
 use crate::telemetry::metrics;

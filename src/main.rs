@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use stuffgate::clock::Clock;
 use stuffgate::config::{self, CompileEnv, FileKind, GatewayConfig, LogFormat, Upstream};
-use stuffgate::defense::ip_list::IpRanges;
+use stuffgate::ip_ranges::IpRanges;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 
 use super::file::{GatewayFile, SharedStateFile};
 use super::{line_of, line_of_key, parse_toml, ConfigError};
-use crate::defense::ip_list::IpRanges;
+use crate::ip_ranges::IpRanges;
 use crate::proxy::client_ip::ForwardedHeader;
 use crate::proxy::connections::ConnectionLimits;
 use crate::store::breaker::BreakerSettings;

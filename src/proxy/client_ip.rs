@@ -14,7 +14,7 @@
 
 use std::net::IpAddr;
 
-use crate::defense::ip_list::IpRanges;
+use crate::ip_ranges::IpRanges;
 
 /// Which header trusted proxies record the client in (`forwarded_header` in the gateway file).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

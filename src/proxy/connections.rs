@@ -36,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Sleep;
 
 use super::proxy_protocol::{self, Parsed};
-use crate::defense::ip_list::IpRanges;
+use crate::ip_ranges::IpRanges;
 use crate::telemetry::metrics;
 
 /// The `[connections]` table of the gateway file, compiled.

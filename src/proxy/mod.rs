@@ -21,9 +21,9 @@ use pingora::Result;
 
 use crate::answer::Answer;
 use crate::config::{Policy, Route};
-use crate::defense::ip_list::IpRanges;
 use crate::defense::{Effects, Outcome};
 use crate::engine::{self, BodyRead, Judged};
+use crate::ip_ranges::IpRanges;
 use crate::reload::PolicyHandle;
 use crate::telemetry::metrics;
 
