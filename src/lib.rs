@@ -41,3 +41,4 @@ pub mod server;
 pub mod shipped;
 pub mod store;
 pub mod telemetry;
+pub mod vocabulary;

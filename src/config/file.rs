@@ -4,6 +4,8 @@
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use crate::vocabulary::{Mode, RouteKind};
+
 /// `gateway.toml`: where to listen, where the upstream is, which policies to load.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -260,24 +262,6 @@ pub enum RuntimeLayout {
     Shared,
 }
 
-/// `mode`: whether findings act or are only logged and counted.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    Enforce,
-    /// Decide, log and count, but forward anyway: how an operator starts in front of a live login API.
-    Observe,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Enforce => "enforce",
-            Mode::Observe => "observe",
-        }
-    }
-}
-
 /// `action`: what an enforced finding does.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -285,27 +269,6 @@ pub enum ActionName {
     Block,
     Tag,
     Challenge,
-}
-
-/// `kind` of a route.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum RouteKind {
-    Login,
-    Reset,
-    Signup,
-    Generic,
-}
-
-impl RouteKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteKind::Login => "login",
-            RouteKind::Reset => "reset",
-            RouteKind::Signup => "signup",
-            RouteKind::Generic => "generic",
-        }
-    }
 }
 
 /// `on_bad_body`: what to do with a protected request whose body cannot be read.

@@ -23,8 +23,8 @@ use super::registry::{self, block, error, BuildContext, BuildError, DefaultActio
 use super::{Defense, FactNeeds, Fields, Finding, Message, Needs, Outcome, Phase};
 use crate::attempt::{Attempt, Subject};
 use crate::breach::{BreachFilter, FilterKind};
-use crate::config::RouteKind;
 use crate::store::{CellId, Escalation, Read, Reads, Reply, Write};
+use crate::vocabulary::RouteKind;
 
 pub const BREACHED_PASSWORD: DefenseSpec = DefenseSpec {
     name: "breached_password",

@@ -25,9 +25,9 @@ use crate::challenge::{
     ChallengeConfig, DeviceToken, DEFAULT_BITS, DEVICE_NETWORKS_CELL, KNOWN_DEVICES_CELL, MAX_BITS,
 };
 use crate::clock::Clock;
-use crate::config::RouteKind;
 use crate::keys::KeyHasher;
 use crate::store::{DistinctRule, KeyKind, Reply, Write};
+use crate::vocabulary::RouteKind;
 
 pub const SPEC: DefenseSpec = DefenseSpec { name: "new_device", build, default_action: challenge };
 

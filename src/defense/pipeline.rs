@@ -13,7 +13,7 @@ use crate::body::BodyProblem;
 use crate::challenge::Solution;
 use crate::store::{Reads, Replies, Reply};
 
-pub use crate::config::file::Mode;
+pub use crate::vocabulary::Mode;
 
 /// What an enforced finding does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

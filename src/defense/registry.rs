@@ -12,8 +12,9 @@ use super::{
     breach, distinct, email_domain, failures, geo, geo_velocity, ip_list, new_device, rate, reset_target, user_agent,
     Defense,
 };
-use crate::config::{CompileEnv, RouteKind};
+use crate::config::CompileEnv;
 use crate::store::CellId;
+use crate::vocabulary::RouteKind;
 
 /// Builds a defense from its parameter table.
 pub type Builder = fn(&toml::Table, &BuildContext<'_>) -> Result<Arc<dyn Defense>, BuildError>;
