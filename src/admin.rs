@@ -1,5 +1,5 @@
 //! The admin listener: `/metrics` (Prometheus), `/healthz`, and `/policy` (what is loaded, for operators); readiness,
-//! the decisions API and the dashboard are in `admin/ops.rs`.
+//! the decisions API are in `admin/ops.rs`, the dashboard in `admin/dashboard.rs`.
 
 pub(crate) mod dashboard;
 pub mod ops;
@@ -32,6 +32,18 @@ fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let header = session.req_header();
+        if header.method == http::Method::GET {
+            match header.uri.path() {
+                "/dashboard" | "/dashboard/" => {
+                    return respond(200, "text/html; charset=utf-8", dashboard::PAGE.as_bytes().to_vec())
+                }
+                "/dashboard/data" => {
+                    return respond(200, "application/json", format!("{}\n", dashboard::data(self)).into_bytes())
+                }
+                _ => {}
+            }
+        }
         if let Some(response) = self.operator(session).await {
             return response;
         }

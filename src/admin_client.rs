@@ -82,7 +82,7 @@ pub fn run(args: &DecisionsArgs) -> anyhow::Result<()> {
                 ban["range"].as_str().unwrap_or(range),
                 ban["id"].as_str().unwrap_or("?"),
                 match ban["until"].as_u64() {
-                    Some(until) => format!("for {}s", until.saturating_sub(crate::admin::ops::unix_now())),
+                    Some(until) => format!("for {}s", until.saturating_sub(crate::clock::unix_now())),
                     None => "until lifted".to_string(),
                 }
             );
@@ -97,7 +97,7 @@ pub fn render_list(value: &serde_json::Value) -> String {
     let empty = Vec::new();
     let penalties = value["penalties"].as_array().unwrap_or(&empty);
     let bans = value["bans"].as_array().unwrap_or(&empty);
-    let now = crate::admin::ops::unix_now();
+    let now = crate::clock::unix_now();
     let left = |until: Option<u64>| match until {
         Some(until) => format!("{}s", until.saturating_sub(now)),
         None => "until lifted".to_string(),

@@ -47,6 +47,11 @@ impl Clock {
 }
 
 /// Parse "500ms", "30s", "10m", "2h", "1d" into a Duration.
+/// Seconds since the Unix epoch by the system clock, for what operators read (reload times, ban expiries).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text

@@ -128,7 +128,7 @@ pub fn data(app: &AdminApp) -> serde_json::Value {
     let env = app.policy.env();
     let now = env.clock.now_nanos();
     serde_json::json!({
-        "time": super::ops::unix_now(),
+        "time": crate::clock::unix_now(),
         "version": env!("CARGO_PKG_VERSION"),
         "started": app.ops.health.started,
         "routes": app.policy.current().routes.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),

@@ -14,7 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::Response;
 use parking_lot::Mutex;
@@ -22,6 +22,7 @@ use pingora::protocols::http::ServerSession;
 use serde::Serialize;
 
 use super::{respond, AdminApp};
+use crate::clock::unix_now;
 use crate::decisions::Removed;
 use crate::store::Write;
 
@@ -84,10 +85,6 @@ impl Health {
     }
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 fn json(status: u16, value: serde_json::Value) -> Response<Vec<u8>> {
     respond(status, "application/json", format!("{value}\n").into_bytes())
 }
@@ -112,10 +109,6 @@ impl AdminApp {
                 None
             }
             ("GET", "/readyz") => Some(self.readyz().await),
-            ("GET", "/dashboard") | ("GET", "/dashboard/") => {
-                Some(respond(200, "text/html; charset=utf-8", super::dashboard::PAGE.as_bytes().to_vec()))
-            }
-            ("GET", "/dashboard/data") => Some(json(200, super::dashboard::data(self))),
             (_, "/decisions") | (_, "/decisions/") => Some(match method.as_str() {
                 "GET" => match self.authorize(session, false) {
                     Err(refused) => refused,
