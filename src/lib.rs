@@ -38,5 +38,6 @@ pub mod reload;
 pub mod replay;
 pub mod server;
 pub mod shipped;
+pub(crate) mod spelling;
 pub mod store;
 pub mod telemetry;

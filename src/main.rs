@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use stuffgate::clock::Clock;
 use stuffgate::config::{self, CompileEnv, FileKind, GatewayConfig, LogFormat, Upstream};
 use stuffgate::defense::ip_list::IpRanges;
+use stuffgate::server::{Purpose, StartError};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -142,22 +143,24 @@ fn run(path: &Path) -> ExitCode {
     start(config)
 }
 
+/// Build everything the configuration names, then check the listen addresses, then serve: a configuration error
+/// is reported before a busy port could hide it.
 fn start(config: GatewayConfig) -> ExitCode {
-    if let Err(error) = stuffgate::server::preflight(&config) {
-        eprintln!("stuffgate: {error}");
-        return ExitCode::FAILURE;
-    }
     let _log_guard = stuffgate::telemetry::init(config.log_format, &config.log_level);
-    if config.hash_secret.is_none() {
-        tracing::warn!("no privacy.hash_key_env set: account hashes in logs change at every restart");
-    }
-    let state = match stuffgate::server::build_state(&config, Clock::system()) {
+    let state = match stuffgate::server::build_state(&config, Clock::system(), Purpose::Serve) {
         Ok(state) => state,
         Err(error) => {
             eprintln!("stuffgate: {error}");
             return ExitCode::FAILURE;
         }
     };
+    if let Err(error) = stuffgate::server::preflight(&config) {
+        eprintln!("stuffgate: {error}");
+        return ExitCode::FAILURE;
+    }
+    if config.hash_secret.is_none() {
+        tracing::warn!("no privacy.hash_key_env set: account hashes in logs change at every restart");
+    }
     stuffgate::server::run(config, state)
 }
 
@@ -182,21 +185,16 @@ fn check(files: &[PathBuf], dump: bool) -> ExitCode {
 fn check_one(file: &Path, dump: bool) -> Result<String, config::ConfigError> {
     let source = std::fs::read_to_string(file)
         .map_err(|e| config::ConfigError::new(file, None, None, format!("cannot read the file: {e}")))?;
-    let mut env = CompileEnv::new(Clock::system(), 1024);
     match config::sniff_kind(&source) {
         FileKind::Gateway => {
             let gateway = config::load_gateway(file)?;
-            if let Some((country, asn)) = &gateway.geoip {
-                let db = stuffgate::geoip::SharedGeoDb::open(country, asn.as_deref())
-                    .map_err(|e| config::ConfigError::new(file, None, Some("geoip".into()), e.to_string()))?;
-                env = env.with_geo(Some(std::sync::Arc::new(db)));
-            }
-            env.open_breach_filters(gateway.password_filter.as_deref(), gateway.pair_filter.as_deref())
-                .map_err(|e| config::ConfigError::new(file, None, Some("breach".into()), e.to_string()))?;
-            stuffgate::telemetry::valid_level(&gateway.log_level).map_err(|e| {
-                config::ConfigError::new(file, None, Some("log.level".into()), format!("not a log filter: {e}"))
-            })?;
-            let policy = config::compile_policies(&gateway.policy_files, &env, None)?;
+            // The same set-up `run` does, so `check` refuses whatever `run` would.
+            let state =
+                stuffgate::server::build_state(&gateway, Clock::system(), Purpose::Check).map_err(|e| match e {
+                    StartError::Config(error) => error,
+                    other => config::ConfigError::new(file, None, None, other.to_string()),
+                })?;
+            let policy = state.policy.current();
             if dump {
                 println!("{}\n{}", stuffgate::dump::gateway(&gateway), stuffgate::dump::policy(&policy));
             }
@@ -208,6 +206,7 @@ fn check_one(file: &Path, dump: bool) -> Result<String, config::ConfigError> {
         }
         FileKind::Policy => {
             // A lone policy file is checked without the gateway's data files (GeoIP, breach filters).
+            let mut env = CompileEnv::new(Clock::system(), 1024);
             env.require_data = false;
             let policy = config::compile_policies(&[file.to_path_buf()], &env, None)?;
             if dump {
@@ -254,6 +253,7 @@ fn demo(
     let loopback: ipnet::IpNet = ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1]));
     let config = GatewayConfig {
         path: PathBuf::from("(demo)"),
+        source: String::new(),
         listen: vec![listen.to_string()],
         admin: admin.to_string(),
         upstream: Upstream { address: api_server.addr().to_string(), tls: false, sni: String::new() },

@@ -310,6 +310,21 @@ fn run_on_a_busy_port_exits_non_zero_and_says_why() {
         run_bounded(Command::new(BIN).args(["run", "--config"]).arg(&config), Duration::from_secs(20));
     assert!(!status.success());
     assert!(stderr.contains("`admin`"), "{stderr}");
+    // A policy error is reported even while the port is busy: the configuration is checked before any bind.
+    std::fs::write(dir.path().join("p.toml"), "[[route]]\nname = \"x\"\nkind = \"logon\"\npath = \"/x\"\n").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "listen = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{}\"\nupstream = {{ address = \"127.0.0.1:9\" }}\npolicies = [\"p.toml\"]\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let (status, _, stderr) =
+        run_bounded(Command::new(BIN).args(["run", "--config"]).arg(&config), Duration::from_secs(20));
+    assert!(!status.success());
+    assert!(stderr.contains("p.toml:3") && stderr.contains("logon"), "{stderr}");
+    assert!(!stderr.contains("cannot listen"), "{stderr}");
     drop(taken);
 }
 
