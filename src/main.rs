@@ -154,6 +154,9 @@ fn start(config: GatewayConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for warning in &state.policy.current().warnings {
+        tracing::warn!("{warning}");
+    }
     if let Err(error) = stuffgate::server::preflight(&config) {
         eprintln!("stuffgate: {error}");
         return ExitCode::FAILURE;
@@ -195,6 +198,7 @@ fn check_one(file: &Path, dump: bool) -> Result<String, config::ConfigError> {
                     other => config::ConfigError::new(file, None, None, other.to_string()),
                 })?;
             let policy = state.policy.current();
+            print_warnings(&policy);
             if dump {
                 println!("{}\n{}", stuffgate::dump::gateway(&gateway), stuffgate::dump::policy(&policy));
             }
@@ -209,12 +213,20 @@ fn check_one(file: &Path, dump: bool) -> Result<String, config::ConfigError> {
             let mut env = CompileEnv::new(Clock::system(), 1024);
             env.require_data = false;
             let policy = config::compile_policies(&[file.to_path_buf()], &env, None)?;
+            print_warnings(&policy);
             if dump {
                 println!("{}", stuffgate::dump::policy(&policy));
             }
             let defenses: usize = policy.routes.iter().map(|r| r.slots.len()).sum();
             Ok(format!("policy with {} route(s), {} defense(s)", policy.routes.len(), defenses))
         }
+    }
+}
+
+/// What compiles but looks like a mistake, one line each on stderr; the file is still valid.
+fn print_warnings(policy: &config::Policy) {
+    for warning in &policy.warnings {
+        eprintln!("warning: {warning}");
     }
 }
 

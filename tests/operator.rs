@@ -522,3 +522,98 @@ fn an_offline_replay_reports_which_defense_answered_and_the_policy_it_ran() {
     assert!(by.get("new_device").and_then(|n| n.as_u64()).unwrap_or(0) > 0, "{by:?}");
     assert_eq!(blocked, report["totals"]["blocked"].as_u64().unwrap(), "every blocked request is attributed");
 }
+
+/// `stuffgate check FILE`: (success, stderr).
+fn check(dir: &std::path::Path, name: &str, text: &str) -> (bool, String) {
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    let (status, _, stderr) = run_bounded(Command::new(BIN).arg("check").arg(&file), Duration::from_secs(60));
+    (status.success(), stderr)
+}
+
+#[test]
+fn check_refuses_each_gateway_file_hole_with_its_line_key_and_the_nearest_valid_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.toml"), login_route("")).unwrap();
+    let base = "upstream = { address = \"127.0.0.1:9\" }\npolicies = [\"p.toml\"]\n";
+    let cases = [
+        // A bare word the log filter would take for a target name, silencing every line.
+        (format!("{base}[log]\nlevel = \"warning\"\n"), "g1.toml:4: `log.level`", "did you mean `warn`?"),
+        (
+            format!("{base}log = {{ format = \"text\", level = \"verbose\" }}\n"),
+            "g2.toml:3: `log.level`",
+            "warn, error or off",
+        ),
+        (
+            "upstream = { adress = \"127.0.0.1:9\" }\npolicies = [\"p.toml\"]\n".to_string(),
+            "g3.toml:1: `upstream.adress`",
+            "did you mean `address`?",
+        ),
+        (
+            format!("{base}forwarded_header = \"x-forwarded-fro\"\n"),
+            "g4.toml:3: `forwarded_header`",
+            "did you mean `x-forwarded-for`?",
+        ),
+        (
+            format!("{base}\n[connections]\nidle_timeout_secs = 0\n"),
+            "g5.toml:5: `connections.idle_timeout_secs`",
+            "at least 1 second",
+        ),
+        (format!("{base}thraeds = 2\n"), "g6.toml:3: `thraeds`", "did you mean `threads`?"),
+        (format!("{base}[geoip]\ncountry_db = \"missing.mmdb\"\n"), "g7.toml:4: `geoip.country_db`", "missing.mmdb"),
+    ];
+    for (index, (text, located, hint)) in cases.iter().enumerate() {
+        let (ok, stderr) = check(dir.path(), &format!("g{}.toml", index + 1), text);
+        assert!(!ok, "{text}");
+        assert!(stderr.contains(located) && stderr.contains(hint), "want `{located}` and `{hint}` in: {stderr}");
+    }
+    let (ok, stderr) = check(dir.path(), "good.toml", &format!("{base}[log]\nlevel = \"warn,stuffgate=debug\"\n"));
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn check_refuses_unknown_defense_names_and_when_references_that_could_never_fire() {
+    let dir = tempfile::tempdir().unwrap();
+    let new_device = |when: &str| format!("[[route.defense]]\ntype = \"new_device\"\nwhen = [{when}]\n");
+    let failures = "[[route.defense]]\ntype = \"failed_logins\"\nkey = \"account\"\nthreshold = 3\nwindow = \"10m\"\n";
+    // Every finding the registry knows is accepted in `when` once its defense comes first: user_agent included.
+    let (ok, stderr) = check(
+        dir.path(),
+        "ua.toml",
+        &login_route(&format!("[[route.defense]]\ntype = \"user_agent\"\n{}", new_device("\"user_agent\""))),
+    );
+    assert!(ok, "{stderr}");
+    let cases = [
+        (
+            login_route("[[route.defense]]\ntype = \"failed_login\"\n"),
+            "p1.toml:7: `route[login].defense[0].type`",
+            "did you mean `failed_logins`?",
+        ),
+        (
+            login_route(&format!("{}{failures}", new_device("\"account_failures\""))),
+            "p2.toml:8: `route[login].defense[0].when`",
+            "move this defense below it",
+        ),
+        (
+            login_route(&format!("{failures}{}", new_device("\"geo_velocity\""))),
+            "p3.toml:13: `route[login].defense[1].when`",
+            "add a `type = \"geo_velocity\"` defense above it",
+        ),
+        (
+            login_route(&new_device("\"geo_veloctiy\"")),
+            "p4.toml:8: `route[login].defense[0].when`",
+            "did you mean `geo_velocity`?",
+        ),
+        ("[defaults]\nmode = \"obsrve\"\n".to_string(), "p5.toml:2: `defaults.mode`", "did you mean `observe`?"),
+    ];
+    for (index, (text, located, hint)) in cases.iter().enumerate() {
+        let (ok, stderr) = check(dir.path(), &format!("p{}.toml", index + 1), text);
+        assert!(!ok, "{text}");
+        assert!(stderr.contains(located) && stderr.contains(hint), "want `{located}` and `{hint}` in: {stderr}");
+    }
+    // A likely misspelt body field compiles (the API may use any name) but is warned about, with its line.
+    let (ok, stderr) = check(dir.path(), "w.toml", &login_route("").replace("\"email\"", "\"emial\""));
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("warning: ") && stderr.contains("w.toml:5: `route[login].body.account`"), "{stderr}");
+    assert!(stderr.contains("misspelling of `email`"), "{stderr}");
+}
