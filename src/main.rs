@@ -66,7 +66,7 @@ enum Command {
         replay: Option<String>,
     },
     /// Replay an attack scenario against a gateway or offline, or flood logins with --load.
-    Replay(stuffgate::replay::cli::ReplayArgs),
+    Replay(Box<stuffgate::replay::cli::ReplayArgs>),
     /// Build and query breached-password and leaked-pair filters.
     Breach {
         #[command(subcommand)]

@@ -506,13 +506,22 @@ fn process_and_build_info_metrics_are_served() {
 
 #[test]
 fn an_offline_replay_reports_which_defense_answered_and_the_policy_it_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("spray.html");
     let (status, stdout, stderr) = run_bounded(
         Command::new(BIN)
             .args(["replay", "spray", "--offline", "--json", "--policy"])
-            .arg(shipped("policies/default.toml")),
+            .arg(shipped("policies/default.toml"))
+            .arg("--html")
+            .arg(&html),
         Duration::from_secs(120),
     );
     assert!(status.success(), "{stderr}");
+    // The HTML report has what the text one has: who answered, the policy, and challenges apart from blocks.
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<h2>Answered by defense</h2>") && page.contains("<td>new_device</td>"), "{page}");
+    assert!(page.contains("<h2>Policy</h2>") && page.contains("policies/default.toml"), "{page}");
+    assert!(page.contains("<th>challenged</th>"), "{page}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert!(report["policy"].as_str().unwrap().ends_with("policies/default.toml"), "{}", report["policy"]);
     let by = report["blocked_by"].as_object().unwrap();
@@ -520,7 +529,13 @@ fn an_offline_replay_reports_which_defense_answered_and_the_policy_it_ran() {
     // A spray of common (breached) passwords from devices no account has used: the default policy challenges it
     // (`new_device`), and the bots of this replay never solve.
     assert!(by.get("new_device").and_then(|n| n.as_u64()).unwrap_or(0) > 0, "{by:?}");
-    assert_eq!(blocked, report["totals"]["blocked"].as_u64().unwrap(), "every blocked request is attributed");
+    let totals = &report["totals"];
+    assert!(totals["challenged"].as_u64().unwrap() > 0, "a challenge is counted as a challenge: {totals}");
+    assert_eq!(
+        blocked,
+        totals["blocked"].as_u64().unwrap() + totals["challenged"].as_u64().unwrap(),
+        "every blocked or challenged request is attributed"
+    );
 }
 
 /// `stuffgate check FILE`: (success, stderr).
@@ -616,4 +631,29 @@ fn check_refuses_unknown_defense_names_and_when_references_that_could_never_fire
     assert!(ok, "{stderr}");
     assert!(stderr.contains("warning: ") && stderr.contains("w.toml:5: `route[login].body.account`"), "{stderr}");
     assert!(stderr.contains("misspelling of `email`"), "{stderr}");
+}
+
+#[test]
+fn an_online_replay_refuses_to_run_when_it_cannot_reach_a_protected_route() {
+    let (upstream, _) = common::recording_upstream(401);
+    let policy = "[[route]]\nname = \"session\"\nkind = \"generic\"\npath = \"/v2/other\"\n\
+                  body = { account = \"user.login\", password = \"secret\" }\n";
+    let gateway = Gateway::start(policy, upstream);
+    let replay = |extra: &[&str]| {
+        run_bounded(
+            Command::new(BIN).args(["replay", "7pay-burst", "--target", &gateway.url]).args(extra),
+            Duration::from_secs(30),
+        )
+    };
+    // Not the demo API behind it, and nothing names the API: refused before a single request.
+    let (status, _, stderr) = replay(&[]);
+    assert!(!status.success());
+    assert!(stderr.contains("not the demo API") && stderr.contains("--admin"), "{stderr}");
+    // With the admin listener the replay reads the gateway's routes: none takes what the scenario sends.
+    let (status, _, stderr) = replay(&["--admin", &gateway.admin]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("matches a protected route") && stderr.contains("login requests to /api/login"),
+        "{stderr}"
+    );
 }
