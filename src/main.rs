@@ -16,6 +16,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The breached-password filter built from Django's common-password list (see policies/data/).
 const SHIPPED_PASSWORD_FILTER: &str = "policies/data/common-passwords.bloom";
+/// The environment variable holding the admin token (see `admin::ops`).
+const ADMIN_TOKEN_ENV: &str = "STUFFGATE_ADMIN_TOKEN";
 /// The policy `demo` runs when none is given.
 const SHIPPED_POLICY: &str = "policies/default.toml";
 
@@ -238,6 +240,17 @@ fn demo(
     users: usize,
     log_format: &str,
 ) -> ExitCode {
+    // Bans and lifts (`stuffgate decisions`) need the admin token: the demo draws one when none is set
+    // (before any thread starts: the environment is read at start-up).
+    let token = match std::env::var(ADMIN_TOKEN_ENV) {
+        Ok(token) if !token.trim().is_empty() => token,
+        _ => {
+            use rand::Rng as _;
+            let token: String = (0..24).map(|_| format!("{:02x}", rand::rng().random::<u8>())).collect();
+            std::env::set_var(ADMIN_TOKEN_ENV, &token);
+            token
+        }
+    };
     // The shipped files are found from any working directory (see `stuffgate::shipped`).
     let policy_file = match policy {
         Some(path) => path,
@@ -288,7 +301,7 @@ fn demo(
     };
     let (name, password) = stuffgate::demo_api::NAMED_USERS[0];
     println!(
-        "stuffgate demo\n  gateway   http://{listen}   (policy {})\n  demo API  http://{}   (direct, unprotected)\n  admin     http://{admin}/dashboard  /metrics  /healthz  /readyz  /policy  /decisions\n\nTry it:\n  curl -i http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"{name}\",\"password\":\"{password}\"}}'\n  for i in $(seq 1 40); do curl -s -o /dev/null -w '%{{http_code}} ' http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"user'$i'@example.com\",\"password\":\"guess\"}}'; done; echo\n  open http://{listen}/ in a browser for the login page\n\nA challenge (a breached password from a device the account has not used; docs/challenge-protocol.md):\n  curl -s http://{api_addr}/api/signup -H 'content-type: application/json' -d '{{\"email\":\"eve@example.com\",\"password\":\"password1\"}}'\n  curl -i http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"eve@example.com\",\"password\":\"password1\"}}'\n  or sign in as eve@example.com / password1 at http://{listen}/ in a browser\n",
+        "stuffgate demo\n  gateway   http://{listen}   (policy {})\n  demo API  http://{}   (direct, unprotected)\n  admin     http://{admin}/dashboard  /metrics  /healthz  /readyz  /policy  /decisions\n\nTry it:\n  curl -i http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"{name}\",\"password\":\"{password}\"}}'\n  open http://{listen}/ in a browser for the login page\n\nStuffing from one address (wrong, non-breached passwords): 401s, then challenges (428) once the address looks like\nstuffing, then blocks (429) once it is over its rate:\n  for i in $(seq 1 200); do curl -s -o /dev/null -w '%{{http_code}}\\n' http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"user'$i'@example.com\",\"password\":\"not-their-password\"}}'; done | sort | uniq -c\n\nA challenge (a breached password from a device the account has not used; docs/challenge-protocol.md):\n  curl -s http://{api_addr}/api/signup -H 'content-type: application/json' -d '{{\"email\":\"eve@example.com\",\"password\":\"password1\"}}'\n  curl -i http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"eve@example.com\",\"password\":\"password1\"}}'\n  or sign in as eve@example.com / password1 at http://{listen}/ in a browser\n\nBans and decisions (the admin token; set {ADMIN_TOKEN_ENV} yourself to choose it):\n  export {ADMIN_TOKEN_ENV}={token}\n  stuffgate decisions list --admin http://{admin}\n  stuffgate decisions ban 192.0.2.1 --admin http://{admin}\n",
         policy_file.display(),
         api_server.addr(),
         api_addr = api_server.addr(),

@@ -376,9 +376,42 @@ fn demo_and_geoip_lookup_work_from_another_directory_and_leave_no_temp_policy() 
         .send()
         .unwrap();
     assert_eq!(login.status(), 200);
+    // The banner (printed before the gateway listens) says how to reach the decisions API: its token works.
+    let mut banner = String::new();
+    let mut reader = std::io::BufReader::new(demo.stdout.take().unwrap());
+    while !banner.contains("decisions ban") {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut reader, &mut line).unwrap() > 0, "{banner}");
+        banner.push_str(&line);
+    }
+    let token = banner.split("STUFFGATE_ADMIN_TOKEN=").nth(1).and_then(|t| t.split_whitespace().next()).unwrap();
+    let (status, listed, stderr) = run_bounded(
+        Command::new(BIN)
+            .args(["decisions", "list", "--admin", &format!("http://127.0.0.1:{admin_port}")])
+            .env("STUFFGATE_ADMIN_TOKEN", token),
+        Duration::from_secs(20),
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(listed.contains("manual bans"), "{listed}");
+    // Its stuffing loop (wrong passwords no breach list holds) shows failed logins first and a block in the end.
+    assert!(banner.contains("not-their-password") && banner.contains("seq 1 200"), "{banner}");
+    let statuses: Vec<u16> = (1..=200)
+        .map(|i| {
+            client()
+                .post(format!("http://127.0.0.1:{listen}/api/login"))
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"email":"user{i}@example.com","password":"not-their-password"}}"#))
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+        .collect();
+    assert_eq!(statuses[0], 401, "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
     let _ = demo.kill();
     let output = demo.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = banner + &String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("policies/default.toml"), "the shipped policy, found by path: {stdout}");
     assert_eq!(temp_policies(), before, "no temporary policy written");
 }
@@ -477,6 +510,13 @@ fn check_dump_prints_the_merged_configuration_and_completions_are_generated() {
     assert!(stdout.contains("[[route.defense]]") && stdout.contains("mode = \"enforce\""), "{stdout}");
     assert!(stdout.contains("threshold = "), "parameters as written: {stdout}");
     assert!(stdout.contains("ok: "), "{stdout}");
+    // The gateway part is TOML an operator could paste back: no Rust debug text.
+    let gateway_part = stdout.split("# policy files").next().unwrap();
+    let table: toml::Table = toml::from_str(gateway_part).unwrap_or_else(|e| panic!("{e}:\n{gateway_part}"));
+    assert_eq!(table["trusted_proxies"], toml::Value::Array(vec!["127.0.0.1".into()]), "{gateway_part}");
+    assert_eq!(table["runtime"].as_str(), Some("per_thread"), "{gateway_part}");
+    assert_eq!(table["forwarded_header"].as_str(), Some("x-forwarded-for"), "{gateway_part}");
+    assert_eq!(table["connections"]["max_connections_per_client"].as_integer(), Some(64), "{gateway_part}");
     for shell in ["bash", "zsh", "fish"] {
         let (status, stdout, _) = run_bounded(Command::new(BIN).args(["completions", shell]), Duration::from_secs(20));
         assert!(status.success());
@@ -584,6 +624,20 @@ fn check_refuses_each_gateway_file_hole_with_its_line_key_and_the_nearest_valid_
     }
     let (ok, stderr) = check(dir.path(), "good.toml", &format!("{base}[log]\nlevel = \"warn,stuffgate=debug\"\n"));
     assert!(ok, "{stderr}");
+    // Shipped data files named relative, from a gateway file elsewhere run from elsewhere: found where the shipped
+    // files are searched (as `stuffgate demo` finds them).
+    let data = dir.path().join("data.toml");
+    std::fs::write(
+        &data,
+        format!(
+            "{base}[geoip]\ncountry_db = \"geoip/country.mmdb\"\n\
+             [breach]\npassword_filter = \"policies/data/common-passwords.bloom\"\n"
+        ),
+    )
+    .unwrap();
+    let (status, _, stderr) =
+        run_bounded(Command::new(BIN).arg("check").arg(&data).current_dir(dir.path()), Duration::from_secs(60));
+    assert!(status.success(), "{stderr}");
 }
 
 #[test]

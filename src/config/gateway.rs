@@ -236,13 +236,25 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
         log_format,
         log_level,
         hash_secret,
-        geoip: file.geoip.map(|g| (base.join(g.country_db), g.asn_db.map(|a| base.join(a)))),
-        password_filter: file.breach.as_ref().and_then(|b| b.password_filter.as_ref()).map(|p| base.join(p)),
-        pair_filter: file.breach.as_ref().and_then(|b| b.pair_filter.as_ref()).map(|p| base.join(p)),
+        geoip: file.geoip.map(|g| (data_path(base, &g.country_db), g.asn_db.map(|a| data_path(base, &a)))),
+        password_filter: file.breach.as_ref().and_then(|b| b.password_filter.as_ref()).map(|p| data_path(base, p)),
+        pair_filter: file.breach.as_ref().and_then(|b| b.pair_filter.as_ref()).map(|p| data_path(base, p)),
         hardening,
         challenge,
         shared_state,
     })
+}
+
+/// A data file the gateway file names (GeoIP database, breach filter): relative to the gateway file's directory;
+/// when it is not there and the name is relative, the shipped files' places are searched as for `stuffgate demo`
+/// (the working directory, the checkout, /usr/share/stuffgate), so `country_db = "geoip/country.mmdb"` works from a
+/// gateway file anywhere.
+fn data_path(base: &Path, written: &str) -> PathBuf {
+    let beside = base.join(written);
+    if beside.exists() || Path::new(written).is_absolute() {
+        return beside;
+    }
+    crate::shipped::find(written).unwrap_or(beside)
 }
 
 /// `[shared_state]` checked against what works: a URL the client accepts, deadlines of milliseconds, known kinds.
