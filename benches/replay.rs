@@ -19,6 +19,7 @@ fn bench(c: &mut Criterion) {
         speed: 1.0,
         max_tracked_keys: 1_000_000,
         solvers: false,
+        api: Default::default(),
     };
     let mut group = c.benchmark_group("replay_offline");
     group.throughput(Throughput::Elements(schedule.events.len() as u64));

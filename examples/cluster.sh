@@ -24,6 +24,14 @@ need() { command -v "$1" >/dev/null || { echo "cluster.sh: $1 is missing ($2)" >
 need redis-server "apt-get install redis-server"
 need redis-cli "apt-get install redis-tools"
 need curl "apt-get install curl"
+# A port something already listens on would be talked to as if it were ours: refuse to start instead.
+for port in "$FRONT_PORT" "${GW_PORTS[@]}" "${ADMIN_PORTS[@]}" "$API_PORT" "$REDIS_PORT"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "cluster.sh: 127.0.0.1:$port is already in use (find the process with \`ss -ltnp\`, or pick other ports:" \
+      "FRONT_PORT, GW1_PORT, GW2_PORT, ADMIN1_PORT, ADMIN2_PORT, API_PORT, REDIS_PORT)" >&2
+    exit 2
+  fi
+done
 FRONT=""
 if command -v haproxy >/dev/null; then FRONT=haproxy; elif command -v nginx >/dev/null; then FRONT=nginx; else
   echo "cluster.sh: neither haproxy nor nginx is installed (apt-get install haproxy)" >&2; exit 2

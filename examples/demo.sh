@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=examples/prereqs.sh
 source examples/prereqs.sh
-exec cargo run --quiet --profile "${STUFFGATE_PROFILE:-release}" -- demo "$@"
+# Not --quiet: the first build takes minutes, and cargo's progress shows it is working.
+exec cargo run --profile "${STUFFGATE_PROFILE:-release}" -- demo "$@"

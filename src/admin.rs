@@ -71,6 +71,15 @@ impl ServeHttp for AdminApp {
                             "name": r.name,
                             "kind": r.kind.as_str(),
                             "method": r.method.as_str(),
+                            "path": match &r.path {
+                                crate::config::PathMatch::Exact(p) | crate::config::PathMatch::Prefix(p) => p.as_str(),
+                            },
+                            "path_prefix": matches!(r.path, crate::config::PathMatch::Prefix(_)),
+                            "body": {
+                                "account": r.account_field.as_ref().map(crate::config::FieldPath::form_name),
+                                "password": r.password_field.as_ref().map(crate::config::FieldPath::form_name),
+                                "target": r.target_field.as_ref().map(crate::config::FieldPath::form_name),
+                            },
                             "source": r.source.display().to_string(),
                             "defenses": r.slots.iter().map(|s| serde_json::json!({
                                 "type": s.defense.name(),

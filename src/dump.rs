@@ -36,9 +36,14 @@ pub fn gateway(config: &GatewayConfig) -> String {
     );
     let policies: Vec<String> = config.policy_files.iter().map(|p| quoted(&p.display().to_string())).collect();
     let _ = writeln!(out, "policies = {}", list(&policies));
-    let _ = writeln!(out, "trusted_proxies = {:?}", config.trusted_proxies);
+    let proxies: Vec<String> = config.trusted_proxies.to_strings().iter().map(|p| quoted(p)).collect();
+    let _ = writeln!(out, "trusted_proxies = {}", list(&proxies));
     let _ = writeln!(out, "threads = {}", config.threads);
-    let _ = writeln!(out, "runtime = {:?}", format!("{:?}", config.runtime).to_lowercase());
+    let runtime = match config.runtime {
+        crate::config::file::RuntimeLayout::PerThread => "per_thread",
+        crate::config::file::RuntimeLayout::Shared => "shared",
+    };
+    let _ = writeln!(out, "runtime = {}", quoted(runtime));
     let _ = writeln!(out, "max_tracked_keys = {}", config.max_tracked_keys);
     let _ = writeln!(out, "watch_interval_secs = {}", config.watch_interval.map(|d| d.as_secs()).unwrap_or(0));
     let _ = writeln!(
@@ -52,9 +57,19 @@ pub fn gateway(config: &GatewayConfig) -> String {
         "# privacy: hash secret {}",
         if config.hash_secret.is_some() { "set" } else { "unset (random per start)" }
     );
-    let _ = writeln!(out, "forwarded_header = {}", quoted(&format!("{:?}", config.hardening.forwarded_header)));
+    let _ = writeln!(out, "forwarded_header = {}", quoted(config.hardening.forwarded_header.header_name()));
     let c = &config.hardening.connections;
-    let _ = writeln!(out, "connections = {c:?}");
+    let _ = writeln!(
+        out,
+        "connections = {{ idle_timeout_secs = {}, header_timeout_secs = {}, max_header_bytes = {}, max_connections = {}, \
+         max_connections_per_client = {}, proxy_protocol = {} }}",
+        c.idle_timeout.as_secs(),
+        c.header_timeout.as_secs(),
+        c.max_header_bytes,
+        c.max_connections,
+        c.max_connections_per_client,
+        c.proxy_protocol
+    );
     if let Some((country, asn)) = &config.geoip {
         let asn = asn.as_ref().map(|a| format!(", asn_db = {}", quoted(&a.display().to_string()))).unwrap_or_default();
         let _ = writeln!(out, "geoip = {{ country_db = {}{asn} }}", quoted(&country.display().to_string()));

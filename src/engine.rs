@@ -88,6 +88,9 @@ pub struct Judged {
     /// The body to forward instead of the one read: the original login, unsealed from a challenge page's
     /// re-submit (the proxy swaps it in and fixes `Content-Type` and `Content-Length`).
     pub replacement: Option<Original>,
+    /// The body was read but did not give the route's fields, and the request went on (observe mode, or
+    /// `on_bad_body = "forward"`): logged with the decision.
+    pub body_problem: Option<BodyProblem>,
 }
 
 impl Judged {
@@ -171,6 +174,7 @@ pub async fn decide<R: Request>(
             effects: Effects::default(),
             challenge: None,
             replacement: None,
+            body_problem: None,
         });
     }
     let mut batch = Batch::default();
@@ -180,8 +184,15 @@ pub async fn decide<R: Request>(
         read_phase(env.store.as_ref(), &mut batch, now).await;
         pipeline::judge(&route.slots, &batch, &attempt, now, &mut decision);
     }
-    let mut judged =
-        Judged { subject, decision, body_read: false, effects: Effects::default(), challenge: None, replacement: None };
+    let mut judged = Judged {
+        subject,
+        decision,
+        body_read: false,
+        effects: Effects::default(),
+        challenge: None,
+        replacement: None,
+        body_problem: None,
+    };
     if !judged.decision.open() || !route.reads_body() {
         finish(&mut judged);
         return Ok(judged);
@@ -231,8 +242,16 @@ pub async fn decide<R: Request>(
                 Ok(_) => BodyProblem::NoAccount,
                 Err(error) => BodyProblem::from_error(error),
             };
-            if route.on_bad_body == BadBody::Reject {
+            // Observe mode lets through what it would refuse: a missing field is counted and logged, not answered.
+            let refuse = route.on_bad_body == BadBody::Reject && !route.observes_only;
+            let handling = if refuse { "refused" } else { "forwarded" };
+            crate::telemetry::metrics::BODY_PROBLEMS
+                .with_label_values(&[&route.name, problem.reason(), handling])
+                .inc();
+            if refuse {
                 judged.decision.answered = Some(Verdict::Invalid(problem));
+            } else {
+                judged.body_problem = Some(problem);
             }
             finish(&mut judged);
             return Ok(judged);

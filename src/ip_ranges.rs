@@ -43,6 +43,35 @@ impl IpRanges {
         after > 0 && self.ranges[after - 1].1 >= point
     }
 
+    /// The ranges as written in a configuration: an address, a CIDR block, or `first-last` when a range is no
+    /// block.
+    pub fn to_strings(&self) -> Vec<String> {
+        let ip = |n: u128| {
+            let v6 = std::net::Ipv6Addr::from(n);
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        };
+        self.ranges
+            .iter()
+            .map(|&(first, last)| {
+                let span = last - first;
+                let aligned =
+                    span.checked_add(1).map_or(first == 0, |size| size.is_power_of_two() && first % size == 0);
+                if first == last {
+                    ip(first).to_string()
+                } else if aligned {
+                    let host_bits = 128 - span.leading_zeros();
+                    let prefix = match ip(first) {
+                        IpAddr::V4(_) => 32 - host_bits,
+                        IpAddr::V6(_) => 128 - host_bits,
+                    };
+                    format!("{}/{prefix}", ip(first))
+                } else {
+                    format!("{}-{}", ip(first), ip(last))
+                }
+            })
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }

@@ -39,6 +39,7 @@ pub mod reload;
 pub mod replay;
 pub mod server;
 pub mod shipped;
+pub(crate) mod spelling;
 pub mod store;
 pub mod telemetry;
 pub mod vocabulary;

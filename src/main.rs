@@ -9,12 +9,15 @@ use clap::{Parser, Subcommand};
 use stuffgate::clock::Clock;
 use stuffgate::config::{self, CompileEnv, FileKind, GatewayConfig, LogFormat, Upstream};
 use stuffgate::ip_ranges::IpRanges;
+use stuffgate::server::{Purpose, StartError};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The breached-password filter built from Django's common-password list (see policies/data/).
 const SHIPPED_PASSWORD_FILTER: &str = "policies/data/common-passwords.bloom";
+/// The environment variable holding the admin token (see `admin::ops`).
+const ADMIN_TOKEN_ENV: &str = "STUFFGATE_ADMIN_TOKEN";
 /// The policy `demo` runs when none is given.
 const SHIPPED_POLICY: &str = "policies/default.toml";
 
@@ -65,7 +68,7 @@ enum Command {
         replay: Option<String>,
     },
     /// Replay an attack scenario against a gateway or offline, or flood logins with --load.
-    Replay(stuffgate::replay::cli::ReplayArgs),
+    Replay(Box<stuffgate::replay::cli::ReplayArgs>),
     /// Build and query breached-password and leaked-pair filters.
     Breach {
         #[command(subcommand)]
@@ -142,22 +145,27 @@ fn run(path: &Path) -> ExitCode {
     start(config)
 }
 
+/// Build everything the configuration names, then check the listen addresses, then serve: a configuration error
+/// is reported before a busy port could hide it.
 fn start(config: GatewayConfig) -> ExitCode {
-    if let Err(error) = stuffgate::server::preflight(&config) {
-        eprintln!("stuffgate: {error}");
-        return ExitCode::FAILURE;
-    }
     let _log_guard = stuffgate::telemetry::init(config.log_format, &config.log_level);
-    if config.hash_secret.is_none() {
-        tracing::warn!("no privacy.hash_key_env set: account hashes in logs change at every restart");
-    }
-    let state = match stuffgate::server::build_state(&config, Clock::system()) {
+    let state = match stuffgate::server::build_state(&config, Clock::system(), Purpose::Serve) {
         Ok(state) => state,
         Err(error) => {
             eprintln!("stuffgate: {error}");
             return ExitCode::FAILURE;
         }
     };
+    for warning in &state.policy.current().warnings {
+        tracing::warn!("{warning}");
+    }
+    if let Err(error) = stuffgate::server::preflight(&config) {
+        eprintln!("stuffgate: {error}");
+        return ExitCode::FAILURE;
+    }
+    if config.hash_secret.is_none() {
+        tracing::warn!("no privacy.hash_key_env set: account hashes in logs change at every restart");
+    }
     stuffgate::server::run(config, state)
 }
 
@@ -182,21 +190,17 @@ fn check(files: &[PathBuf], dump: bool) -> ExitCode {
 fn check_one(file: &Path, dump: bool) -> Result<String, config::ConfigError> {
     let source = std::fs::read_to_string(file)
         .map_err(|e| config::ConfigError::new(file, None, None, format!("cannot read the file: {e}")))?;
-    let mut env = CompileEnv::new(Clock::system(), 1024);
     match config::sniff_kind(&source) {
         FileKind::Gateway => {
             let gateway = config::load_gateway(file)?;
-            if let Some((country, asn)) = &gateway.geoip {
-                let db = stuffgate::geoip::SharedGeoDb::open(country, asn.as_deref())
-                    .map_err(|e| config::ConfigError::new(file, None, Some("geoip".into()), e.to_string()))?;
-                env = env.with_geo(Some(std::sync::Arc::new(db)));
-            }
-            env.open_breach_filters(gateway.password_filter.as_deref(), gateway.pair_filter.as_deref())
-                .map_err(|e| config::ConfigError::new(file, None, Some("breach".into()), e.to_string()))?;
-            stuffgate::telemetry::valid_level(&gateway.log_level).map_err(|e| {
-                config::ConfigError::new(file, None, Some("log.level".into()), format!("not a log filter: {e}"))
-            })?;
-            let policy = config::compile_policies(&gateway.policy_files, &env, None)?;
+            // The same set-up `run` does, so `check` refuses whatever `run` would.
+            let state =
+                stuffgate::server::build_state(&gateway, Clock::system(), Purpose::Check).map_err(|e| match e {
+                    StartError::Config(error) => error,
+                    other => config::ConfigError::new(file, None, None, other.to_string()),
+                })?;
+            let policy = state.policy.current();
+            print_warnings(&policy);
             if dump {
                 println!("{}\n{}", stuffgate::dump::gateway(&gateway), stuffgate::dump::policy(&policy));
             }
@@ -208,14 +212,23 @@ fn check_one(file: &Path, dump: bool) -> Result<String, config::ConfigError> {
         }
         FileKind::Policy => {
             // A lone policy file is checked without the gateway's data files (GeoIP, breach filters).
+            let mut env = CompileEnv::new(Clock::system(), 1024);
             env.require_data = false;
             let policy = config::compile_policies(&[file.to_path_buf()], &env, None)?;
+            print_warnings(&policy);
             if dump {
                 println!("{}", stuffgate::dump::policy(&policy));
             }
             let defenses: usize = policy.routes.iter().map(|r| r.slots.len()).sum();
             Ok(format!("policy with {} route(s), {} defense(s)", policy.routes.len(), defenses))
         }
+    }
+}
+
+/// What compiles but looks like a mistake, one line each on stderr; the file is still valid.
+fn print_warnings(policy: &config::Policy) {
+    for warning in &policy.warnings {
+        eprintln!("warning: {warning}");
     }
 }
 
@@ -227,6 +240,17 @@ fn demo(
     users: usize,
     log_format: &str,
 ) -> ExitCode {
+    // Bans and lifts (`stuffgate decisions`) need the admin token: the demo draws one when none is set
+    // (before any thread starts: the environment is read at start-up).
+    let token = match std::env::var(ADMIN_TOKEN_ENV) {
+        Ok(token) if !token.trim().is_empty() => token,
+        _ => {
+            use rand::Rng as _;
+            let token: String = (0..24).map(|_| format!("{:02x}", rand::rng().random::<u8>())).collect();
+            std::env::set_var(ADMIN_TOKEN_ENV, &token);
+            token
+        }
+    };
     // The shipped files are found from any working directory (see `stuffgate::shipped`).
     let policy_file = match policy {
         Some(path) => path,
@@ -254,6 +278,7 @@ fn demo(
     let loopback: ipnet::IpNet = ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1]));
     let config = GatewayConfig {
         path: PathBuf::from("(demo)"),
+        source: String::new(),
         listen: vec![listen.to_string()],
         admin: admin.to_string(),
         upstream: Upstream { address: api_server.addr().to_string(), tls: false, sni: String::new() },
@@ -276,7 +301,7 @@ fn demo(
     };
     let (name, password) = stuffgate::demo_api::NAMED_USERS[0];
     println!(
-        "stuffgate demo\n  gateway   http://{listen}   (policy {})\n  demo API  http://{}   (direct, unprotected)\n  admin     http://{admin}/dashboard  /metrics  /healthz  /readyz  /policy  /decisions\n\nTry it:\n  curl -i http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"{name}\",\"password\":\"{password}\"}}'\n  for i in $(seq 1 40); do curl -s -o /dev/null -w '%{{http_code}} ' http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"user'$i'@example.com\",\"password\":\"guess\"}}'; done; echo\n  open http://{listen}/ in a browser for the login page\n\nA challenge (a breached password from a device the account has not used; docs/challenge-protocol.md):\n  curl -s http://{api_addr}/api/signup -H 'content-type: application/json' -d '{{\"email\":\"eve@example.com\",\"password\":\"password1\"}}'\n  curl -i http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"eve@example.com\",\"password\":\"password1\"}}'\n  or sign in as eve@example.com / password1 at http://{listen}/ in a browser\n",
+        "stuffgate demo\n  gateway   http://{listen}   (policy {})\n  demo API  http://{}   (direct, unprotected)\n  admin     http://{admin}/dashboard  /metrics  /healthz  /readyz  /policy  /decisions\n\nTry it:\n  curl -i http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"{name}\",\"password\":\"{password}\"}}'\n  open http://{listen}/ in a browser for the login page\n\nStuffing from one address (wrong, non-breached passwords): 401s, then challenges (428) once the address looks like\nstuffing, then blocks (429) once it is over its rate:\n  for i in $(seq 1 200); do curl -s -o /dev/null -w '%{{http_code}}\\n' http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"user'$i'@example.com\",\"password\":\"not-their-password\"}}'; done | sort | uniq -c\n\nA challenge (a breached password from a device the account has not used; docs/challenge-protocol.md):\n  curl -s http://{api_addr}/api/signup -H 'content-type: application/json' -d '{{\"email\":\"eve@example.com\",\"password\":\"password1\"}}'\n  curl -i http://{listen}/api/login -H 'content-type: application/json' -d '{{\"email\":\"eve@example.com\",\"password\":\"password1\"}}'\n  or sign in as eve@example.com / password1 at http://{listen}/ in a browser\n\nBans and decisions (the admin token; set {ADMIN_TOKEN_ENV} yourself to choose it):\n  export {ADMIN_TOKEN_ENV}={token}\n  stuffgate decisions list --admin http://{admin}\n  stuffgate decisions ban 192.0.2.1 --admin http://{admin}\n",
         policy_file.display(),
         api_server.addr(),
         api_addr = api_server.addr(),

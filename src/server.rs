@@ -32,34 +32,45 @@ pub use preflight::preflight;
 pub enum StartError {
     #[error("{0}")]
     Config(#[from] ConfigError),
-    #[error("{0}")]
-    Geo(#[from] crate::geoip::GeoError),
-    #[error("{0}")]
-    Breach(#[from] crate::defense::breach::FilterLoadError),
-    #[error("upstream `{address}` does not resolve to an address: {why}")]
-    Upstream { address: String, why: String },
     #[error("shared state store `{url}`: {why}")]
     SharedState { url: String, why: String },
 }
 
-/// Build the shared state: the compiled policy and the upstream. Fails before anything listens.
-pub fn build_state(config: &GatewayConfig, clock: Clock) -> Result<Arc<GatewayState>, StartError> {
+/// Whether [`build_state`] builds for serving or only to validate (`stuffgate check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Serve,
+    /// Everything is opened, compiled and resolved as for serving, but no connection to a shared store is started.
+    Check,
+}
+
+/// Build the shared state: the data files opened, the policy compiled, the upstream
+/// resolved. `run` and `check` both come through here, so `check` refuses whatever `run` would; `run` calls it
+/// before anything listens, so a configuration error is never hidden behind a busy port.
+pub fn build_state(config: &GatewayConfig, clock: Clock, purpose: Purpose) -> Result<Arc<GatewayState>, StartError> {
     let geo = match &config.geoip {
-        Some((country, asn)) => Some(Arc::new(crate::geoip::SharedGeoDb::open(country, asn.as_deref())?)),
+        Some((country, asn)) => Some(Arc::new(
+            crate::geoip::SharedGeoDb::open(country, asn.as_deref())
+                .map_err(|e| config.error("geoip.country_db", e.to_string()))?,
+        )),
         None => None,
     };
     let mut env = CompileEnv::new(clock, config.max_tracked_keys).with_geo(geo);
     if let Some(secret) = &config.hash_secret {
         env = env.with_secret(secret);
     }
-    if let Some(settings) = &config.shared_state {
+    if let (Some(settings), Purpose::Serve) = (&config.shared_state, purpose) {
         // Local state stays, and decisions take the stricter of it and Redis (store/shared.rs).
         let local = crate::store::LocalStore::new(config.max_tracked_keys);
         let shared = crate::store::SharedStore::start(local, settings.clone())
             .map_err(|why| StartError::SharedState { url: crate::store::shared::redacted(&settings.url), why })?;
         env.store = Arc::new(shared);
     }
-    env.open_breach_filters(config.password_filter.as_deref(), config.pair_filter.as_deref())?;
+    env.open_breach_filters(config.password_filter.as_deref(), config.pair_filter.as_deref()).map_err(|e| {
+        let message = e.to_string();
+        let pair = config.pair_filter.as_ref().is_some_and(|p| message.contains(&p.display().to_string()));
+        config.error(if pair { "breach.pair_filter" } else { "breach.password_filter" }, message)
+    })?;
     if let Some(challenge) = &config.challenge {
         env.challenge = Arc::new(challenge.clone());
     }
@@ -68,9 +79,14 @@ pub fn build_state(config: &GatewayConfig, clock: Clock) -> Result<Arc<GatewaySt
         .upstream
         .address
         .to_socket_addrs()
-        .map_err(|e| StartError::Upstream { address: config.upstream.address.clone(), why: e.to_string() })?
-        .next()
-        .ok_or_else(|| StartError::Upstream { address: config.upstream.address.clone(), why: "no address".into() })?;
+        .map_err(|e| e.to_string())
+        .and_then(|mut found| found.next().ok_or_else(|| "no address".to_string()))
+        .map_err(|why| {
+            config.error(
+                "upstream.address",
+                format!("`{}` does not resolve to an address: {why}", config.upstream.address),
+            )
+        })?;
     let mut upstream = HttpPeer::new(upstream_address, config.upstream.tls, config.upstream.sni.clone());
     upstream.options.connection_timeout = Some(config.hardening.upstream_connect_timeout);
     upstream.options.read_timeout = Some(config.hardening.upstream_read_timeout);

@@ -121,8 +121,16 @@ fn a_breach_defense_without_a_filter_refuses_to_start_and_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.toml"), policy()).unwrap();
     let config = dir.path().join("gateway.toml");
-    std::fs::write(&config, format!("upstream = {{ address = \"{}\" }}\npolicies = [\"policy.toml\"]\n", api.addr()))
-        .unwrap();
+    let (listen, admin) = (common::free_port(), common::free_port());
+    std::fs::write(
+        &config,
+        format!(
+            "listen = [\"127.0.0.1:{listen}\"]\nadmin = \"127.0.0.1:{admin}\"\nupstream = {{ address = \"{}\" }}\n\
+             policies = [\"policy.toml\"]\n",
+            api.addr()
+        ),
+    )
+    .unwrap();
     let output = stuffgate().args(["run", "--config"]).arg(&config).output().unwrap();
     assert!(!output.status.success());
     let message = String::from_utf8_lossy(&output.stderr);

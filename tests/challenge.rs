@@ -348,3 +348,32 @@ fn without_javascript_the_page_continues_after_the_wait() {
     assert_eq!(body, original.as_bytes());
     assert!(metric(&gateway, r#"stuffgate_challenge_solve_seconds_count{path="noscript",route="login"} 1"#));
 }
+
+#[test]
+fn the_python_client_of_the_protocol_doc_passes_a_challenge_and_keeps_its_device_token() {
+    let doc = std::fs::read_to_string(common::shipped("docs/challenge-protocol.md")).unwrap();
+    let example = doc.split("## 4.").nth(1).expect("the doc's example section");
+    let script = example.split("```python\n").nth(1).and_then(|rest| rest.split("```").next()).expect("its Python");
+    let api = api_with_eve();
+    let gateway = Gateway::start(&policy(""), api.addr());
+    assert!(script.contains("http://127.0.0.1:8080/api/login"), "{script}");
+    let script = script.replace("http://127.0.0.1:8080", &gateway.url);
+    let output = match std::process::Command::new("python3").arg("-c").arg(&script).output() {
+        Ok(output) => output,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI=true but python3 cannot run: {e}"),
+        Err(_) => {
+            eprintln!("skipping: python3 is not installed");
+            return;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    // It prints the final status and the device token the gateway handed out.
+    let (status, device) = stdout.trim().split_once(' ').unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(status, "200", "{stdout}");
+    assert!(device != "None" && device.len() > 20, "{stdout}");
+    // The token it printed is the real thing: the next login with it is not challenged.
+    let again = login(&gateway, "198.51.100.90", EVE.0, EVE.1, &[("x-stuffgate-device", device)]);
+    assert_eq!(again.status(), 200);
+    assert!(from_upstream(&again));
+}

@@ -115,6 +115,13 @@ fn the_dashboard_shows_live_traffic_in_a_real_browser() {
                   verdicts: Array.from(document.querySelectorAll('#chart polyline')).map(p => p.dataset.verdict) }",
     );
     assert_eq!(seen["status"], "live", "{seen}");
+    // Every column of the routes table, `now/s` last, lies inside its panel: nothing is clipped.
+    let fits = driver.script(
+        "const table = document.getElementById('routes');
+         const panel = table.closest('section').getBoundingClientRect();
+         return Array.from(table.querySelectorAll('th')).every(th => th.getBoundingClientRect().right <= panel.right + 0.5)",
+    );
+    assert_eq!(fits, json!(true), "the routes table overflows its panel: {seen}");
     assert!(seen["routes"].as_str().unwrap().contains("login"), "{seen}");
     assert!(seen["findings"].as_str().unwrap().contains("ip_failures"), "{seen}");
     assert!(seen["addresses"].as_str().unwrap().contains("8.8.8.8"), "{seen}");

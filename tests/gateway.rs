@@ -322,3 +322,42 @@ fn metrics_counted_on_several_worker_threads_add_up_at_scrape_time() {
         assert!(metrics.lines().any(|line| line == series), "{series} missing from\n{metrics}");
     }
 }
+
+/// A route whose body field is misspelt (`emial`): every login lacks it.
+fn misspelt_route(mode: &str) -> String {
+    format!(
+        "[defaults]\nmode = \"{mode}\"\non_bad_body = \"reject\"\n\
+         [[route]]\nname = \"login\"\nkind = \"login\"\npath = \"/api/login\"\n\
+         body = {{ account = \"emial\", password = \"password\" }}\n\
+         [[route.defense]]\ntype = \"ip_rate\"\nlimit = 100\nper = \"1m\"\n"
+    )
+}
+
+fn scrape(gateway: &Gateway) -> String {
+    client().get(format!("{}/metrics", gateway.admin)).send().unwrap().text().unwrap()
+}
+
+#[test]
+fn observe_mode_forwards_a_login_whose_field_is_missing_and_counts_and_logs_it() {
+    let api = demo_api();
+    let gateway = Gateway::start(&misspelt_route("observe"), api.addr());
+    let response = gateway.login(Some("198.51.100.60"), ALICE.0, ALICE.1);
+    assert_eq!(response.status(), 200, "observe mode refuses nothing: the login reaches the app");
+    assert!(from_upstream(&response));
+    let counted = r#"stuffgate_body_problems_total{handling="forwarded",problem="no_account_field",route="login"} 1"#;
+    assert!(scrape(&gateway).contains(counted), "{}", scrape(&gateway));
+    assert!(gateway.wait_for_log("body:no_account_field:forward", Duration::from_secs(5)), "{}", gateway.logs());
+    assert!(
+        gateway.logs().contains("emial") && gateway.logs().contains("misspelling of `email`"),
+        "{}",
+        gateway.logs()
+    );
+
+    // Enforced, the same mistake is refused, and counted as refused.
+    let enforced = Gateway::start(&misspelt_route("enforce"), api.addr());
+    let response = enforced.login(Some("198.51.100.61"), ALICE.0, ALICE.1);
+    assert_eq!(response.status(), 400);
+    assert!(!from_upstream(&response));
+    let counted = r#"stuffgate_body_problems_total{handling="refused",problem="no_account_field",route="login"} 1"#;
+    assert!(scrape(&enforced).contains(counted), "{}", scrape(&enforced));
+}

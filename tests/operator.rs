@@ -310,6 +310,21 @@ fn run_on_a_busy_port_exits_non_zero_and_says_why() {
         run_bounded(Command::new(BIN).args(["run", "--config"]).arg(&config), Duration::from_secs(20));
     assert!(!status.success());
     assert!(stderr.contains("`admin`"), "{stderr}");
+    // A policy error is reported even while the port is busy: the configuration is checked before any bind.
+    std::fs::write(dir.path().join("p.toml"), "[[route]]\nname = \"x\"\nkind = \"logon\"\npath = \"/x\"\n").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "listen = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{}\"\nupstream = {{ address = \"127.0.0.1:9\" }}\npolicies = [\"p.toml\"]\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let (status, _, stderr) =
+        run_bounded(Command::new(BIN).args(["run", "--config"]).arg(&config), Duration::from_secs(20));
+    assert!(!status.success());
+    assert!(stderr.contains("p.toml:3") && stderr.contains("logon"), "{stderr}");
+    assert!(!stderr.contains("cannot listen"), "{stderr}");
     drop(taken);
 }
 
@@ -361,9 +376,42 @@ fn demo_and_geoip_lookup_work_from_another_directory_and_leave_no_temp_policy() 
         .send()
         .unwrap();
     assert_eq!(login.status(), 200);
+    // The banner (printed before the gateway listens) says how to reach the decisions API: its token works.
+    let mut banner = String::new();
+    let mut reader = std::io::BufReader::new(demo.stdout.take().unwrap());
+    while !banner.contains("decisions ban") {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut reader, &mut line).unwrap() > 0, "{banner}");
+        banner.push_str(&line);
+    }
+    let token = banner.split("STUFFGATE_ADMIN_TOKEN=").nth(1).and_then(|t| t.split_whitespace().next()).unwrap();
+    let (status, listed, stderr) = run_bounded(
+        Command::new(BIN)
+            .args(["decisions", "list", "--admin", &format!("http://127.0.0.1:{admin_port}")])
+            .env("STUFFGATE_ADMIN_TOKEN", token),
+        Duration::from_secs(20),
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(listed.contains("manual bans"), "{listed}");
+    // Its stuffing loop (wrong passwords no breach list holds) shows failed logins first and a block in the end.
+    assert!(banner.contains("not-their-password") && banner.contains("seq 1 200"), "{banner}");
+    let statuses: Vec<u16> = (1..=200)
+        .map(|i| {
+            client()
+                .post(format!("http://127.0.0.1:{listen}/api/login"))
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"email":"user{i}@example.com","password":"not-their-password"}}"#))
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+        .collect();
+    assert_eq!(statuses[0], 401, "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
     let _ = demo.kill();
     let output = demo.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = banner + &String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("policies/default.toml"), "the shipped policy, found by path: {stdout}");
     assert_eq!(temp_policies(), before, "no temporary policy written");
 }
@@ -462,6 +510,13 @@ fn check_dump_prints_the_merged_configuration_and_completions_are_generated() {
     assert!(stdout.contains("[[route.defense]]") && stdout.contains("mode = \"enforce\""), "{stdout}");
     assert!(stdout.contains("threshold = "), "parameters as written: {stdout}");
     assert!(stdout.contains("ok: "), "{stdout}");
+    // The gateway part is TOML an operator could paste back: no Rust debug text.
+    let gateway_part = stdout.split("# policy files").next().unwrap();
+    let table: toml::Table = toml::from_str(gateway_part).unwrap_or_else(|e| panic!("{e}:\n{gateway_part}"));
+    assert_eq!(table["trusted_proxies"], toml::Value::Array(vec!["127.0.0.1".into()]), "{gateway_part}");
+    assert_eq!(table["runtime"].as_str(), Some("per_thread"), "{gateway_part}");
+    assert_eq!(table["forwarded_header"].as_str(), Some("x-forwarded-for"), "{gateway_part}");
+    assert_eq!(table["connections"]["max_connections_per_client"].as_integer(), Some(64), "{gateway_part}");
     for shell in ["bash", "zsh", "fish"] {
         let (status, stdout, _) = run_bounded(Command::new(BIN).args(["completions", shell]), Duration::from_secs(20));
         assert!(status.success());
@@ -491,13 +546,22 @@ fn process_and_build_info_metrics_are_served() {
 
 #[test]
 fn an_offline_replay_reports_which_defense_answered_and_the_policy_it_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("spray.html");
     let (status, stdout, stderr) = run_bounded(
         Command::new(BIN)
             .args(["replay", "spray", "--offline", "--json", "--policy"])
-            .arg(shipped("policies/default.toml")),
+            .arg(shipped("policies/default.toml"))
+            .arg("--html")
+            .arg(&html),
         Duration::from_secs(120),
     );
     assert!(status.success(), "{stderr}");
+    // The HTML report has what the text one has: who answered, the policy, and challenges apart from blocks.
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<h2>Answered by defense</h2>") && page.contains("<td>new_device</td>"), "{page}");
+    assert!(page.contains("<h2>Policy</h2>") && page.contains("policies/default.toml"), "{page}");
+    assert!(page.contains("<th>challenged</th>"), "{page}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert!(report["policy"].as_str().unwrap().ends_with("policies/default.toml"), "{}", report["policy"]);
     let by = report["blocked_by"].as_object().unwrap();
@@ -505,5 +569,145 @@ fn an_offline_replay_reports_which_defense_answered_and_the_policy_it_ran() {
     // A spray of common (breached) passwords from devices no account has used: the default policy challenges it
     // (`new_device`), and the bots of this replay never solve.
     assert!(by.get("new_device").and_then(|n| n.as_u64()).unwrap_or(0) > 0, "{by:?}");
-    assert_eq!(blocked, report["totals"]["blocked"].as_u64().unwrap(), "every blocked request is attributed");
+    let totals = &report["totals"];
+    assert!(totals["challenged"].as_u64().unwrap() > 0, "a challenge is counted as a challenge: {totals}");
+    assert_eq!(
+        blocked,
+        totals["blocked"].as_u64().unwrap() + totals["challenged"].as_u64().unwrap(),
+        "every blocked or challenged request is attributed"
+    );
+}
+
+/// `stuffgate check FILE`: (success, stderr).
+fn check(dir: &std::path::Path, name: &str, text: &str) -> (bool, String) {
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    let (status, _, stderr) = run_bounded(Command::new(BIN).arg("check").arg(&file), Duration::from_secs(60));
+    (status.success(), stderr)
+}
+
+#[test]
+fn check_refuses_each_gateway_file_hole_with_its_line_key_and_the_nearest_valid_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.toml"), login_route("")).unwrap();
+    let base = "upstream = { address = \"127.0.0.1:9\" }\npolicies = [\"p.toml\"]\n";
+    let cases = [
+        // A bare word the log filter would take for a target name, silencing every line.
+        (format!("{base}[log]\nlevel = \"warning\"\n"), "g1.toml:4: `log.level`", "did you mean `warn`?"),
+        (
+            format!("{base}log = {{ format = \"text\", level = \"verbose\" }}\n"),
+            "g2.toml:3: `log.level`",
+            "warn, error or off",
+        ),
+        (
+            "upstream = { adress = \"127.0.0.1:9\" }\npolicies = [\"p.toml\"]\n".to_string(),
+            "g3.toml:1: `upstream.adress`",
+            "did you mean `address`?",
+        ),
+        (
+            format!("{base}forwarded_header = \"x-forwarded-fro\"\n"),
+            "g4.toml:3: `forwarded_header`",
+            "did you mean `x-forwarded-for`?",
+        ),
+        (
+            format!("{base}\n[connections]\nidle_timeout_secs = 0\n"),
+            "g5.toml:5: `connections.idle_timeout_secs`",
+            "at least 1 second",
+        ),
+        (format!("{base}thraeds = 2\n"), "g6.toml:3: `thraeds`", "did you mean `threads`?"),
+        (format!("{base}[geoip]\ncountry_db = \"missing.mmdb\"\n"), "g7.toml:4: `geoip.country_db`", "missing.mmdb"),
+    ];
+    for (index, (text, located, hint)) in cases.iter().enumerate() {
+        let (ok, stderr) = check(dir.path(), &format!("g{}.toml", index + 1), text);
+        assert!(!ok, "{text}");
+        assert!(stderr.contains(located) && stderr.contains(hint), "want `{located}` and `{hint}` in: {stderr}");
+    }
+    let (ok, stderr) = check(dir.path(), "good.toml", &format!("{base}[log]\nlevel = \"warn,stuffgate=debug\"\n"));
+    assert!(ok, "{stderr}");
+    // Shipped data files named relative, from a gateway file elsewhere run from elsewhere: found where the shipped
+    // files are searched (as `stuffgate demo` finds them).
+    let data = dir.path().join("data.toml");
+    std::fs::write(
+        &data,
+        format!(
+            "{base}[geoip]\ncountry_db = \"geoip/country.mmdb\"\n\
+             [breach]\npassword_filter = \"policies/data/common-passwords.bloom\"\n"
+        ),
+    )
+    .unwrap();
+    let (status, _, stderr) =
+        run_bounded(Command::new(BIN).arg("check").arg(&data).current_dir(dir.path()), Duration::from_secs(60));
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn check_refuses_unknown_defense_names_and_when_references_that_could_never_fire() {
+    let dir = tempfile::tempdir().unwrap();
+    let new_device = |when: &str| format!("[[route.defense]]\ntype = \"new_device\"\nwhen = [{when}]\n");
+    let failures = "[[route.defense]]\ntype = \"failed_logins\"\nkey = \"account\"\nthreshold = 3\nwindow = \"10m\"\n";
+    // Every finding the registry knows is accepted in `when` once its defense comes first: user_agent included.
+    let (ok, stderr) = check(
+        dir.path(),
+        "ua.toml",
+        &login_route(&format!("[[route.defense]]\ntype = \"user_agent\"\n{}", new_device("\"user_agent\""))),
+    );
+    assert!(ok, "{stderr}");
+    let cases = [
+        (
+            login_route("[[route.defense]]\ntype = \"failed_login\"\n"),
+            "p1.toml:7: `route[login].defense[0].type`",
+            "did you mean `failed_logins`?",
+        ),
+        (
+            login_route(&format!("{}{failures}", new_device("\"account_failures\""))),
+            "p2.toml:8: `route[login].defense[0].when`",
+            "move this defense below it",
+        ),
+        (
+            login_route(&format!("{failures}{}", new_device("\"geo_velocity\""))),
+            "p3.toml:13: `route[login].defense[1].when`",
+            "add a `type = \"geo_velocity\"` defense above it",
+        ),
+        (
+            login_route(&new_device("\"geo_veloctiy\"")),
+            "p4.toml:8: `route[login].defense[0].when`",
+            "did you mean `geo_velocity`?",
+        ),
+        ("[defaults]\nmode = \"obsrve\"\n".to_string(), "p5.toml:2: `defaults.mode`", "did you mean `observe`?"),
+    ];
+    for (index, (text, located, hint)) in cases.iter().enumerate() {
+        let (ok, stderr) = check(dir.path(), &format!("p{}.toml", index + 1), text);
+        assert!(!ok, "{text}");
+        assert!(stderr.contains(located) && stderr.contains(hint), "want `{located}` and `{hint}` in: {stderr}");
+    }
+    // A likely misspelt body field compiles (the API may use any name) but is warned about, with its line.
+    let (ok, stderr) = check(dir.path(), "w.toml", &login_route("").replace("\"email\"", "\"emial\""));
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("warning: ") && stderr.contains("w.toml:5: `route[login].body.account`"), "{stderr}");
+    assert!(stderr.contains("misspelling of `email`"), "{stderr}");
+}
+
+#[test]
+fn an_online_replay_refuses_to_run_when_it_cannot_reach_a_protected_route() {
+    let (upstream, _) = common::recording_upstream(401);
+    let policy = "[[route]]\nname = \"session\"\nkind = \"generic\"\npath = \"/v2/other\"\n\
+                  body = { account = \"user.login\", password = \"secret\" }\n";
+    let gateway = Gateway::start(policy, upstream);
+    let replay = |extra: &[&str]| {
+        run_bounded(
+            Command::new(BIN).args(["replay", "7pay-burst", "--target", &gateway.url]).args(extra),
+            Duration::from_secs(30),
+        )
+    };
+    // Not the demo API behind it, and nothing names the API: refused before a single request.
+    let (status, _, stderr) = replay(&[]);
+    assert!(!status.success());
+    assert!(stderr.contains("not the demo API") && stderr.contains("--admin"), "{stderr}");
+    // With the admin listener the replay reads the gateway's routes: none takes what the scenario sends.
+    let (status, _, stderr) = replay(&["--admin", &gateway.admin]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("matches a protected route") && stderr.contains("login requests to /api/login"),
+        "{stderr}"
+    );
 }

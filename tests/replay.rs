@@ -41,6 +41,7 @@ fn replay_online(schedule: &Arc<Schedule>, policy: &str) -> Report {
         max_time: Duration::from_secs(60),
         progress: false,
         upstream_stats: Some(format!("{}/__demo/stats", api.base_url())),
+        api: Default::default(),
     };
     let report = online_report(schedule, &options).unwrap();
     drop(gateway);
@@ -81,13 +82,13 @@ fn the_default_policy_stops_most_7pay_takeovers_lets_users_in_and_offline_predic
         assert_eq!(upstream.topup_yen, report.harm.fraudulent_topup_yen, "{summary}");
     }
     // Observe mode forwards everything: every valid pair in the list becomes a takeover, each cashed out.
-    assert_eq!(observe.totals.blocked, 0, "{summary}");
+    assert_eq!(observe.totals.blocked + observe.totals.challenged, 0, "{summary}");
     assert!(observe.harm.accounts_taken_over >= 25, "{summary}");
     assert!(observe.harm.fraudulent_topup_yen >= 25 * 90_000, "{summary}");
     // The default policy: far fewer takeovers and far less money…
     assert!(enforce.harm.accounts_taken_over * 4 <= observe.harm.accounts_taken_over, "{summary}");
     assert!(enforce.harm.fraudulent_topup_yen * 4 <= observe.harm.fraudulent_topup_yen, "{summary}");
-    assert!(enforce.totals.blocked > enforce.totals.sent / 2, "{summary}");
+    assert!(enforce.totals.blocked + enforce.totals.challenged > enforce.totals.sent / 2, "{summary}");
     // …while ordinary users, users behind a carrier NAT and travellers still get in.
     assert!(enforce.legit.got_in_percent >= 95.0, "{summary}");
     for actor in enforce.actors.iter().filter(|a| a.legit.is_some()) {
@@ -108,6 +109,7 @@ fn the_default_policy_stops_most_7pay_takeovers_lets_users_in_and_offline_predic
             speed: SPEED,
             max_tracked_keys: 100_000,
             solvers: false,
+            api: Default::default(),
         },
     )
     .unwrap();
@@ -117,7 +119,67 @@ fn the_default_policy_stops_most_7pay_takeovers_lets_users_in_and_offline_predic
     assert!(close(enforce.totals.sent, offline.totals.sent), "{both}");
     assert!(close(enforce.totals.forwarded, offline.totals.forwarded), "{both}");
     assert!(close(enforce.totals.blocked, offline.totals.blocked), "{both}");
+    assert!(close(enforce.totals.challenged, offline.totals.challenged), "{both}");
     assert!(close(enforce.totals.invalid, offline.totals.invalid), "{both}");
     assert!(enforce.harm.accounts_taken_over.abs_diff(offline.harm.accounts_taken_over) <= 3, "{both}");
     assert!((enforce.legit.got_in_percent - offline.legit.got_in_percent).abs() <= 2.0, "{both}");
+}
+
+/// A policy for an API that is not the demo's: another path, nested and renamed body fields.
+const OTHER_API: &str = "[[route]]\nname = \"session\"\nkind = \"login\"\npath = \"/v2/session\"\n\
+    body = { account = \"user.login\", password = \"secret\" }\n\
+    [[route.defense]]\ntype = \"failed_logins\"\nkey = \"ip\"\nthreshold = 5\nwindow = \"10m\"\n";
+
+fn offline(schedule: &Schedule, policy: &str, api: stuffgate::replay::api::ApiFlags) -> anyhow::Result<Report> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.toml");
+    std::fs::write(&file, policy).unwrap();
+    offline_report(
+        schedule,
+        &OfflineOptions {
+            policy_files: vec![file],
+            geoip: None,
+            password_filter: None,
+            pair_filter: None,
+            speed: SPEED,
+            max_tracked_keys: 100_000,
+            solvers: false,
+            api,
+        },
+    )
+}
+
+#[test]
+fn a_replay_speaks_the_policys_paths_and_fields_and_refuses_when_no_request_matches_a_route() {
+    let (_, schedule) = cli::prepare("7pay-burst", None, Some(SCALE)).unwrap();
+    // The same defense on the demo's names and on another API's: the replay adapts, so the results are the same.
+    let demo =
+        OTHER_API.replace("/v2/session", "/api/login").replace("user.login", "email").replace("secret", "password");
+    let on_demo = offline(&schedule, &demo, Default::default()).unwrap();
+    let on_other = offline(&schedule, OTHER_API, Default::default()).unwrap();
+    let both = format!("demo names:{}\nother API:{}", on_demo.render_text(), on_other.render_text());
+    assert!(on_other.totals.blocked > 0, "{both}");
+    assert_eq!(on_demo.totals, on_other.totals, "{both}");
+    assert_eq!(on_demo.harm.accounts_taken_over, on_other.harm.accounts_taken_over, "{both}");
+
+    // Nothing the scenario sends reaches a protected route: refused, with what it sends and how to fix it.
+    // (A generic route counts 401 as a failed login only when told.)
+    let elsewhere = OTHER_API
+        .replace("kind = \"login\"", "kind = \"generic\"\noutcome = { failure = [401] }")
+        .replace("/v2/session", "/v2/other");
+    let refused = offline(&schedule, &elsewhere, Default::default()).expect_err("refused").to_string();
+    assert!(
+        refused.contains("matches a protected route") && refused.contains("login requests to /api/login"),
+        "{refused}"
+    );
+    assert!(refused.contains("--login-path"), "{refused}");
+    // The flags name the API when the policy cannot: the refusal is gone.
+    let flags = stuffgate::replay::api::ApiFlags {
+        login_path: Some("/v2/other".into()),
+        account_field: Some("user.login".into()),
+        password_field: Some("secret".into()),
+        ..Default::default()
+    };
+    let flagged = offline(&schedule, &elsewhere, flags).unwrap();
+    assert!(flagged.totals.blocked > 0, "{}", flagged.render_text());
 }

@@ -115,11 +115,11 @@ impl Taken {
 /// Compile policy files. With `previous`, a defense whose route name and parameters are unchanged keeps its state
 /// (counters, penalties, rate buckets); mode and action may change without losing it.
 pub fn compile_policies(files: &[PathBuf], env: &CompileEnv, previous: Option<&Policy>) -> Result<Policy, ConfigError> {
-    let mut policy = Policy { routes: Vec::new(), files: files.to_vec() };
+    let mut policy = Policy { routes: Vec::new(), files: files.to_vec(), warnings: Vec::new() };
     let mut taken = Taken::default();
     for path in files {
         let source = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, e))?;
-        compile_file(path, &source, env, previous, &mut taken, &mut policy.routes)?;
+        compile_file(path, &source, env, previous, &mut taken, &mut policy)?;
     }
     Ok(policy)
 }
@@ -132,9 +132,28 @@ pub fn compile_policy_source(
     env: &CompileEnv,
     previous: Option<&Policy>,
 ) -> Result<Policy, ConfigError> {
-    let mut policy = Policy { routes: Vec::new(), files: vec![path.to_path_buf()] };
-    compile_file(path, source, env, previous, &mut Taken::default(), &mut policy.routes)?;
+    let mut policy = Policy { routes: Vec::new(), files: vec![path.to_path_buf()], warnings: Vec::new() };
+    compile_file(path, source, env, previous, &mut Taken::default(), &mut policy)?;
     Ok(policy)
+}
+
+/// Names login APIs give the account and the password, to tell a likely misspelling (`emial`) from a name of the
+/// API's own (`member_no`): the gateway cannot see the API's bodies before it runs.
+const USUAL_ACCOUNT_FIELDS: &[&str] =
+    &["email", "username", "user", "login", "account", "phone", "mobile", "user_name", "userName", "email_address"];
+const USUAL_PASSWORD_FIELDS: &[&str] = &["password", "pass", "passwd", "pwd", "secret", "passcode"];
+
+/// A warning when a body field (its last path segment) is not a usual name but nearly is one.
+fn unusual_field(text: &str, usual: &[&'static str]) -> Option<String> {
+    let leaf = text.rsplit('.').next().unwrap_or(text);
+    if usual.contains(&leaf) {
+        return None;
+    }
+    let near = crate::spelling::nearest(leaf, usual.iter().copied())?;
+    Some(format!(
+        "`{leaf}` looks like a misspelling of `{near}`: a body without `{leaf}` is refused with 400 (`on_bad_body = \
+         \"reject\"`), or forwarded and counted in stuffgate_body_problems_total in observe mode"
+    ))
 }
 
 /// Compile one policy text (used by `compile_policies` and by tests).
@@ -144,7 +163,7 @@ pub(crate) fn compile_file(
     env: &CompileEnv,
     previous: Option<&Policy>,
     taken: &mut Taken,
-    routes: &mut Vec<Route>,
+    policy: &mut Policy,
 ) -> Result<(), ConfigError> {
     let file: PolicyFile = parse_toml(path, source)?;
     let defaults = &file.defaults;
@@ -205,6 +224,14 @@ pub(crate) fn compile_file(
         let account_field = field("body.account", &route.body.account)?;
         let password_field = field("body.password", &route.body.password)?;
         let target_field = field("body.target", &route.body.target)?;
+        for (name, written, usual) in [
+            ("body.account", &route.body.account, USUAL_ACCOUNT_FIELDS),
+            ("body.password", &route.body.password, USUAL_PASSWORD_FIELDS),
+        ] {
+            if let Some(warning) = written.as_deref().and_then(|text| unusual_field(text, usual)) {
+                policy.warnings.push(err(name, warning));
+            }
+        }
         let (default_success, default_failure): (Vec<u16>, Vec<u16>) = match kind {
             RouteKind::Login => (vec![200], vec![401, 403]),
             RouteKind::Signup => (vec![200, 201], vec![]),
@@ -237,7 +264,12 @@ pub(crate) fn compile_file(
                 let known: Vec<&str> = registry::names().collect();
                 return Err(derr(
                     "type",
-                    format!("`{}` is not a defense; the defenses are {}", defense.kind, known.join(", ")),
+                    format!(
+                        "`{}` is not a defense; the defenses are {}{}",
+                        defense.kind,
+                        known.join(", "),
+                        crate::spelling::did_you_mean(&defense.kind, known.iter().copied())
+                    ),
                 ));
             };
             let fingerprint = format!("{}/{:?}/v6={ipv6_prefix}", defense.kind, defense.params);
@@ -258,6 +290,28 @@ pub(crate) fn compile_file(
                     (spec.build)(&defense.params, &cx).map_err(|(k, m)| derr(&k, m))?
                 }
             };
+            for found in built.depends_on() {
+                if slots.iter().any(|slot: &Slot| slot.defense.name() == *found) {
+                    continue;
+                }
+                let finder =
+                    registry::REGISTRY.iter().find(|spec| spec.findings.contains(found)).map_or("", |s| s.name);
+                let later = route.defenses[index + 1..].iter().any(|d| d.get_ref().kind == finder);
+                let message = if later {
+                    format!(
+                        "`{found}` is found by a `{finder}` after this `{}` on route `{}`: move this defense below it \
+                         (a defense sees only what earlier ones found, so this one could never fire on it)",
+                        defense.kind, route.name
+                    )
+                } else {
+                    format!(
+                        "no defense before this `{}` on route `{}` finds `{found}`: add a `type = \"{finder}\"` \
+                         defense above it, or remove `{found}` from `when` (as it is, it could never fire on it)",
+                        defense.kind, route.name
+                    )
+                };
+                return Err(derr("when", message));
+            }
             let wants = built.needs();
             let missing = |field: &str, have: bool| -> Result<(), ConfigError> {
                 if have {
@@ -333,7 +387,14 @@ pub(crate) fn compile_file(
                 metrics: Some(metrics),
             });
         }
-        routes.push(Route {
+        // A route whose every defense observes (or that has none, under `defaults.mode = "observe"`) refuses
+        // nothing: not even a body it cannot read (see `engine`).
+        let observes_only = if slots.is_empty() {
+            default_mode == Mode::Observe
+        } else {
+            slots.iter().all(|slot| slot.mode == Mode::Observe)
+        };
+        policy.routes.push(Route {
             name: route.name.clone(),
             kind,
             method,
@@ -345,6 +406,7 @@ pub(crate) fn compile_file(
             success_status,
             failure_status,
             on_bad_body,
+            observes_only,
             max_body_bytes,
             ipv6_prefix,
             slots,
@@ -366,8 +428,27 @@ mod tests {
     fn compile_with(source: &str, previous: Option<&Policy>) -> Result<Policy, ConfigError> {
         let env = CompileEnv::new(Clock::manual(), 10_000);
         let mut policy = Policy::default();
-        compile_file(Path::new("p.toml"), source, &env, previous, &mut Taken::default(), &mut policy.routes)?;
+        compile_file(Path::new("p.toml"), source, &env, previous, &mut Taken::default(), &mut policy)?;
         Ok(policy)
+    }
+
+    #[test]
+    fn every_finding_the_shipped_policies_report_is_listed_by_its_registry_entry() {
+        let mut env = CompileEnv::new(Clock::manual(), 10_000);
+        env.require_data = false;
+        for file in ["policies/default.toml", "policies/jp-incident.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            let policy = compile_policies(&[path], &env, None).unwrap();
+            for slot in policy.routes.iter().flat_map(|r| &r.slots) {
+                let name = slot.defense.name();
+                let listed = registry::REGISTRY.iter().any(|spec| spec.findings.contains(&name));
+                assert!(listed || name == "new_device", "{name} is reported but no registry entry lists it");
+            }
+        }
+        let findings: Vec<&str> = registry::finding_names().collect();
+        assert!(findings.contains(&"user_agent") && findings.contains(&"account_ip_failures"), "{findings:?}");
+        let unique: HashSet<&str> = findings.iter().copied().collect();
+        assert_eq!(unique.len(), findings.len(), "a finding name belongs to one defense");
     }
 
     const GOOD: &str = r#"

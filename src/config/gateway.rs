@@ -6,7 +6,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::file::{GatewayFile, SharedStateFile};
-use super::{line_of, line_of_key, parse_toml, ConfigError};
+use super::{line_of, line_of_dotted, line_of_key, parse_toml, ConfigError};
 use crate::ip_ranges::IpRanges;
 use crate::proxy::client_ip::ForwardedHeader;
 use crate::proxy::connections::ConnectionLimits;
@@ -25,6 +25,8 @@ pub use crate::telemetry::LogFormat;
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub path: PathBuf,
+    /// The file's text, to locate the keys of errors found after parsing (empty for a configuration built in code).
+    pub source: String,
     pub listen: Vec<String>,
     pub admin: String,
     pub upstream: Upstream,
@@ -47,6 +49,13 @@ pub struct GatewayConfig {
     pub challenge: Option<crate::challenge::ChallengeConfig>,
     /// `[shared_state]`: Redis/Valkey shared by the gateways of a fleet; `None` keeps all state in this process.
     pub shared_state: Option<SharedSettings>,
+}
+
+impl GatewayConfig {
+    /// An error about the dotted `key` of this file, with the line it is written on.
+    pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::new(&self.path, line_of_dotted(&self.source, key), Some(key.to_string()), message)
+    }
 }
 
 /// Client-address source, connection limits and upstream timeouts (the gateway file's `forwarded_header`,
@@ -73,8 +82,10 @@ impl Default for Hardening {
 fn hardening(file: &GatewayFile, err: impl Fn(&str, String) -> ConfigError) -> Result<Hardening, ConfigError> {
     let mut out = Hardening::default();
     if let Some(name) = &file.forwarded_header {
-        out.forwarded_header = ForwardedHeader::parse(name)
-            .ok_or_else(|| err("forwarded_header", format!("`{name}` is not \"x-forwarded-for\" or \"forwarded\"")))?;
+        out.forwarded_header = ForwardedHeader::parse(name).ok_or_else(|| {
+            let hint = crate::spelling::did_you_mean(name, ["x-forwarded-for", "forwarded"]);
+            err("forwarded_header", format!("`{name}` is not \"x-forwarded-for\" or \"forwarded\"{hint}"))
+        })?;
     }
     let secs = |key: &str, value: Option<u64>, default: Duration| match value {
         Some(0) => Err(err(key, "must be at least 1 second".into())),
@@ -118,15 +129,17 @@ pub fn load_gateway(path: &Path) -> Result<GatewayConfig, ConfigError> {
 
 pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, ConfigError> {
     let file: GatewayFile = parse_toml(path, source)?;
-    let err = |key: &str, message: String| ConfigError::new(path, None, Some(key.to_string()), message);
+    let err = |key: &str, message: String| {
+        ConfigError::new(path, line_of_dotted(source, key), Some(key.to_string()), message)
+    };
     let base = path.parent().unwrap_or(Path::new("."));
 
     if file.listen.is_empty() {
         return Err(err("listen", "needs at least one address, e.g. [\"0.0.0.0:8080\"]".into()));
     }
-    for address in file.listen.iter().chain(std::iter::once(&file.admin)) {
+    for (key, address) in file.listen.iter().map(|a| ("listen", a)).chain(std::iter::once(("admin", &file.admin))) {
         if address.parse::<std::net::SocketAddr>().is_err() {
-            return Err(err("listen", format!("`{address}` is not an IP:port address")));
+            return Err(err(key, format!("`{address}` is not an IP:port address")));
         }
     }
     if file.upstream.address.trim().is_empty() || !file.upstream.address.contains(':') {
@@ -162,8 +175,13 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
     let log_format = match file.log.format.as_deref() {
         None | Some("json") => LogFormat::Json,
         Some("text") => LogFormat::Text,
-        Some(other) => return Err(err("log.format", format!("`{other}` is not \"json\" or \"text\""))),
+        Some(other) => {
+            let hint = crate::spelling::did_you_mean(other, ["json", "text"]);
+            return Err(err("log.format", format!("`{other}` is not \"json\" or \"text\"{hint}")));
+        }
     };
+    let log_level = file.log.level.clone().unwrap_or_else(|| "info".to_string());
+    crate::telemetry::valid_level(&log_level).map_err(|why| err("log.level", why))?;
     let hash_secret = match &file.privacy.hash_key_env {
         None => None,
         Some(var) => match std::env::var(var) {
@@ -197,6 +215,7 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
     };
     Ok(GatewayConfig {
         path: path.to_path_buf(),
+        source: source.to_string(),
         listen: file.listen,
         admin: file.admin,
         upstream: Upstream { address: file.upstream.address, tls: file.upstream.tls, sni: file.upstream.sni },
@@ -211,15 +230,27 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
             None => Some(Duration::from_secs(2)),
         },
         log_format,
-        log_level: file.log.level.unwrap_or_else(|| "info".to_string()),
+        log_level,
         hash_secret,
-        geoip: file.geoip.map(|g| (base.join(g.country_db), g.asn_db.map(|a| base.join(a)))),
-        password_filter: file.breach.as_ref().and_then(|b| b.password_filter.as_ref()).map(|p| base.join(p)),
-        pair_filter: file.breach.as_ref().and_then(|b| b.pair_filter.as_ref()).map(|p| base.join(p)),
+        geoip: file.geoip.map(|g| (data_path(base, &g.country_db), g.asn_db.map(|a| data_path(base, &a)))),
+        password_filter: file.breach.as_ref().and_then(|b| b.password_filter.as_ref()).map(|p| data_path(base, p)),
+        pair_filter: file.breach.as_ref().and_then(|b| b.pair_filter.as_ref()).map(|p| data_path(base, p)),
         hardening,
         challenge,
         shared_state,
     })
+}
+
+/// A data file the gateway file names (GeoIP database, breach filter): relative to the gateway file's directory;
+/// when it is not there and the name is relative, the shipped files' places are searched as for `stuffgate demo`
+/// (the working directory, the checkout, /usr/share/stuffgate), so `country_db = "geoip/country.mmdb"` works from a
+/// gateway file anywhere.
+fn data_path(base: &Path, written: &str) -> PathBuf {
+    let beside = base.join(written);
+    if beside.exists() || Path::new(written).is_absolute() {
+        return beside;
+    }
+    crate::shipped::find(written).unwrap_or(beside)
 }
 
 /// `[shared_state]` checked against what works: a URL the client accepts, deadlines of milliseconds, known kinds.
@@ -286,7 +317,8 @@ fn shared_settings(
         for name in names {
             let kind = KeyKind::ALL.iter().find(|k| k.as_str() == name).ok_or_else(|| {
                 let known: Vec<&str> = KeyKind::ALL.iter().map(|k| k.as_str()).collect();
-                err("share", format!("`{name}` is not a key kind; known: {}", known.join(", ")))
+                let hint = crate::spelling::did_you_mean(name, known.iter().copied());
+                err("share", format!("`{name}` is not a key kind; known: {}{hint}", known.join(", ")))
             })?;
             out.share[*kind as usize] = true;
         }

@@ -9,6 +9,8 @@ pub mod policy;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::spelling;
+
 pub use compile::{compile_policies, compile_policy_source, CompileEnv};
 pub use gateway::{gateway_from_str, load_gateway, GatewayConfig, Hardening, LogFormat, Upstream};
 pub use policy::{BadBody, FieldPath, PathMatch, Policy, Route, RouteKind, RouteNeeds};
@@ -73,11 +75,87 @@ pub(crate) fn line_of_key(source: &str, span: std::ops::Range<usize>, key: &str)
     line_of(source, start)
 }
 
-/// Parse TOML into `T`, turning toml's error into a located [`ConfigError`].
+/// The line a dotted key is written on: `a.b = …` at the top level, `b = …` under `[a]`, or `a = { b = … }`. A key
+/// not written (a default that failed, a missing one) gives the line of its nearest written parent; `None` when
+/// nothing of it is written.
+pub(crate) fn line_of_dotted(source: &str, dotted: &str) -> Option<usize> {
+    let parts: Vec<&str> = dotted.split('.').collect();
+    (1..=parts.len()).rev().find_map(|depth| {
+        let target = parts[..depth].join(".");
+        let parent = parts[..depth - 1].join(".");
+        let leaf = parts[depth - 1];
+        let mut table = String::new();
+        for (index, line) in source.lines().enumerate() {
+            let text = line.trim_start();
+            if text.starts_with('[') {
+                table = text.trim_start_matches('[').split(']').next().unwrap_or("").trim().to_string();
+                if table == target {
+                    return Some(index + 1);
+                }
+                continue;
+            }
+            let Some((key, value)) = text.split_once('=') else { continue };
+            let key: String = key.split('.').map(|k| k.trim().trim_matches('"')).collect::<Vec<_>>().join(".");
+            let full = if table.is_empty() { key } else { format!("{table}.{key}") };
+            if full == target || (depth > 1 && full == parent && inline_has_key(value, leaf)) {
+                return Some(index + 1);
+            }
+        }
+        None
+    })
+}
+
+/// Whether an inline table's text (`{ a = 1, b = 2 }`) writes `key`.
+fn inline_has_key(value: &str, key: &str) -> bool {
+    let Some(body) = value.trim_start().strip_prefix('{') else { return false };
+    body.split(',').any(|entry| entry.split_once('=').is_some_and(|(k, _)| k.trim().trim_matches('"') == key))
+}
+
+/// The dotted name of the table that byte `offset` of a TOML file lies in: the last `[header]` before it, and the
+/// key of an inline table (`a = { … }`) on its line.
+fn table_at(source: &str, offset: usize) -> String {
+    let offset = offset.min(source.len());
+    let line_start = source[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let mut table = source[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim_start)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_start_matches('[').split(']').next().unwrap_or("").trim().to_string())
+        .unwrap_or_default();
+    let before = &source[line_start..offset];
+    if let Some((key, rest)) = before.split_once('=') {
+        if rest.contains('{') {
+            let key = key.trim().trim_matches('"');
+            table = if table.is_empty() { key.to_string() } else { format!("{table}.{key}") };
+        }
+    }
+    table
+}
+
+/// Parse TOML into `T`, turning toml's error into a located [`ConfigError`]: the line, the dotted key where it can
+/// be told (`upstream.adress`), and for an unknown key or value the nearest valid one.
 pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(file: &Path, source: &str) -> Result<T, ConfigError> {
     toml::from_str(source).map_err(|error| {
-        let line = error.span().map(|span| line_of(source, span.start));
-        ConfigError::new(file, line, None, error.message().trim().to_string())
+        let message = error.message().trim().to_string();
+        let Some(span) = error.span() else { return ConfigError::new(file, None, None, message) };
+        let line = line_of(source, span.start);
+        let table = table_at(source, span.start);
+        let join = |key: &str| if table.is_empty() { key.to_string() } else { format!("{table}.{key}") };
+        let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+        let key = if message.starts_with("unknown field") {
+            quoted.first().map(|field| join(field))
+        } else {
+            let written = source.lines().nth(line - 1).unwrap_or("");
+            written.split_once('=').map(|(k, _)| k.trim().trim_matches('"')).filter(|k| !k.is_empty()).map(join)
+        };
+        let hint = match quoted.split_first() {
+            Some((word, known)) if message.starts_with("unknown ") => {
+                spelling::did_you_mean(word, known.iter().copied())
+            }
+            _ => String::new(),
+        };
+        ConfigError::new(file, Some(line), key, format!("{message}{hint}"))
     })
 }
 

@@ -174,6 +174,8 @@ pub struct Route {
     pub success_status: Vec<u16>,
     pub failure_status: Vec<u16>,
     pub on_bad_body: BadBody,
+    /// Every defense of the route observes: nothing is refused, not even a body it cannot read.
+    pub observes_only: bool,
     pub max_body_bytes: usize,
     pub ipv6_prefix: u8,
     pub slots: Vec<Slot>,
@@ -207,6 +209,8 @@ impl Route {
 pub struct Policy {
     pub routes: Vec<Route>,
     pub files: Vec<PathBuf>,
+    /// Things that compile but look like mistakes (e.g. a misspelt body field): `check` prints them, `run` logs them.
+    pub warnings: Vec<super::ConfigError>,
 }
 
 impl Policy {

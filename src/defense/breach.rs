@@ -28,6 +28,7 @@ use crate::vocabulary::RouteKind;
 
 pub const BREACHED_PASSWORD: DefenseSpec = DefenseSpec {
     name: "breached_password",
+    findings: &["breached_password"],
     build: build_password_match,
     // Real users reuse breached passwords: on login tag it and let the app force a reset; where a new password is
     // being chosen (sign-up, reset) refuse it.
@@ -36,10 +37,14 @@ pub const BREACHED_PASSWORD: DefenseSpec = DefenseSpec {
         RouteKind::Reset | RouteKind::Signup => DefaultAction::Block,
     },
 };
-pub const LEAKED_PAIR: DefenseSpec =
-    DefenseSpec { name: "leaked_pair", build: build_pair_match, default_action: |_| DefaultAction::Tag };
+pub const LEAKED_PAIR: DefenseSpec = DefenseSpec {
+    name: "leaked_pair",
+    findings: &["leaked_pair"],
+    build: build_pair_match,
+    default_action: |_| DefaultAction::Tag,
+};
 pub const BREACHED_SOURCE: DefenseSpec =
-    DefenseSpec { name: "breached_source", build: build_source, default_action: block };
+    DefenseSpec { name: "breached_source", findings: &["breached_source"], build: build_source, default_action: block };
 
 /// A filter file that can be replaced while requests read it.
 pub struct SharedFilter {

@@ -22,10 +22,18 @@ use super::{Defense, FactNeeds, Fields, Finding, Needs, Outcome, Phase};
 use crate::attempt::{print32, Attempt, Subject};
 use crate::store::{CellId, DistinctRule, Read, Reads, Reply, StateKey, Write};
 
-pub const DISTINCT_ACCOUNTS: DefenseSpec =
-    DefenseSpec { name: "distinct_accounts", build: build_per_address, default_action: block };
-pub const PASSWORD_SPRAY: DefenseSpec =
-    DefenseSpec { name: "password_spray", build: build_per_password, default_action: block };
+pub const DISTINCT_ACCOUNTS: DefenseSpec = DefenseSpec {
+    name: "distinct_accounts",
+    findings: &["distinct_accounts"],
+    build: build_per_address,
+    default_action: block,
+};
+pub const PASSWORD_SPRAY: DefenseSpec = DefenseSpec {
+    name: "password_spray",
+    findings: &["password_spray"],
+    build: build_per_password,
+    default_action: block,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]

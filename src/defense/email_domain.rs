@@ -12,7 +12,8 @@ use super::{Defense, Fields, Finding, Message, Needs, Phase};
 use crate::attempt::Attempt;
 use crate::store::Reply;
 
-pub const SPEC: DefenseSpec = DefenseSpec { name: "email_domain", build, default_action: block };
+pub const SPEC: DefenseSpec =
+    DefenseSpec { name: "email_domain", findings: &["email_domain"], build, default_action: block };
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

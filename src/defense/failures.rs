@@ -14,7 +14,12 @@ use super::{Defense, FactNeeds, Fields, Finding, Needs, Outcome, Phase};
 use crate::attempt::{Attempt, Subject};
 use crate::store::{CellId, Escalation, Read, Reads, Reply, StateKey, Write};
 
-pub const SPEC: DefenseSpec = DefenseSpec { name: "failed_logins", build, default_action: block };
+pub const SPEC: DefenseSpec = DefenseSpec {
+    name: "failed_logins",
+    findings: &["ip_failures", "account_failures", "account_ip_failures"],
+    build,
+    default_action: block,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

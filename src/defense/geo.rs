@@ -13,7 +13,7 @@ use crate::attempt::Attempt;
 use crate::geoip::CountryCode;
 use crate::store::Reply;
 
-pub const SPEC: DefenseSpec = DefenseSpec { name: "geo", build, default_action: block };
+pub const SPEC: DefenseSpec = DefenseSpec { name: "geo", findings: &["geo"], build, default_action: block };
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

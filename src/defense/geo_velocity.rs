@@ -12,7 +12,8 @@ use crate::attempt::{Attempt, Subject};
 use crate::geoip::CountryCode;
 use crate::store::{CellId, Read, Reads, Reply, Write};
 
-pub const SPEC: DefenseSpec = DefenseSpec { name: "geo_velocity", build, default_action: block };
+pub const SPEC: DefenseSpec =
+    DefenseSpec { name: "geo_velocity", findings: &["geo_velocity"], build, default_action: block };
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

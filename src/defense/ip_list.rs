@@ -14,7 +14,7 @@ use super::{Defense, Finding, Needs, Phase};
 use crate::attempt::Attempt;
 use crate::store::Reply;
 
-pub const SPEC: DefenseSpec = DefenseSpec { name: "ip_list", build, default_action: block };
+pub const SPEC: DefenseSpec = DefenseSpec { name: "ip_list", findings: &["ip_list"], build, default_action: block };
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

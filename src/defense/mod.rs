@@ -174,6 +174,11 @@ pub trait Defense: Send + Sync {
     fn reads(&self, _attempt: &Attempt<'_>, _out: &mut Reads) {}
     /// Decide on the replies to this defense's own reads, in order. Pure: no store access, no clock but `now`.
     fn decide(&self, attempt: &Attempt<'_>, replies: &[Reply], now: u64) -> Finding;
+    /// The findings of other defenses this one acts on (`new_device`'s `when`): the policy compiler checks that each
+    /// comes from a defense earlier on the same route, since a later or missing one could never fire it.
+    fn depends_on(&self) -> &[&'static str] {
+        &[]
+    }
     /// Decide knowing what the defenses before it on this request found (`new_device` fires on risky findings).
     /// Most defenses ignore them.
     fn decide_after(&self, attempt: &Attempt<'_>, replies: &[Reply], now: u64, _earlier: &[Reason]) -> Finding {

@@ -29,33 +29,12 @@ use crate::keys::KeyHasher;
 use crate::store::{DistinctRule, KeyKind, Reply, Write};
 use crate::vocabulary::RouteKind;
 
-pub const SPEC: DefenseSpec = DefenseSpec { name: "new_device", build, default_action: challenge };
+pub const SPEC: DefenseSpec = DefenseSpec { name: "new_device", findings: &[], build, default_action: challenge };
 
 /// Challenge unless the policy says otherwise.
 fn challenge(_: RouteKind) -> DefaultAction {
     DefaultAction::Challenge
 }
-
-/// The names findings carry (a defense's `name()`, which for `failed_logins` depends on its key).
-pub const FINDING_NAMES: &[&str] = &[
-    "ip_list",
-    "ip_rate",
-    "account_rate",
-    "account_ip_rate",
-    "session_rate",
-    "ip_failures",
-    "account_failures",
-    "account_ip_failures",
-    "distinct_accounts",
-    "password_spray",
-    "breached_password",
-    "leaked_pair",
-    "breached_source",
-    "geo",
-    "geo_velocity",
-    "email_domain",
-    "reset_target",
-];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,18 +61,17 @@ fn build(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>,
     if cx.route_kind != RouteKind::Login {
         return Err(error("type", "`new_device` guards login routes (`kind = \"login\"`)"));
     }
+    let findings = || registry::finding_names().collect::<Vec<_>>().join(", ");
     if p.when.is_empty() {
-        return Err(error("when", format!("name at least one finding, from: {}", FINDING_NAMES.join(", "))));
+        return Err(error("when", format!("name at least one finding, from: {}", findings())));
     }
     let mut when = Vec::with_capacity(p.when.len());
     for name in &p.when {
-        match FINDING_NAMES.iter().find(|known| *known == name) {
-            Some(known) => when.push(*known),
+        match registry::finding_names().find(|known| known == name) {
+            Some(known) => when.push(known),
             None => {
-                return Err(error(
-                    "when",
-                    format!("`{name}` is not a finding; the findings are {}", FINDING_NAMES.join(", ")),
-                ))
+                let hint = crate::spelling::did_you_mean(name, registry::finding_names());
+                return Err(error("when", format!("`{name}` is not a finding; the findings are {}{hint}", findings())));
             }
         }
     }
@@ -158,6 +136,10 @@ fn network_print(keys: &KeyHasher, subject: &Subject) -> u32 {
 impl Defense for NewDevice {
     fn name(&self) -> &'static str {
         "new_device"
+    }
+
+    fn depends_on(&self) -> &[&'static str] {
+        &self.when
     }
 
     fn needs(&self) -> Needs {

@@ -16,11 +16,18 @@ use super::{Defense, FactNeeds, Fields, Finding, Needs, Phase};
 use crate::attempt::{Attempt, Subject};
 use crate::store::{CellId, Read, Reads, Reply, StateKey};
 
-pub const IP_RATE: DefenseSpec = DefenseSpec { name: "ip_rate", build: build_ip, default_action: block };
-pub const ACCOUNT_RATE: DefenseSpec = DefenseSpec { name: "account_rate", build: build_account, default_action: block };
-pub const ACCOUNT_IP_RATE: DefenseSpec =
-    DefenseSpec { name: "account_ip_rate", build: build_account_ip, default_action: block };
-pub const SESSION_RATE: DefenseSpec = DefenseSpec { name: "session_rate", build: build_session, default_action: block };
+pub const IP_RATE: DefenseSpec =
+    DefenseSpec { name: "ip_rate", findings: &["ip_rate"], build: build_ip, default_action: block };
+pub const ACCOUNT_RATE: DefenseSpec =
+    DefenseSpec { name: "account_rate", findings: &["account_rate"], build: build_account, default_action: block };
+pub const ACCOUNT_IP_RATE: DefenseSpec = DefenseSpec {
+    name: "account_ip_rate",
+    findings: &["account_ip_rate"],
+    build: build_account_ip,
+    default_action: block,
+};
+pub const SESSION_RATE: DefenseSpec =
+    DefenseSpec { name: "session_rate", findings: &["session_rate"], build: build_session, default_action: block };
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

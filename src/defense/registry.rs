@@ -23,6 +23,9 @@ pub type Builder = fn(&toml::Table, &BuildContext<'_>) -> Result<Arc<dyn Defense
 pub struct DefenseSpec {
     /// The `type` in a policy file.
     pub name: &'static str,
+    /// The names its findings carry (its `Defense::name()`, which for some depends on a parameter such as `key`):
+    /// what a later defense's `when` may name. Empty for a defense no other one may depend on.
+    pub findings: &'static [&'static str],
     pub build: Builder,
     /// The action when the policy names none, by route kind.
     pub default_action: fn(RouteKind) -> DefaultAction,
@@ -66,6 +69,11 @@ pub fn lookup(name: &str) -> Option<&'static DefenseSpec> {
 
 pub fn names() -> impl Iterator<Item = &'static str> {
     REGISTRY.iter().map(|spec| spec.name)
+}
+
+/// Every name a finding may carry, in registry order (what `new_device`'s `when` accepts).
+pub fn finding_names() -> impl Iterator<Item = &'static str> + Clone {
+    REGISTRY.iter().flat_map(|spec| spec.findings.iter().copied())
 }
 
 /// What a builder may use besides its parameters.

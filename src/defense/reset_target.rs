@@ -11,7 +11,8 @@ use super::{Defense, Fields, Finding, Message, Needs, Phase};
 use crate::attempt::Attempt;
 use crate::store::Reply;
 
-pub const SPEC: DefenseSpec = DefenseSpec { name: "reset_target", build, default_action: block };
+pub const SPEC: DefenseSpec =
+    DefenseSpec { name: "reset_target", findings: &["reset_target"], build, default_action: block };
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

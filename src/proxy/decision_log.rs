@@ -31,6 +31,9 @@ pub(crate) fn write(
     }
     if let crate::defense::Verdict::Invalid(problem) = verdict {
         reasons = format!("body:{}", problem.reason());
+    } else if let Some(problem) = judged.body_problem {
+        // Let through unread (observe mode or `on_bad_body = "forward"`): the route's fields were not found.
+        let _ = write!(reasons, "{}body:{}:forward", if reasons.is_empty() { "" } else { "," }, problem.reason());
     }
     let subject = &judged.subject;
     let decided_by = decision.decided_by.and_then(|i| route.slots.get(i)).map(|s| s.defense.name());

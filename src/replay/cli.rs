@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
+use super::api::{ApiFlags, ApiShape};
 use super::http::Target;
 use super::load::{self, LoadOptions};
 use super::offline::OfflineOptions;
@@ -100,6 +101,33 @@ pub struct ReplayArgs {
     /// like attackers, and the report counts them as blocked or failed users).
     #[arg(long)]
     pub allow_missing_users: bool,
+    /// Your API's login path (default: the policy's login route, else the demo's /api/login).
+    #[arg(long, value_name = "PATH")]
+    pub login_path: Option<String>,
+    /// Your API's password-reset path (default: the policy's reset route, else /api/password-reset).
+    #[arg(long, value_name = "PATH")]
+    pub reset_path: Option<String>,
+    /// Your API's sign-up path (default: the policy's sign-up route, else /api/signup).
+    #[arg(long, value_name = "PATH")]
+    pub signup_path: Option<String>,
+    /// The body field holding the account, e.g. `username` or `user.email` (default: the policy's, else `email`).
+    #[arg(long, value_name = "FIELD")]
+    pub account_field: Option<String>,
+    /// The body field holding the password (default: the policy's, else `password`).
+    #[arg(long, value_name = "FIELD")]
+    pub password_field: Option<String>,
+}
+
+impl ReplayArgs {
+    fn api_flags(&self) -> ApiFlags {
+        ApiFlags {
+            login_path: self.login_path.clone(),
+            reset_path: self.reset_path.clone(),
+            signup_path: self.signup_path.clone(),
+            account_field: self.account_field.clone(),
+            password_field: self.password_field.clone(),
+        }
+    }
 }
 
 pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
@@ -130,9 +158,12 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         let target = Target::parse(target).map_err(anyhow::Error::msg)?;
         let upstream_stats =
             Some(args.upstream_stats.clone().unwrap_or_else(|| format!("{}/__demo/stats", target.url)));
+        let mut demo_upstream = false;
         if let Some(url) = &upstream_stats {
-            check_population(url, &schedule, args.allow_missing_users)?;
+            demo_upstream = check_population(url, &schedule, args.allow_missing_users)?;
         }
+        let api = online_api(args, demo_upstream)?;
+        api.refuse_unmatched(&schedule.events, &scenario.name)?;
         let options = OnlineOptions {
             target,
             speed,
@@ -141,6 +172,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
             max_time: max_time(args.max_time.as_deref(), schedule.duration, speed)?,
             progress: std::io::stderr().is_terminal() && !args.json,
             upstream_stats,
+            api,
         };
         let before = args.admin.as_deref().map(gateway_findings);
         let mut report = online_report(&schedule, &options)?;
@@ -152,16 +184,50 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     emit(&report, args.json, args.html.as_deref())
 }
 
+/// The API behind the gateway of an online run, from (first found) the policy files given (`--config`,
+/// `--policy`), the gateway's admin listener (`--admin`: its `/policy`), or the demo API when the target's upstream
+/// is one; the flags override each. Without any of these, only the flags can say what the API is.
+fn online_api(args: &ReplayArgs, demo_upstream: bool) -> anyhow::Result<ApiShape> {
+    let flags = args.api_flags();
+    if args.config.is_some() || !args.policy.is_empty() {
+        let options = offline_options(args)?;
+        let mut env = crate::config::CompileEnv::new(crate::clock::Clock::system(), 1024);
+        env.require_data = false;
+        let policy = crate::config::compile_policies(&options.policy_files, &env, None)?;
+        let files: Vec<String> = options.policy_files.iter().map(|p| p.display().to_string()).collect();
+        return Ok(ApiShape::from_policy(&policy, &format!("the policy {}", files.join(", ")), &flags));
+    }
+    if let Some(admin) = &args.admin {
+        let url = format!("{}/policy", admin.trim_end_matches('/'));
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let Some(body) = runtime.block_on(super::http::get(&url, Duration::from_secs(5))) else {
+            bail!("the gateway's admin listener does not answer at {url}: check --admin")
+        };
+        let policy: serde_json::Value = serde_json::from_slice(&body).with_context(|| format!("reading {url}"))?;
+        return Ok(ApiShape::from_admin_policy(&policy, &format!("the gateway's policy ({url})"), &flags));
+    }
+    let named = flags.login_path.is_some() || flags.account_field.is_some() || flags.password_field.is_some();
+    if !demo_upstream && !named {
+        bail!(
+            "the target's upstream is not the demo API, and nothing says which paths and body fields your API uses: \
+             give the gateway's admin listener (--admin http://127.0.0.1:9901), its gateway file (--config) or \
+             policy (--policy), or the names (--login-path, --account-field, --password-field)"
+        );
+    }
+    Ok(ApiShape::demo().with_flags(&flags))
+}
+
 /// Before an online run: the demo API must hold the `user00000…` accounts the scenario's legitimate users log in as.
 /// With too few, real users fail their logins and look like attackers (a carrier-NAT address full of "failing"
 /// users gets blocked), and the report would only say so at its end. Refused up front unless allowed.
-fn check_population(stats_url: &str, schedule: &super::Schedule, allow: bool) -> anyhow::Result<()> {
+/// Whether the upstream is the demo API (it answers with its counters).
+fn check_population(stats_url: &str, schedule: &super::Schedule, allow: bool) -> anyhow::Result<bool> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // Not the demo API (no stats): nothing to check.
-    let Some(stats) = runtime.block_on(super::online::fetch_stats(stats_url)) else { return Ok(()) };
+    let Some(stats) = runtime.block_on(super::online::fetch_stats(stats_url)) else { return Ok(false) };
     let needed = schedule.accounts as u64 + crate::demo_api::NAMED_USERS.len() as u64;
     if stats.users >= needed {
-        return Ok(());
+        return Ok(true);
     }
     let message = format!(
         "the demo API behind the target has {} users, but this scenario's legitimate users log in as {} demo accounts \
@@ -175,7 +241,7 @@ fn check_population(stats_url: &str, schedule: &super::Schedule, allow: bool) ->
     );
     if allow {
         eprintln!("stuffgate: warning: {message}; going on (--allow-missing-users)");
-        return Ok(());
+        return Ok(true);
     }
     bail!("{message}; or pass --allow-missing-users to replay anyway")
 }
@@ -212,6 +278,7 @@ fn offline_options(args: &ReplayArgs) -> anyhow::Result<OfflineOptions> {
             speed: 1.0,
             max_tracked_keys: gateway.max_tracked_keys,
             solvers: args.solvers,
+            api: args.api_flags(),
         });
     }
     let shipped_filter = crate::shipped::find(SHIPPED_PASSWORD_FILTER);
@@ -223,6 +290,7 @@ fn offline_options(args: &ReplayArgs) -> anyhow::Result<OfflineOptions> {
         speed: 1.0,
         max_tracked_keys: 1_000_000,
         solvers: args.solvers,
+        api: args.api_flags(),
     })
 }
 
@@ -359,6 +427,7 @@ pub fn run_demo(scenario_name: &str, policy: Option<&Path>, users: usize) -> any
         max_time: max_time(None, schedule.duration, speed)?,
         progress: std::io::stderr().is_terminal(),
         upstream_stats: Some(format!("http://127.0.0.1:{api}/__demo/stats")),
+        api: ApiShape::demo(),
     };
     let admin_url = format!("http://127.0.0.1:{admin}");
     let before = gateway_findings(&admin_url);

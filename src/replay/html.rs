@@ -4,8 +4,17 @@ use std::fmt::Write as _;
 
 use super::report::{human_duration, thousands, Report};
 
+/// The timeline's colours, by verdict (a challenge is turned away too, so it is in "blocked or challenged" there).
 const COLOURS: [(&str, &str); 4] =
-    [("forwarded", "#3f8f5f"), ("blocked", "#c8453c"), ("invalid", "#e0a030"), ("error", "#888888")];
+    [("forwarded", "#3f8f5f"), ("blocked or challenged", "#c8453c"), ("invalid", "#e0a030"), ("error", "#888888")];
+/// The per-actor bars' colours: challenges apart from blocks.
+const ACTOR_COLOURS: [(&str, &str); 5] = [
+    ("forwarded", "#3f8f5f"),
+    ("blocked", "#c8453c"),
+    ("challenged", "#7a5cc0"),
+    ("invalid", "#e0a030"),
+    ("error", "#888888"),
+];
 
 fn esc(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -85,10 +94,11 @@ fn actors_svg(report: &Report) -> String {
             esc(&a.name),
             a.kind.as_str()
         );
-        let parts = [a.counts.forwarded, a.counts.blocked, a.counts.invalid, a.counts.errors];
+        let c = &a.counts;
+        let parts = [c.forwarded, c.blocked, c.challenged, c.invalid, c.errors];
         let total = parts.iter().sum::<u64>().max(1) as f64;
         let mut x = left;
-        for (k, (name, colour)) in COLOURS.iter().enumerate() {
+        for (k, (name, colour)) in ACTOR_COLOURS.iter().enumerate() {
             if parts[k] == 0 {
                 continue;
             }
@@ -114,9 +124,9 @@ fn actors_svg(report: &Report) -> String {
     svg
 }
 
-fn legend() -> String {
+fn legend(colours: &[(&str, &str)]) -> String {
     let mut out = String::from(r#"<p class="legend">"#);
-    for (name, colour) in COLOURS {
+    for (name, colour) in colours {
         let _ = write!(out, r#"<span><i style="background:{colour}"></i>{name}</span>"#);
     }
     out.push_str("</p>");
@@ -174,12 +184,13 @@ th:first-child,td:first-child,th:nth-child(2),td:nth-child(2){{text-align:left}}
     );
 
     out.push_str("<h2>Decisions over (virtual) time</h2>");
-    out.push_str(&legend());
+    out.push_str(&legend(&COLOURS));
     out.push_str(&timeline_svg(report));
     out.push_str("<h2>Verdicts per actor</h2>");
+    out.push_str(&legend(&ACTOR_COLOURS));
     out.push_str(&actors_svg(report));
 
-    out.push_str("<h2>Per actor</h2><table><tr><th>actor</th><th>kind</th><th>sent</th><th>forwarded</th><th>blocked</th><th>invalid</th><th>errors</th><th>taken over</th><th>¥ topped up</th><th>legit got in</th></tr>");
+    out.push_str("<h2>Per actor</h2><table><tr><th>actor</th><th>kind</th><th>sent</th><th>forwarded</th><th>blocked</th><th>challenged</th><th>invalid</th><th>errors</th><th>taken over</th><th>¥ topped up</th><th>legit got in</th></tr>");
     for a in &report.actors {
         let legit = a
             .legit
@@ -188,12 +199,13 @@ th:first-child,td:first-child,th:nth-child(2),td:nth-child(2){{text-align:left}}
             .unwrap_or_default();
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&a.name),
             a.kind.as_str(),
             thousands(a.counts.sent),
             thousands(a.counts.forwarded),
             thousands(a.counts.blocked),
+            thousands(a.counts.challenged),
             thousands(a.counts.invalid),
             thousands(a.counts.errors),
             thousands(a.harm.accounts_taken_over),
@@ -202,6 +214,25 @@ th:first-child,td:first-child,th:nth-child(2),td:nth-child(2){{text-align:left}}
         );
     }
     out.push_str("</table>");
+    if !report.blocked_by.is_empty() {
+        out.push_str("<h2>Answered by defense</h2><p class=\"muted\">Requests each defense blocked or challenged");
+        out.push_str(if report.target.is_some() {
+            ", from the gateway's findings counters over the run.</p>"
+        } else {
+            ", as the engine decided them.</p>"
+        });
+        out.push_str("<table><tr><th>defense</th><th></th><th>requests</th></tr>");
+        let mut by: Vec<_> = report.blocked_by.iter().collect();
+        by.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (defense, n) in by {
+            let _ = write!(out, "<tr><td>{}</td><td></td><td>{}</td></tr>", esc(defense), thousands(*n));
+        }
+        out.push_str("</table>");
+    }
+    if let Some(policy) = &report.policy {
+        let ran = if report.target.is_some() { "The policy the gateway ran" } else { "The policy the engine ran" };
+        let _ = write!(out, "<h2>Policy</h2><p>{ran}: <code>{}</code>.</p>", esc(policy));
+    }
     if let Some(u) = &report.upstream {
         let _ = write!(
             out,

@@ -20,6 +20,7 @@
 //! `load.rs` is the separate login flood (`stuffgate replay --load`) for capacity planning.
 
 pub mod addresses;
+pub mod api;
 pub mod cli;
 pub mod histogram;
 pub mod html;

@@ -18,6 +18,7 @@ use crate::geoip::SharedGeoDb;
 use crate::reload::PolicyHandle;
 use bytes::Bytes;
 
+use super::api::{ApiFlags, ApiShape};
 use super::report::Tally;
 use super::schedule::{follow_ups, Answer, Endpoint, Event, Schedule, Verdict};
 
@@ -36,6 +37,8 @@ pub struct OfflineOptions {
     /// Virtual seconds per gateway second, as the online run would compress time (1 = faithful).
     pub speed: f64,
     pub max_tracked_keys: usize,
+    /// Paths and field names given on the command line, over the policy's own.
+    pub api: ApiFlags,
 }
 
 pub struct OfflineRun {
@@ -82,8 +85,12 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
     let mut challenges = Challenges::default();
     let mut blocked_by: std::collections::BTreeMap<String, u64> = Default::default();
     let started = Instant::now();
+    // The API the policy protects: its paths and field names replace the demo's the schedule is written in.
+    let files: Vec<String> = options.policy_files.iter().map(|p| p.display().to_string()).collect();
+    let api = ApiShape::from_policy(&policy, &format!("the policy {}", files.join(", ")), &options.api);
+    api.refuse_unmatched(&schedule.events, &schedule.scenario)?;
     // The route of each endpoint, matched once as the proxy would match every request.
-    let routes = Endpoint::ALL.map(|e| policy.match_route(&http::Method::POST, e.path()));
+    let routes = Endpoint::ALL.map(|e| policy.match_route(&http::Method::POST, api.path(e)));
 
     loop {
         // The earliest of the next scheduled event and the earliest follow-up.
@@ -132,7 +139,7 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
                 let mut request = InMemory {
                     ip: event.ip,
                     headers,
-                    body: Bytes::copy_from_slice(event.body.as_bytes()),
+                    body: Bytes::copy_from_slice(api.body(event).as_bytes()),
                     client_fingerprint: None,
                 };
                 let Ok(mut judged) = engine::decide_now(route, env, &mut request, now);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::api::ApiShape;
 use super::http::{Conn, Response, Target};
 use super::report::{Tally, UpstreamDelta};
 use super::schedule::{follow_ups, Answer, Endpoint, Event, Schedule, Verdict};
@@ -27,6 +28,8 @@ pub struct OnlineOptions {
     pub progress: bool,
     /// `GET` URL of the demo upstream's counters (`/__demo/stats`), read before and after.
     pub upstream_stats: Option<String>,
+    /// The paths and field names of the API behind the gateway.
+    pub api: ApiShape,
 }
 
 pub struct OnlineRun {
@@ -37,6 +40,8 @@ pub struct OnlineRun {
     pub cut_short: bool,
     /// How far behind schedule the sends fell at the 99th percentile (ms), when paced.
     pub lag_p99_ms: Option<f64>,
+    /// Challenges legitimate users solved (their browsers pay the proof-of-work; bots never do online).
+    pub solved_by_users: u64,
 }
 
 enum Job {
@@ -63,6 +68,8 @@ struct Shared {
     /// Some job was left unsent at the deadline.
     cut: AtomicBool,
     sent: AtomicU64,
+    /// Challenges legitimate users' browsers solved.
+    solved_by_users: AtomicU64,
 }
 
 impl Shared {
@@ -156,17 +163,52 @@ pub fn classify(response: &Response, endpoint: Endpoint) -> Answer {
     Answer { verdict, status: response.status, token }
 }
 
-async fn send(conn: &mut Conn, event: &Event, ip: &str, bearer: Option<&str>) -> Answer {
+/// Send one event in the API's terms. A legitimate user (`solve`) passes a challenge as a browser would: pays the
+/// proof-of-work and sends the identical request again with the solution (at most twice, as offline). Also returns
+/// how many challenges were solved.
+async fn send(
+    conn: &mut Conn,
+    api: &ApiShape,
+    event: &Event,
+    ip: &str,
+    bearer: Option<&str>,
+    solve: bool,
+) -> (Answer, u64) {
     let auth;
     let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json"), ("x-forwarded-for", ip)];
     if let Some(token) = bearer {
         auth = format!("Bearer {token}");
         headers.push(("authorization", &auth));
     }
-    match conn.request("POST", event.endpoint.path(), &headers, event.body.as_bytes()).await {
-        Ok(response) => classify(&response, event.endpoint),
-        Err(_) => Answer { verdict: Verdict::Error, status: 0, token: None },
+    let body = api.body(event);
+    let path = api.path(event.endpoint);
+    let mut solution = String::new();
+    let mut solved = 0;
+    for round in 0..3 {
+        let mut sent = headers.clone();
+        if !solution.is_empty() {
+            sent.push((crate::challenge::facts::SOLUTION_HEADER, &solution));
+        }
+        let response = match conn.request("POST", path, &sent, body.as_bytes()).await {
+            Ok(response) => response,
+            Err(_) => return (Answer { verdict: Verdict::Error, status: 0, token: None }, solved),
+        };
+        let challenge = (solve && round < 2 && response.decision.as_deref() == Some("challenge"))
+            .then(|| serde_json::from_slice::<serde_json::Value>(&response.body).ok())
+            .flatten()
+            .and_then(|v| Some((v["challenge"]["token"].as_str()?.to_string(), v["challenge"]["bits"].as_u64()?)));
+        let Some((token, bits)) = challenge else { return (classify(&response, event.endpoint), solved) };
+        // Solving takes milliseconds at the default difficulty: off the runtime's threads all the same.
+        let nonce = tokio::task::spawn_blocking({
+            let token = token.clone();
+            move || crate::challenge::token::solve(&token, bits.min(32) as u8)
+        })
+        .await
+        .unwrap_or(0);
+        solution = format!("{token}:{nonce}");
+        solved += 1;
     }
+    (Answer { verdict: Verdict::Error, status: 0, token: None }, solved)
 }
 
 pub async fn fetch_stats(url: &str) -> Option<crate::demo_api::DemoStats> {
@@ -255,6 +297,7 @@ async fn run_async(schedule: Arc<Schedule>, options: &OnlineOptions) -> anyhow::
         stop: AtomicBool::new(false),
         cut: AtomicBool::new(false),
         sent: AtomicU64::new(0),
+        solved_by_users: AtomicU64::new(0),
     });
     let deadline = start + options.max_time;
     let speed = options.speed;
@@ -263,6 +306,7 @@ async fn run_async(schedule: Arc<Schedule>, options: &OnlineOptions) -> anyhow::
     for _ in 0..workers {
         let shared = shared.clone();
         let target = options.target.clone();
+        let api = options.api.clone();
         let timeout = options.request_timeout;
         let progress = progress.clone();
         handles.push(tokio::spawn(async move {
@@ -293,9 +337,11 @@ async fn run_async(schedule: Arc<Schedule>, options: &OnlineOptions) -> anyhow::
                 use std::fmt::Write as _;
                 let _ = write!(ip_text, "{}", event.ip);
                 let sent_at = Instant::now();
-                let answer = send(&mut conn, event, &ip_text, event.bearer.as_deref()).await;
-                let micros = sent_at.elapsed().as_micros() as u64;
                 let kind = shared.schedule.actors[event.actor as usize].kind;
+                let (answer, solved) =
+                    send(&mut conn, &api, event, &ip_text, event.bearer.as_deref(), !kind.is_attacker()).await;
+                shared.solved_by_users.fetch_add(solved, Ordering::Relaxed);
+                let micros = sent_at.elapsed().as_micros() as u64;
                 tally.record(event, kind, &answer, Some(micros), false);
                 shared.sent.fetch_add(1, Ordering::Relaxed);
                 if let Some(bar) = &progress {
@@ -335,5 +381,6 @@ async fn run_async(schedule: Arc<Schedule>, options: &OnlineOptions) -> anyhow::
         upstream,
         cut_short,
         lag_p99_ms: (lag.count() > 0).then(|| lag.quantile(0.99) as f64 / 1000.0),
+        solved_by_users: shared.solved_by_users.load(Ordering::Relaxed),
     })
 }

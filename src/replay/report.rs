@@ -21,6 +21,8 @@ const TURNED_AWAY: u8 = 2;
 pub struct ActorTally {
     pub sent: u64,
     pub verdicts: [u64; 4],
+    /// Of the turned-away requests, those answered with a challenge (428) rather than a block.
+    pub challenged: u64,
     pub flagged: u64,
     pub logins_ok: u64,
     pub logins_failed: u64,
@@ -60,6 +62,9 @@ impl Tally {
         let Some(actor) = self.actors.get_mut(event.actor as usize) else { return };
         actor.sent += 1;
         actor.verdicts[answer.verdict.index()] += 1;
+        if answer.verdict == Verdict::Blocked && answer.status == 428 {
+            actor.challenged += 1;
+        }
         if flagged {
             actor.flagged += 1;
         }
@@ -116,6 +121,7 @@ impl Tally {
                 a.verdicts[i] += b.verdicts[i];
             }
             a.flagged += b.flagged;
+            a.challenged += b.challenged;
             a.logins_ok += b.logins_ok;
             a.logins_failed += b.logins_failed;
             a.valid_pairs += b.valid_pairs;
@@ -144,7 +150,10 @@ impl Tally {
 pub struct Counts {
     pub sent: u64,
     pub forwarded: u64,
+    /// Refused outright (a block); challenges are counted apart.
     pub blocked: u64,
+    /// Answered with a challenge (428): a browser solves it and gets through, a bot that does not run it does not.
+    pub challenged: u64,
     pub invalid: u64,
     pub errors: u64,
     /// Offline runs only: requests an observe-mode defense would have blocked.
@@ -269,7 +278,8 @@ fn counts(t: &ActorTally, offline: bool) -> Counts {
     Counts {
         sent: t.sent,
         forwarded: t.verdicts[Verdict::Forwarded.index()],
-        blocked: t.verdicts[Verdict::Blocked.index()],
+        blocked: t.verdicts[Verdict::Blocked.index()] - t.challenged,
+        challenged: t.challenged,
         invalid: t.verdicts[Verdict::Invalid.index()],
         errors: t.verdicts[Verdict::Error.index()],
         flagged_in_observe: offline.then_some(t.flagged),
@@ -332,6 +342,7 @@ impl Report {
             }
             totals.sent += t.sent;
             totals.flagged += t.flagged;
+            totals.challenged += t.challenged;
             for i in 0..4 {
                 totals.verdicts[i] += t.verdicts[i];
             }
@@ -405,8 +416,8 @@ impl Report {
         }
         let _ = writeln!(out, "{line}\n");
 
-        let headers = ["actor", "kind", "sent", "forwarded", "blocked", "invalid", "errors", "outcome"];
-        let mut rows: Vec<[String; 8]> = Vec::new();
+        let headers = ["actor", "kind", "sent", "forwarded", "blocked", "challenged", "invalid", "errors", "outcome"];
+        let mut rows: Vec<[String; 9]> = Vec::new();
         for a in &self.actors {
             rows.push([
                 a.name.clone(),
@@ -414,6 +425,7 @@ impl Report {
                 thousands(a.counts.sent),
                 thousands(a.counts.forwarded),
                 thousands(a.counts.blocked),
+                thousands(a.counts.challenged),
                 thousands(a.counts.invalid),
                 thousands(a.counts.errors),
                 outcome_text(a),
@@ -425,6 +437,7 @@ impl Report {
             thousands(self.totals.sent),
             thousands(self.totals.forwarded),
             thousands(self.totals.blocked),
+            thousands(self.totals.challenged),
             thousands(self.totals.invalid),
             thousands(self.totals.errors),
             String::new(),

@@ -66,6 +66,17 @@ pub static FINDINGS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     ))
 });
 
+/// Protected requests whose body did not give the route's fields: a misspelt `body.account` shows here (route
+/// matched, field missing) whether the request was refused or let through.
+pub static BODY_PROBLEMS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(register_int_counter_vec!(
+        "stuffgate_body_problems_total",
+        "Protected requests whose body did not give the route's fields, by route, problem (e.g. no_account_field) \
+         and handling (refused; forwarded: observe mode or on_bad_body = \"forward\").",
+        &["route", "problem", "handling"]
+    ))
+});
+
 /// Records the store holds per key kind: the gauge that shows memory staying bounded under a flood of distinct keys.
 pub static TRACKED_KEYS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     registered(register_int_gauge_vec!(

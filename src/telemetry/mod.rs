@@ -82,6 +82,7 @@ where
         if from_env {
             return Err("RUST_LOG is set and takes precedence over log.level".to_string());
         }
+        valid_level(level)?;
         let filter = EnvFilter::try_new(level).map_err(|e| format!("`{level}` is not a log filter: {e}"))?;
         handle.reload(filter).map_err(|e| e.to_string())?;
         sync_log_level();
@@ -97,9 +98,25 @@ pub fn set_level(level: &str) -> Result<(), String> {
     }
 }
 
-/// Whether a log filter text is valid (for `stuffgate check`).
+/// The levels `log.level` takes, alone or as `target=level`.
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Whether a `log.level` text is a usable filter: a comma-separated list of levels (`info`) and `target=level`
+/// directives (`stuffgate=debug`). A bare word that is no level is refused: the tracing filter would read it as a
+/// target name and enable nothing else, so `"warning"` would silence the gateway.
 pub fn valid_level(level: &str) -> Result<(), String> {
-    EnvFilter::try_new(level).map(|_| ()).map_err(|e| e.to_string())
+    let choices = "use trace, debug, info, warn, error or off, or target=level directives such as \"stuffgate=debug\"";
+    if level.trim().is_empty() {
+        return Err(format!("is empty: {choices}"));
+    }
+    for directive in level.split(',').map(str::trim) {
+        let word = directive.rsplit_once('=').map_or(directive, |(_, word)| word.trim());
+        if !LEVELS.iter().any(|known| known.eq_ignore_ascii_case(word)) {
+            let hint = crate::spelling::did_you_mean(word, LEVELS);
+            return Err(format!("`{word}` is not a log level: {choices}{hint}"));
+        }
+    }
+    EnvFilter::try_new(level).map(|_| ()).map_err(|e| format!("`{level}` is not a log filter: {e}"))
 }
 
 /// pingora's `log` records as tracing events of target `pingora`: warnings and errors as they are, its info records

@@ -22,8 +22,28 @@ pub fn metrics(gateway: &Gateway) -> String {
     client().get(format!("{}/metrics", gateway.admin)).send().expect("/metrics answers").text().expect("a body")
 }
 
+/// A loopback port nothing listens on, for a server this test starts. Ports come from 20000..32000, below Linux's
+/// ephemeral range (32768..), so the kernel never hands one to an outgoing connection or to another `bind(:0)`
+/// between this check and the server's bind; each test process walks the range from its own offset, so parallel
+/// tests (and test binaries) rarely meet, and a port someone holds (a running demo's 8080/9901 included) is skipped.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN)
 }
 
 pub fn demo_api() -> DemoApi {
@@ -151,6 +171,19 @@ impl Gateway {
     }
 
     pub fn start_with(policy: &str, upstream: SocketAddr, options: Options<'_>) -> Gateway {
+        // Another process may take a port between `free_port` and the gateway's bind: the gateway then refuses to
+        // start ("cannot listen on"), and it is started again on other ports.
+        for _ in 0..3 {
+            match Gateway::try_start(policy, upstream, &options) {
+                Ok(gateway) => return gateway,
+                Err(logs) if logs.contains("cannot listen on") => continue,
+                Err(logs) => panic!("gateway exited; its output:\n{logs}"),
+            }
+        }
+        panic!("gateway found no free ports in three tries")
+    }
+
+    fn try_start(policy: &str, upstream: SocketAddr, options: &Options<'_>) -> Result<Gateway, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let policy_path = dir.path().join("policy.toml");
         std::fs::write(&policy_path, policy).expect("write policy");
@@ -202,22 +235,24 @@ impl Gateway {
             _dir: dir,
             lines,
         };
-        gateway.wait_ready();
-        gateway
+        gateway.wait_ready()?;
+        Ok(gateway)
     }
 
-    fn wait_ready(&mut self) {
+    /// Wait until both listeners answer; `Err(output)` when the process exited instead.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let client = client();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
+                // The output threads read to the end of the closed pipes.
                 std::thread::sleep(Duration::from_millis(100));
-                panic!("gateway exited ({status}); its output:\n{}", self.logs());
+                return Err(format!("({status})\n{}", self.logs()));
             }
             let admin_ok = client.get(format!("{}/healthz", self.admin)).send().is_ok_and(|r| r.status() == 200);
             let proxy_ok = client.get(format!("{}/", self.url)).send().is_ok();
             if admin_ok && proxy_ok {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
