@@ -74,7 +74,15 @@ pub fn build_state(config: &GatewayConfig, clock: Clock, purpose: Purpose) -> Re
     if let Some(challenge) = &config.challenge {
         env.challenge = Arc::new(challenge.clone());
     }
-    let policy = Arc::new(PolicyHandle::load(config.policy_files.clone(), env)?);
+    let policy = Arc::new(PolicyHandle::load(config.policy_files.clone(), env).map_err(|error| {
+        // A policy file that cannot be read is the gateway file's `policies` entry to fix.
+        let unreadable = error.line.is_none() && error.key.is_none() && config.policy_files.contains(&error.file);
+        if unreadable {
+            config.error("policies", format!("{}: {}", error.file.display(), error.message))
+        } else {
+            error
+        }
+    })?);
     let upstream_address = config
         .upstream
         .address

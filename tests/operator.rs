@@ -616,6 +616,7 @@ fn check_refuses_each_gateway_file_hole_with_its_line_key_and_the_nearest_valid_
         ),
         (format!("{base}thraeds = 2\n"), "g6.toml:3: `thraeds`", "did you mean `threads`?"),
         (format!("{base}[geoip]\ncountry_db = \"missing.mmdb\"\n"), "g7.toml:4: `geoip.country_db`", "missing.mmdb"),
+        (base.replace("p.toml", "nope.toml"), "g8.toml:2: `policies`", "nope.toml: cannot read the file"),
     ];
     for (index, (text, located, hint)) in cases.iter().enumerate() {
         let (ok, stderr) = check(dir.path(), &format!("g{}.toml", index + 1), text);

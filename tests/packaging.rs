@@ -190,3 +190,17 @@ fn every_defense_has_a_page_whose_example_passes_check() {
         );
     }
 }
+
+#[test]
+fn the_your_api_guides_gateway_file_and_policy_pass_check() {
+    let page = read("docs/your-api.md");
+    let blocks: Vec<&str> = page.split("```toml\n").skip(1).map(|rest| rest.split("```").next().unwrap()).collect();
+    assert_eq!(blocks.len(), 2, "a gateway file and a policy");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gateway.toml"), blocks[0]).unwrap();
+    std::fs::write(dir.path().join("my-api.toml"), blocks[1]).unwrap();
+    let output = Command::new(BIN).arg("check").arg("gateway.toml").current_dir(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
