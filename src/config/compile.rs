@@ -345,6 +345,7 @@ pub(crate) fn compile_file(
             success_status,
             failure_status,
             on_bad_body,
+            case_insensitive_keys: route.body.case_insensitive_keys,
             max_body_bytes,
             ipv6_prefix,
             slots,

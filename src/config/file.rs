@@ -224,6 +224,10 @@ pub struct BodyFile {
     pub password: Option<String>,
     /// Reset routes: the field where a caller may name the address the link goes to.
     pub target: Option<String>,
+    /// The app matches field names case-insensitively (Go's `encoding/json`, ASP.NET Core): read `Email` as
+    /// `email` instead of refusing it. Two spellings of one field are refused either way.
+    #[serde(default)]
+    pub case_insensitive_keys: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]

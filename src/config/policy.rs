@@ -191,6 +191,8 @@ pub struct Route {
     pub success_status: Vec<u16>,
     pub failure_status: Vec<u16>,
     pub on_bad_body: BadBody,
+    /// The app matches body field names case-insensitively (`body.case_insensitive_keys`).
+    pub case_insensitive_keys: bool,
     pub max_body_bytes: usize,
     pub ipv6_prefix: u8,
     pub slots: Vec<Slot>,
@@ -205,7 +207,23 @@ impl Route {
     }
 
     pub fn wanted_fields(&self) -> crate::body::Wanted<'_> {
-        crate::body::Wanted::new(self.account_field.as_ref(), self.password_field.as_ref(), self.target_field.as_ref())
+        let mut wanted = crate::body::Wanted::new(
+            self.account_field.as_ref(),
+            self.password_field.as_ref(),
+            self.target_field.as_ref(),
+        );
+        wanted.case_insensitive = self.case_insensitive_keys;
+        wanted
+    }
+
+    /// A request that reached this route with a method other than its own and other than those checked as it
+    /// (see [`method_may_reach`]) came here because it carries a body (see [`Policy::match_route_with_body`]):
+    /// an app whose handler ignores the method would read that body as a login.
+    pub fn check_method(&self, method: Option<&Method>) -> Result<(), crate::body::BodyError> {
+        match method {
+            Some(method) if !method_may_reach(&self.method, method) => Err(crate::body::BodyError::UndeclaredMethod),
+            _ => Ok(()),
+        }
     }
 
     pub fn outcome_of(&self, status: u16) -> crate::defense::Outcome {
@@ -235,6 +253,15 @@ impl Policy {
         self.routes.iter().position(|r| r.method == *method && r.path.matches_normalised(&path)).or_else(|| {
             self.routes.iter().position(|r| method_may_reach(&r.method, method) && r.path.matches_normalised(&path))
         })
+    }
+
+    /// For a request [`Policy::match_route`] left unprotected that carries a body: the first route that reads a
+    /// body at this path, whatever its method. A `GET` with a login body reaches handlers that ignore the method
+    /// (Go's `HandleFunc`, Express's `app.all`, Spring's `@RequestMapping` without one); a `GET` without a body
+    /// (a login page, a CORS preflight) is not matched here and still passes unchecked.
+    pub fn match_route_with_body(&self, path: &str) -> Option<usize> {
+        let path = normalise_path(path);
+        self.routes.iter().position(|r| r.reads_body() && r.path.matches_normalised(&path))
     }
 
     /// Every defense of every route, for the pruning timer and the gauges.

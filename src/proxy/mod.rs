@@ -77,7 +77,10 @@ impl ProxyHttp for Gateway {
         connections::request_started(session);
         let header = session.req_header();
         let policy = self.state.policy.peek();
-        if let Some(index) = policy.match_route(&header.method, header.uri.path()) {
+        let matched = policy
+            .match_route(&header.method, header.uri.path())
+            .or_else(|| carries_body(header).then(|| policy.match_route_with_body(header.uri.path())).flatten());
+        if let Some(index) = matched {
             ctx.policy = Some(arc_swap::Guard::into_inner(policy));
             ctx.route = index;
             ctx.decision_started = Some(Instant::now());
@@ -315,9 +318,26 @@ impl engine::Request for Downstream<'_> {
         &self.session.req_header().headers
     }
 
+    fn method(&self) -> Option<&http::Method> {
+        Some(&self.session.req_header().method)
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.session.req_header().uri.query()
+    }
+
     async fn read_body(&mut self, limit: usize) -> Result<BodyRead> {
         read_bounded_body(self.session, limit).await
     }
+}
+
+/// The request announces a body: a non-zero `Content-Length` or any `Transfer-Encoding`.
+fn carries_body(header: &RequestHeader) -> bool {
+    let headers = &header.headers;
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes().iter().any(|b| (b'1'..=b'9').contains(b)))
 }
 
 /// Headers the decision adds to the client's response (e.g. a device cookie).
