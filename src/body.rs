@@ -616,6 +616,8 @@ pub enum BodyProblem {
     CredentialInQuery,
     /// A body on a method the route does not declare.
     UndeclaredMethod,
+    /// A challenge page's re-submit whose solution did not pass (spent, expired, wrong or throttled).
+    SealedLoginUnusable,
 }
 
 impl BodyProblem {
@@ -655,6 +657,7 @@ impl BodyProblem {
             BodyProblem::NotDeclaredType => "body_not_declared_type",
             BodyProblem::CredentialInQuery => "credential_in_query",
             BodyProblem::UndeclaredMethod => "body_on_undeclared_method",
+            BodyProblem::SealedLoginUnusable => "sealed_login_unusable",
         }
     }
 
@@ -678,6 +681,9 @@ impl BodyProblem {
             BodyProblem::NotDeclaredType => "The body must be exactly the type its Content-Type declares.",
             BodyProblem::CredentialInQuery => "Credential fields belong in the body, not in the query string.",
             BodyProblem::UndeclaredMethod => "This endpoint takes no body with this method.",
+            BodyProblem::SealedLoginUnusable => {
+                "This sign-in check was already used or has expired. Please sign in again."
+            }
         }
     }
 }

@@ -306,6 +306,13 @@ pub async fn decide<R: Request>(
         attempt.subject.facts.known_source = batch.replies.first() == Some(&Reply::Contains(true));
     }
     challenge::facts::apply(&pending, &batch.replies, &mut attempt.subject);
+    if envelope.is_some() && !matches!(attempt.subject.facts.challenge, challenge::Solution::Passed { .. }) {
+        // A sealed login is single use and bound to its challenge: once spent, expired, unsolved or throttled it
+        // is refused, never forwarded nor sealed again into a fresh challenge (which made it replayable).
+        judged.subject = attempt.subject;
+        judged.decision.answered = Some(Verdict::Invalid(BodyProblem::SealedLoginUnusable));
+        return Ok(judged);
+    }
     pipeline::judge(&route.slots, &batch, &attempt, now, &mut judged.decision);
     judged.subject = attempt.subject;
     if judged.decision.answered == Some(Verdict::Challenge) {
