@@ -117,9 +117,17 @@ impl Taken {
 pub fn compile_policies(files: &[PathBuf], env: &CompileEnv, previous: Option<&Policy>) -> Result<Policy, ConfigError> {
     let mut policy = Policy { routes: Vec::new(), files: files.to_vec() };
     let mut taken = Taken::default();
+    let mut allow_no_routes = false;
     for path in files {
         let source = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, e))?;
-        compile_file(path, &source, env, previous, &mut taken, &mut policy.routes)?;
+        allow_no_routes |= compile_file(path, &source, env, previous, &mut taken, &mut policy.routes)?;
+    }
+    if policy.routes.is_empty() && !allow_no_routes {
+        // An editor's truncating save or a full disk leaves an empty file: serving it would drop every defense.
+        let file = files.last().cloned().unwrap_or_default();
+        let message = "no [[route]]: every request would pass unchecked; add a route, or set \
+                       `allow_no_routes = true` at the top of a policy file to run as a plain proxy on purpose";
+        return Err(ConfigError::new(&file, None, Some("route".into()), message));
     }
     Ok(policy)
 }
@@ -137,7 +145,8 @@ pub fn compile_policy_source(
     Ok(policy)
 }
 
-/// Compile one policy text (used by `compile_policies` and by tests).
+/// Compile one policy text (used by `compile_policies` and by tests). Returns whether the file allows a policy
+/// without routes (`allow_no_routes`).
 pub(crate) fn compile_file(
     path: &Path,
     source: &str,
@@ -145,7 +154,7 @@ pub(crate) fn compile_file(
     previous: Option<&Policy>,
     taken: &mut Taken,
     routes: &mut Vec<Route>,
-) -> Result<(), ConfigError> {
+) -> Result<bool, ConfigError> {
     let file: PolicyFile = parse_toml(path, source)?;
     let defaults = &file.defaults;
     let default_mode = defaults.mode.unwrap_or(Mode::Enforce);
@@ -353,7 +362,7 @@ pub(crate) fn compile_file(
             metrics: RouteMetrics::new(&route.name),
         });
     }
-    Ok(())
+    Ok(file.allow_no_routes)
 }
 
 #[cfg(test)]

@@ -175,6 +175,10 @@ pub struct PolicyFile {
     pub defaults: DefaultsFile,
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RouteFile>>,
+    /// Accept a policy that protects no route at all (the gateway is then a plain proxy). Without it, a policy
+    /// whose files hold no `[[route]]` — an empty or truncated file — is refused at start, by `check` and on reload.
+    #[serde(default)]
+    pub allow_no_routes: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
