@@ -450,7 +450,8 @@ fn the_no_javascript_path_is_limited_per_account_and_per_address() {
 #[test]
 fn a_sealed_resubmit_is_single_use_and_dies_with_its_challenge() {
     let (app, requests) = recording_app();
-    let gateway = quick_gateway(app, 3);
+    // Long enough for a debug-build solve on a busy machine (4 s at least: expiry counts whole seconds).
+    let gateway = quick_gateway(app, 5);
     let (token, sealed) = page_for(&gateway, "198.51.100.70", EVE.0);
     let nonce = solve(&token, 16).to_string();
     let fields = [("_sg_c", token.as_str()), ("_sg_n", &nonce), ("_sg_s", &sealed), ("_sg_f", SIGNALS)];
@@ -458,10 +459,10 @@ fn a_sealed_resubmit_is_single_use_and_dies_with_its_challenge() {
     let replay = resubmit(&gateway, "203.0.113.50", &fields);
     assert_eq!(replay.status(), 400, "spent: refused, not sealed into a fresh page");
     assert!(!replay.text().unwrap().contains("_sg_s"));
-    // Never used, but expired (the challenge lives 3 s, counted from the whole second it was issued in).
+    // Never used, but expired.
     let (token, sealed) = page_for(&gateway, "198.51.100.71", EVE.0);
     let nonce = solve(&token, 16).to_string();
-    std::thread::sleep(Duration::from_millis(3100));
+    std::thread::sleep(Duration::from_millis(5100));
     let late = resubmit(
         &gateway,
         "198.51.100.71",
@@ -500,4 +501,35 @@ fn a_solved_page_without_its_signals_counts_as_an_automation_tell() {
     let page = answer.text().unwrap();
     assert!(page.contains("\"bits\":17"), "{page}");
     assert!(requests.try_recv().is_err());
+}
+
+/// The probe: `curl --path-as-is -H 'Accept: text/html' … '127.0.0.1:28080//attacker.example/..%2fapi/login'`
+/// matched the login route and the page's form posted to `//attacker.example/..%2fapi/login`, which a browser
+/// resolves to another host (it would receive the solved token and the sealed login).
+#[test]
+fn the_page_posts_back_to_the_routes_own_path_never_to_another_host() {
+    use std::io::{Read, Write};
+    let (app, _requests) = recording_app();
+    let gateway = Gateway::start(&policy(""), app);
+    let to: SocketAddr = gateway.url.trim_start_matches("http://").parse().unwrap();
+    let body = "email=eve%40example.com&password=password1";
+    for path in [
+        "//attacker.example/..%2fapi/login",
+        "/\\attacker.example/../api/login",
+        "//attacker.example/%2e%2e/api/login?next=%2F",
+    ] {
+        let mut stream = std::net::TcpStream::connect(to).unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut page = String::new();
+        stream.read_to_string(&mut page).unwrap();
+        assert!(page.starts_with("HTTP/1.1 428"), "{path}: {page}");
+        let action = page.split("action=\"").nth(1).unwrap().split('"').next().unwrap();
+        let expected = if path.contains('?') { "/api/login?next=%2F" } else { "/api/login" };
+        assert_eq!(action, expected, "{path}");
+    }
 }

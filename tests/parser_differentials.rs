@@ -431,3 +431,50 @@ fn a_login_body_on_a_method_the_route_does_not_declare_is_refused() {
     }
     assert_eq!(gateway.decisions().len(), 29, "and no decision was made for them");
 }
+
+/// The probe: double-encoded paths (`/api/login%2500`) were not checked; an app, or a proxy before it, that decodes
+/// twice reads `/api/login`.
+#[test]
+fn a_double_encoded_spelling_of_the_login_path_is_checked() {
+    let (upstream, handled) = emulated_app();
+    let denied = "[[route.defense]]\ntype = \"ip_list\"\ndeny = [\"198.51.100.66\"]\n";
+    let gateway = Gateway::start(&login_policy("", denied), upstream);
+    let to = address(&gateway);
+    handled.try_iter().for_each(drop); // the readiness probe's `GET /`
+    let body = format!(r#"{{"email":"{VICTIM}","password":"{RIGHT}"}}"#);
+    let headers = "Content-Type: application/json\r\nX-Emu: go\r\nX-Forwarded-For: 198.51.100.66\r\n";
+    for path in ["/api/login%2500", "/api%252flogin", "/api/%256Cogin", "/api/login%252500.json"] {
+        let (status, answer) = send(to, &request("POST", path, headers, &body));
+        assert_eq!(status, 403, "{path}: checked as the login and refused: {answer}");
+    }
+    assert_eq!(handled.try_iter().count(), 0);
+}
+
+/// The probe: with `Expect: 100-continue` no `100` was sent (curl waited its timeout before sending the body).
+#[test]
+fn a_protected_request_that_expects_100_continue_gets_it_and_is_then_checked() {
+    let (upstream, handled) = emulated_app();
+    let gateway = Gateway::start(&login_policy("", ACCOUNT_LIMIT), upstream);
+    handled.try_iter().for_each(drop); // the readiness probe's `GET /`
+    let body = format!(r#"{{"email":"{VICTIM}","password":"{RIGHT}"}}"#);
+    let mut stream = TcpStream::connect(address(&gateway)).unwrap();
+    let head = format!(
+        "POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Emu: go\r\nExpect: 100-continue\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    // Nothing else is sent until the interim answer arrives (the body read allows 10 s between reads).
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).expect("an interim answer before the body is sent");
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(body.as_bytes()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(handled.try_iter().count(), 1);
+    wait_decisions(&gateway, 1);
+    assert_eq!(gateway.decisions().len(), 1, "checked");
+}

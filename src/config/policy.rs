@@ -110,7 +110,8 @@ fn trim_blank(segment: &str) -> &str {
 }
 
 /// Decode %XX escapes of unreserved characters (letters, digits, `-._~`), of the separators routers read (`/`, `\`,
-/// `;`), and of blanks and controls (so that `%20`, `%09` and `%00` can be trimmed or cut); leave others escaped.
+/// `;`), and of blanks and controls (so that `%20`, `%09` and `%00` can be trimmed or cut), and `%25` that starts
+/// another escape; leave others escaped.
 fn percent_decode_unreserved(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
@@ -120,7 +121,12 @@ fn percent_decode_unreserved(path: &str) -> String {
             let hex = |b: u8| (b as char).to_digit(16);
             if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
                 let c = (hi * 16 + lo) as u8;
-                if c.is_ascii_alphanumeric() || b"-._~/\\; ".contains(&c) || c.is_ascii_control() {
+                // `%25` followed by an escape is that escape, encoded twice (`%2500`, `%252f`): an app or a proxy in
+                // front of it that decodes twice reads the character, so the path is read as it would.
+                let double = c == b'%'
+                    && bytes.get(i + 3).is_some_and(u8::is_ascii_hexdigit)
+                    && bytes.get(i + 4).is_some_and(u8::is_ascii_hexdigit);
+                if c.is_ascii_alphanumeric() || b"-._~/\\; ".contains(&c) || c.is_ascii_control() || double {
                     out.push(c as char);
                     i += 3;
                     continue;
@@ -327,6 +333,10 @@ mod tests {
             "/api/login%00.jpg",
             "/api/login%3Bx=1",
             "/api/%%36%63ogin",
+            "/api/login%2500",
+            "/api%252flogin",
+            "/api/%256Cogin",
+            "/api/login%252500",
         ] {
             assert!(login.matches(spelling), "{spelling}");
         }

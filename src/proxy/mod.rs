@@ -126,6 +126,10 @@ impl ProxyHttp for Gateway {
             request.insert_header("x-stuffgate-client-ip", client_ip_value(ip))?;
         }
         if let Some(judged) = &ctx.judged {
+            if judged.body_read {
+                // The client was answered `100 Continue` and its body is read: the app is not asked again.
+                request.remove_header(&http::header::EXPECT);
+            }
             for (name, value) in &judged.effects.upstream {
                 request.append_header(*name, value.as_str())?;
             }
@@ -279,9 +283,15 @@ impl Gateway {
         let challenge = judged.challenge.as_ref().map(|issued| {
             let accept = session.req_header().headers.get(http::header::ACCEPT).map(|v| v.as_bytes());
             if crate::answer::wants_html(accept) {
+                // The path as routes read it (one leading '/'): the raw one may say `//other.host/..%2f…`, which
+                // a browser resolves to another host and would post the solved token and sealed login to.
                 let uri = &session.req_header().uri;
-                let action = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-                ("text/html; charset=utf-8", crate::challenge::page::html(issued, action))
+                let path = crate::config::policy::normalise_path(uri.path());
+                let action = match uri.query() {
+                    Some(query) => format!("{path}?{query}"),
+                    None => path.into_owned(),
+                };
+                ("text/html; charset=utf-8", crate::challenge::page::html(issued, &action))
             } else {
                 ("application/json", crate::challenge::page::json(issued))
             }
@@ -358,6 +368,15 @@ async fn read_bounded_body(session: &mut Session, limit: usize) -> Result<BodyRe
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
         return Ok(BodyRead::TooLarge);
+    }
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        // The client waits for this before it sends the body the checks need (curl waits a second, then sends).
+        session.write_continue_response().await?;
     }
     // A login body is small: a client that trickles it is holding a worker task, not typing slowly.
     session.set_read_timeout(Some(BODY_READ_TIMEOUT));
