@@ -120,11 +120,14 @@ pub fn policy(policy: &Policy) -> String {
             PathMatch::Prefix(prefix) => writeln!(out, "path_prefix = {}", quoted(prefix)),
         }
         .unwrap_or(());
-        let body: Vec<String> =
+        let mut body: Vec<String> =
             [("account", &route.account_field), ("password", &route.password_field), ("target", &route.target_field)]
                 .into_iter()
                 .filter_map(|(name, f)| field(f).map(|f| format!("{name} = {}", quoted(&f))))
                 .collect();
+        if route.case_insensitive_keys {
+            body.push("case_insensitive_keys = true".to_string());
+        }
         if !body.is_empty() {
             let _ = writeln!(out, "body = {{ {} }}", body.join(", "));
         }

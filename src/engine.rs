@@ -40,6 +40,14 @@ pub trait Request {
     fn client_fingerprint(&self) -> Option<ClientFingerprint> {
         None
     }
+    /// The request's method, when it has one (the offline replay's events have none).
+    fn method(&self) -> Option<&http::Method> {
+        None
+    }
+    /// The request's query string, when it has one.
+    fn query(&self) -> Option<&str> {
+        None
+    }
     /// Read the whole body, refusing more than `limit` bytes.
     fn read_body(&mut self, limit: usize) -> impl Future<Output = Result<BodyRead, Self::Error>> + Send;
 }
@@ -233,8 +241,12 @@ pub async fn decide<R: Request>(
         judged.decision.answered = Some(Verdict::Invalid(BodyProblem::TooLarge));
         return Ok(judged);
     }
-    let extracted =
-        body::body_type(content_type, bytes).and_then(|kind| body::extract(kind, bytes, route.wanted_fields()));
+    // What two parsers could read differently is refused like a body that cannot be read (see `body`).
+    let extracted = route
+        .check_method(request.method())
+        .and_then(|()| body::check_request(headers, request.query(), route.wanted_fields()))
+        .and_then(|()| body::body_type(content_type, bytes))
+        .and_then(|kind| body::extract(kind, bytes, route.wanted_fields()));
     let fields = match extracted {
         Ok(fields) if fields.account().is_some() || route.account_field.is_none() => fields,
         refused => {
@@ -313,6 +325,13 @@ pub async fn decide<R: Request>(
         attempt.subject.facts.known_source = batch.replies.first() == Some(&Reply::Contains(true));
     }
     challenge::facts::apply(&pending, &batch.replies, &mut attempt.subject);
+    if envelope.is_some() && !matches!(attempt.subject.facts.challenge, challenge::Solution::Passed { .. }) {
+        // A sealed login is single use and bound to its challenge: once spent, expired, unsolved or throttled it
+        // is refused, never forwarded nor sealed again into a fresh challenge (which made it replayable).
+        judged.subject = attempt.subject;
+        judged.decision.answered = Some(Verdict::Invalid(BodyProblem::SealedLoginUnusable));
+        return Ok(judged);
+    }
     pipeline::judge(&route.slots, &batch, &attempt, now, &mut judged.decision);
     judged.subject = attempt.subject;
     if judged.decision.answered == Some(Verdict::Challenge) {

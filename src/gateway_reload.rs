@@ -89,6 +89,22 @@ pub fn plan(running: &GatewayConfig, new: &GatewayConfig) -> Plan {
     restart("breach.password_filter", shown(&running.password_filter), shown(&new.password_filter));
     restart("breach.pair_filter", shown(&running.pair_filter), shown(&new.pair_filter));
     restart("forwarded_header / connections / upstream timeouts", shown(&running.hardening), shown(&new.hardening));
+    // The challenge keys and the shared store are built into the running engine and store: a change (a retired
+    // signing key above all) waits for a restart, and says so. Neither key material nor a store URL (which may hold
+    // a password) is shown.
+    let challenge_changed = match (&running.challenge, &new.challenge) {
+        (None, None) => false,
+        (Some(a), Some(b)) => !a.keys.same_keys(&b.keys) || shown(a) != shown(b),
+        _ => true,
+    };
+    if challenge_changed {
+        let running_keys = if running.challenge.is_some() { "configured" } else { "unset (random keys)" };
+        plan.restart.push(("challenge", running_keys.into(), "changed".into()));
+    }
+    if running.shared_state != new.shared_state {
+        let running_store = if running.shared_state.is_some() { "set" } else { "unset" };
+        plan.restart.push(("shared_state", running_store.into(), "changed".into()));
+    }
     plan
 }
 
@@ -137,7 +153,9 @@ impl GatewayFile {
             Err(error) => {
                 metrics::RELOADS.with_label_values(&["error"]).inc();
                 tracing::error!(%error, "gateway file reload refused; the running settings stay");
-                health.record_reload(false, format!("gateway file refused: {error}"), Vec::new());
+                let refusal = format!("gateway file refused: {error}");
+                health.record_gateway_file(Some(refusal.clone()));
+                health.record_reload(false, refusal, Vec::new());
                 return false;
             }
         };
@@ -185,6 +203,7 @@ impl GatewayFile {
         }
         let pending = plan.restart_keys();
         let applied = plan.live_keys();
+        health.record_gateway_file((!problems.is_empty()).then(|| problems.join("; ")));
         if problems.is_empty() {
             let message = if applied.is_empty() && pending.is_empty() {
                 "gateway file unchanged; policy reloaded".to_string()

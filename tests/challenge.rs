@@ -290,7 +290,7 @@ fn a_browser_style_sealed_resubmit_reaches_the_app_byte_identical_and_nothing_of
             .body(resubmit.clone())
             .send()
             .unwrap();
-        assert_eq!(replay.status(), 428);
+        assert_eq!(replay.status(), 400, "a spent sealed login is refused, not sealed again into a fresh page");
         // A sealed body that was changed is refused outright.
         let mut broken = sealed.clone().into_bytes();
         broken[40] = if broken[40] == b'A' { b'B' } else { b'A' };
@@ -341,7 +341,7 @@ fn without_javascript_the_page_continues_after_the_wait() {
             .send()
             .unwrap()
     };
-    assert_eq!(post().status(), 428, "too early");
+    assert_eq!(post().status(), 400, "too early: refused, and the challenge is not spent");
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(post().status(), 200);
     let (_, body) = requests.recv_timeout(Duration::from_secs(5)).unwrap();
@@ -376,4 +376,189 @@ fn the_python_client_of_the_protocol_doc_passes_a_challenge_and_keeps_its_device
     let again = login(&gateway, "198.51.100.90", EVE.0, EVE.1, &[("x-stuffgate-device", device)]);
     assert_eq!(again.status(), 200);
     assert!(from_upstream(&again));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The work cannot be skipped, and a sealed login cannot be replayed.
+
+/// A gateway with a configured challenge key, a 1 s no-JavaScript wait and challenges that live `ttl_secs`.
+fn quick_gateway(upstream: SocketAddr, ttl_secs: u64) -> Gateway {
+    std::env::set_var("STUFFGATE_TEST_QUICK_KEY", "q".repeat(32));
+    let extra = format!(
+        "{SHIPPED_DATA}[challenge]\nsecrets_env = [\"STUFFGATE_TEST_QUICK_KEY\"]\nnoscript_wait_secs = 1\nttl_secs = {ttl_secs}\n"
+    );
+    Gateway::start_with(&policy(""), upstream, Options { extra_config: &extra, ..Options::default() })
+}
+
+/// The challenge page for a form login by `email` from `from`: (token, sealed body).
+fn page_for(gateway: &Gateway, from: &str, email: &str) -> (String, String) {
+    let page = client()
+        .post(format!("{}/api/login", gateway.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "text/html")
+        .header("x-forwarded-for", from)
+        .body(form(&[("email", email), ("password", EVE.1)]))
+        .send()
+        .unwrap();
+    assert_eq!(page.status(), 428);
+    let page = page.text().unwrap();
+    (field(&page, "_sg_c"), field(&page, "_sg_s"))
+}
+
+/// The page's re-submit: its fields as a form.
+fn resubmit(gateway: &Gateway, from: &str, fields: &[(&str, &str)]) -> reqwest::blocking::Response {
+    client()
+        .post(format!("{}/api/login", gateway.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "text/html")
+        .header("x-forwarded-for", from)
+        .body(form(fields))
+        .send()
+        .unwrap()
+}
+
+const SIGNALS: &str = r#"{"ua":"Mozilla/5.0 (X11; Linux x86_64) Chrome/156","sw":1280,"sh":800,"wd":false}"#;
+
+/// The probe's command: `c=$(login c10 …); sleep 5.2; curl … -H "X-Stuffgate-Solution: $TOKEN:" …/api/login` (an
+/// empty nonce, after the no-JavaScript wait) was `200` and a device token, with no work done.
+#[test]
+fn an_api_client_must_present_the_work_the_wait_is_only_the_pages() {
+    let (app, requests) = recording_app();
+    let gateway = quick_gateway(app, 120);
+    let (token, bits) = challenge_of(login(&gateway, "198.51.100.50", EVE.0, EVE.1, &[]));
+    // Waited for, as the page's "Continue" would be.
+    std::thread::sleep(Duration::from_millis(1100));
+    let skipped = login(&gateway, "198.51.100.50", EVE.0, EVE.1, &[("x-stuffgate-solution", &format!("{token}:"))]);
+    assert_eq!(skipped.status(), 428, "an empty nonce in the header is no solution");
+    assert!(requests.try_recv().is_err(), "nothing reached the app");
+    // The work itself still passes.
+    let (token, _) = challenge_of(skipped);
+    let passed = login(&gateway, "198.51.100.50", EVE.0, EVE.1, &[("x-stuffgate-solution", &solution(&token, bits))]);
+    assert_eq!(passed.status(), 200);
+}
+
+/// The time lock costs no CPU: a bot waiting on many connections would pass as many challenges as it holds. It is
+/// admitted a few times an hour per address and per account.
+#[test]
+fn the_no_javascript_path_is_limited_per_account_and_per_address() {
+    let (app, requests) = recording_app();
+    let gateway = quick_gateway(app, 120);
+    let continue_from = |from: &str, email: &str, pages: &[(String, String)]| -> Vec<u16> {
+        pages
+            .iter()
+            .map(|(token, sealed)| {
+                resubmit(&gateway, from, &[("_sg_c", token), ("_sg_n", ""), ("_sg_s", sealed), ("_sg_f", "")])
+                    .status()
+                    .as_u16()
+            })
+            .inspect(|_| assert!(!email.is_empty()))
+            .collect()
+    };
+    // One account, four addresses.
+    let pages: Vec<_> = (1..=4).map(|i| page_for(&gateway, &format!("198.51.100.{}", 60 + i), EVE.0)).collect();
+    std::thread::sleep(Duration::from_millis(1100));
+    let statuses: Vec<u16> = pages
+        .iter()
+        .enumerate()
+        .map(|(i, page)| continue_from(&format!("198.51.100.{}", 60 + i + 1), EVE.0, std::slice::from_ref(page))[0])
+        .collect();
+    assert_eq!(statuses, vec![200, 200, 200, 400], "the fourth pass for one account within the hour is refused");
+    // One address, four accounts.
+    let accounts = ["c1@example.com", "c2@example.com", "c3@example.com", "c4@example.com"];
+    let pages: Vec<_> = accounts.iter().map(|email| page_for(&gateway, "203.0.113.9", email)).collect();
+    std::thread::sleep(Duration::from_millis(1100));
+    let statuses = continue_from("203.0.113.9", "any", &pages);
+    assert_eq!(statuses, vec![200, 200, 200, 400], "the fourth pass from one address within the hour is refused");
+    assert_eq!(requests.try_iter().count(), 6);
+    assert!(gateway.wait_for_log("\"solution\":\"throttled\"", Duration::from_secs(5)));
+}
+
+/// The probe's `t_env.py`: the same c04 envelope again from 203.0.113.50, and c06's never-used envelope posted after
+/// its challenge expired, were each answered with a page that sealed the login again: solved, `200` and a new
+/// device token.
+#[test]
+fn a_sealed_resubmit_is_single_use_and_dies_with_its_challenge() {
+    let (app, requests) = recording_app();
+    // Long enough for a debug-build solve on a busy machine (4 s at least: expiry counts whole seconds).
+    let gateway = quick_gateway(app, 5);
+    let (token, sealed) = page_for(&gateway, "198.51.100.70", EVE.0);
+    let nonce = solve(&token, 16).to_string();
+    let fields = [("_sg_c", token.as_str()), ("_sg_n", &nonce), ("_sg_s", &sealed), ("_sg_f", SIGNALS)];
+    assert_eq!(resubmit(&gateway, "198.51.100.70", &fields).status(), 200);
+    let replay = resubmit(&gateway, "203.0.113.50", &fields);
+    assert_eq!(replay.status(), 400, "spent: refused, not sealed into a fresh page");
+    assert!(!replay.text().unwrap().contains("_sg_s"));
+    // Never used, but expired.
+    let (token, sealed) = page_for(&gateway, "198.51.100.71", EVE.0);
+    let nonce = solve(&token, 16).to_string();
+    std::thread::sleep(Duration::from_millis(5100));
+    let late = resubmit(
+        &gateway,
+        "198.51.100.71",
+        &[("_sg_c", &token), ("_sg_n", &nonce), ("_sg_s", &sealed), ("_sg_f", SIGNALS)],
+    );
+    assert_eq!(late.status(), 400, "expired: refused");
+    // Unsolved.
+    let (token, sealed) = page_for(&gateway, "198.51.100.72", EVE.0);
+    let wrong = (solve(&token, 16) + 1).to_string();
+    let unsolved = resubmit(
+        &gateway,
+        "198.51.100.72",
+        &[("_sg_c", &token), ("_sg_n", &wrong), ("_sg_s", &sealed), ("_sg_f", SIGNALS)],
+    );
+    assert_eq!(unsolved.status(), 400);
+    assert_eq!(requests.try_iter().count(), 1, "only the first, valid re-submit reached the app");
+    let refused = || gateway.decisions().iter().filter(|d| d["reasons"] == "body:sealed_login_unusable").count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while refused() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(refused(), 3, "{:?}", gateway.decisions().iter().map(|d| d["reasons"].clone()).collect::<Vec<_>>());
+}
+
+/// The probe: a re-submit with `_sg_f=` (empty) and a solved nonce got `200`, where `_sg_f={}` raised the
+/// difficulty. The page's script always sends its signals with a nonce: leaving them out is a tell.
+#[test]
+fn a_solved_page_without_its_signals_counts_as_an_automation_tell() {
+    let (app, requests) = recording_app();
+    let gateway = quick_gateway(app, 120);
+    let (token, sealed) = page_for(&gateway, "198.51.100.80", EVE.0);
+    let nonce = solve(&token, 16).to_string();
+    let answer =
+        resubmit(&gateway, "198.51.100.80", &[("_sg_c", &token), ("_sg_n", &nonce), ("_sg_s", &sealed), ("_sg_f", "")]);
+    assert_eq!(answer.status(), 428, "a harder round follows");
+    let page = answer.text().unwrap();
+    assert!(page.contains("\"bits\":17"), "{page}");
+    assert!(requests.try_recv().is_err());
+}
+
+/// The probe: `curl --path-as-is -H 'Accept: text/html' … '127.0.0.1:28080//attacker.example/..%2fapi/login'`
+/// matched the login route and the page's form posted to `//attacker.example/..%2fapi/login`, which a browser
+/// resolves to another host (it would receive the solved token and the sealed login).
+#[test]
+fn the_page_posts_back_to_the_routes_own_path_never_to_another_host() {
+    use std::io::{Read, Write};
+    let (app, _requests) = recording_app();
+    let gateway = Gateway::start(&policy(""), app);
+    let to: SocketAddr = gateway.url.trim_start_matches("http://").parse().unwrap();
+    let body = "email=eve%40example.com&password=password1";
+    for path in [
+        "//attacker.example/..%2fapi/login",
+        "/\\attacker.example/../api/login",
+        "//attacker.example/%2e%2e/api/login?next=%2F",
+    ] {
+        let mut stream = std::net::TcpStream::connect(to).unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut page = String::new();
+        stream.read_to_string(&mut page).unwrap();
+        assert!(page.starts_with("HTTP/1.1 428"), "{path}: {page}");
+        let action = page.split("action=\"").nth(1).unwrap().split('"').next().unwrap();
+        let expected = if path.contains('?') { "/api/login?next=%2F" } else { "/api/login" };
+        assert_eq!(action, expected, "{path}");
+    }
 }

@@ -63,6 +63,9 @@ pub struct ReloadStatus {
 
 pub struct Health {
     reload: Mutex<ReloadStatus>,
+    /// Why the gateway file was last refused, until it is read successfully again: a policy reload that follows
+    /// must not make a refused gateway file look applied.
+    gateway_file_refused: Mutex<Option<String>>,
     pub started: u64,
 }
 
@@ -70,6 +73,7 @@ impl Default for Health {
     fn default() -> Self {
         Health {
             reload: Mutex::new(ReloadStatus { ok: true, message: "loaded at start".into(), ..Default::default() }),
+            gateway_file_refused: Mutex::new(None),
             started: unix_now(),
         }
     }
@@ -80,8 +84,20 @@ impl Health {
         *self.reload.lock() = ReloadStatus { at: unix_now(), ok, message, pending_restart };
     }
 
+    /// The outcome of the last gateway-file read: `Some(why)` when it (or one of its settings) was refused.
+    pub fn record_gateway_file(&self, refused: Option<String>) {
+        *self.gateway_file_refused.lock() = refused;
+    }
+
     pub fn reload(&self) -> ReloadStatus {
-        self.reload.lock().clone()
+        let mut status = self.reload.lock().clone();
+        if let Some(refused) = self.gateway_file_refused.lock().as_ref() {
+            status.ok = false;
+            if !status.message.contains(refused.as_str()) {
+                status.message = format!("{refused}; then: {}", status.message);
+            }
+        }
+        status
     }
 }
 
@@ -180,7 +196,8 @@ impl AdminApp {
                 }
             }
         };
-        let status = match (reachable, reload.ok) {
+        // Settings waiting for a restart mean the gateway is not running what its file says: degraded too.
+        let status = match (reachable, reload.ok && reload.pending_restart.is_empty()) {
             (false, _) => "not_ready",
             (true, false) => "degraded",
             (true, true) => "ready",

@@ -5,7 +5,7 @@
 use http::HeaderMap;
 
 use super::token::{self, TokenError};
-use super::{ChallengeConfig, SecureCookie, DEVICE_NETWORKS_CELL, KNOWN_DEVICES_CELL, SPENT_CELL};
+use super::{ChallengeConfig, SecureCookie, DEVICE_NETWORKS_CELL, KNOWN_DEVICES_CELL, NOSCRIPT_CELL, SPENT_CELL};
 use crate::attempt::{print32, Subject};
 use crate::defense::FactNeeds;
 use crate::keys::KeyHasher;
@@ -68,7 +68,16 @@ pub enum Solution {
     Expired,
     /// Valid but used before (single use).
     Reused,
+    /// The no-JavaScript path, valid and waited for, but taken more often than a person without JavaScript does
+    /// from this address or for this account (see [`NOSCRIPT_PER_HOUR`]).
+    Throttled,
 }
+
+/// How many no-JavaScript passes an address, and an account, get per hour (with a burst of
+/// [`NOSCRIPT_BURST`]): the time lock costs no CPU, so its wall time alone would not bound a bot that waits on
+/// many connections at once.
+pub const NOSCRIPT_PER_HOUR: u64 = 6;
+pub const NOSCRIPT_BURST: u64 = 3;
 
 impl Solution {
     pub fn as_str(self) -> &'static str {
@@ -78,16 +87,18 @@ impl Solution {
             Solution::Invalid => "invalid",
             Solution::Expired => "expired",
             Solution::Reused => "reused",
+            Solution::Throttled => "throttled",
         }
     }
 }
 
-/// A solution as sent: the token and the nonce (empty for the no-JavaScript path).
+/// A solution as sent: the token and the nonce (empty for the no-JavaScript path, which only the page may take).
 #[derive(Clone, Copy, Debug)]
 pub struct Presented<'a> {
     pub token: &'a str,
     pub nonce: &'a str,
-    /// The page's signals (JSON), when it came from the page.
+    /// The page's signals (JSON): `Some` exactly when the solution came in the page's form (`_sg_*` fields), even
+    /// when the page sent none; `None` for the `X-Stuffgate-Solution` header.
     pub signals: Option<&'a str>,
 }
 
@@ -97,6 +108,8 @@ pub struct Pending {
     known_at: Option<usize>,
     shared_at: Option<usize>,
     claim_at: Option<usize>,
+    /// The no-JavaScript pass's admissions, per address and per account.
+    noscript_at: Option<(usize, usize)>,
     passed: Solution,
 }
 
@@ -167,7 +180,12 @@ pub fn gather(
         return pending;
     };
     if let Some(json) = presented.signals {
-        (subject.facts.device.signals, subject.facts.device.tells) = signals(keys, json);
+        let (hash, tells) = signals(keys, json);
+        // The page's script sends its signals with every nonce it finds: a nonce without them skipped the page.
+        // (The no-JavaScript path sends none, and pays with the wait.)
+        let skipped = json.trim().is_empty() && !presented.nonce.is_empty();
+        subject.facts.device.signals = hash;
+        subject.facts.device.tells = tells.max(u8::from(skipped));
     }
     subject.facts.challenge = match config.keys.verify_challenge(presented.token, now) {
         Err(TokenError::Expired) => Solution::Expired,
@@ -175,8 +193,11 @@ pub fn gather(
         Ok(claims) if claims.bind != token::bind(route, subject.account.map(|a| a.id)) => Solution::Invalid,
         Ok(claims) => {
             let elapsed_ms = (now / 1_000_000).saturating_sub(claims.issued_ms);
-            let proven = if presented.nonce.is_empty() {
-                elapsed_ms >= config.noscript_wait_for(claims.bits).as_millis() as u64
+            let noscript = presented.nonce.is_empty();
+            let proven = if noscript {
+                // The time lock is the page's, for people without JavaScript: an API client (the header) must
+                // present the work itself.
+                presented.signals.is_some() && elapsed_ms >= config.noscript_wait_for(claims.bits).as_millis() as u64
             } else {
                 token::pow_ok(presented.token, presented.nonce, claims.bits)
             };
@@ -184,6 +205,20 @@ pub fn gather(
                 pending.claim_at = Some(reads.len());
                 let ttl = (u64::from(claims.expires) * 1_000_000_000).saturating_sub(now).max(1_000_000_000);
                 reads.push(Read::Claim { key: keys.key(KeyKind::Challenge, &claims.id), cell: SPENT_CELL, ttl });
+                if noscript {
+                    let interval = 3_600_000_000_000 / NOSCRIPT_PER_HOUR;
+                    let admit = |key| Read::Gcra {
+                        key,
+                        cell: NOSCRIPT_CELL,
+                        interval,
+                        tolerance: interval * (NOSCRIPT_BURST - 1),
+                    };
+                    let at = reads.len();
+                    reads.push(admit(subject.address));
+                    // Bound to the account (the token's bind): a challenge without one is checked per address twice.
+                    reads.push(admit(subject.account.unwrap_or(subject.address)));
+                    pending.noscript_at = Some((at, at + 1));
+                }
                 pending.passed =
                     Solution::Passed { bits: claims.bits, solve_ms: elapsed_ms, noscript: presented.nonce.is_empty() };
             }
@@ -202,7 +237,11 @@ pub fn apply(pending: &Pending, replies: &[Reply], subject: &mut Subject) {
     if let Some(Reply::Penalty(remaining)) = reply(pending.shared_at) {
         subject.facts.device.shared = *remaining > 0;
     }
+    let throttled = pending.noscript_at.is_some_and(|(address, account)| {
+        [address, account].into_iter().any(|at| matches!(replies.get(at), Some(Reply::Wait(_))))
+    });
     match reply(pending.claim_at) {
+        Some(Reply::Claimed(true)) if throttled => subject.facts.challenge = Solution::Throttled,
         Some(Reply::Claimed(true)) => subject.facts.challenge = pending.passed,
         Some(_) => subject.facts.challenge = Solution::Reused,
         None => {}

@@ -43,7 +43,9 @@ pub fn record(route: &str, solution: Solution, issued: bool) {
             let path = if noscript { "noscript" } else { "pow" };
             SOLVE_SECONDS.with_label_values(&[route, path]).observe(solve_ms as f64 / 1000.0);
         }
-        Solution::Invalid | Solution::Reused => CHALLENGES.with_label_values(&[route, "failed"]).inc(),
+        Solution::Invalid | Solution::Reused | Solution::Throttled => {
+            CHALLENGES.with_label_values(&[route, "failed"]).inc()
+        }
         Solution::Expired => CHALLENGES.with_label_values(&[route, "expired"]).inc(),
     }
     if issued {

@@ -31,8 +31,10 @@ pub const KNOWN_DEVICES_CELL: CellId = 2;
 pub const DEVICE_NETWORKS_CELL: CellId = 3;
 /// The cell of a challenge record marking it spent.
 pub const SPENT_CELL: CellId = 4;
-/// Cells below this are the gateway's own; defenses get the others.
-pub const RESERVED_CELLS: CellId = 4;
+/// The cell of an address or account record admitting no-JavaScript passes (see `facts::NOSCRIPT_PER_HOUR`).
+pub const NOSCRIPT_CELL: CellId = 5;
+/// Cells up to this one are the gateway's own; defenses get the others.
+pub const RESERVED_CELLS: CellId = 5;
 
 /// Difficulty when a defense names none.
 pub const DEFAULT_BITS: u8 = 16;
@@ -85,7 +87,9 @@ impl ChallengeConfig {
         }
     }
 
-    /// How long the no-JavaScript path waits for a challenge of `bits`.
+    /// How long the no-JavaScript path waits for a challenge of `bits`. Never less wall time than the work it
+    /// replaces takes a browser: `noscript_wait_secs` is at least 1 s at 16 bits (2^16 hashes, about 65 ms in a
+    /// JavaScript SHA-256 at 1 MH/s) and doubles with each bit, as the work does.
     pub fn noscript_wait_for(&self, bits: u8) -> Duration {
         let extra = bits.saturating_sub(DEFAULT_BITS).min(8);
         self.noscript_wait * (1u32 << extra)

@@ -94,6 +94,12 @@ impl std::fmt::Debug for TokenKeys {
 }
 
 impl TokenKeys {
+    /// The same secrets in the same order (compared by their derived keys; nothing is shown).
+    pub fn same_keys(&self, other: &TokenKeys) -> bool {
+        self.keys.len() == other.keys.len()
+            && self.keys.iter().zip(&other.keys).all(|(a, b)| a.kid == b.kid && a.seal == b.seal)
+    }
+
     /// `Err` when two secrets derive the same key id (astronomically rare for distinct secrets: draw another).
     pub fn new(keys: Vec<SigningKey>) -> Result<TokenKeys, String> {
         if keys.is_empty() {

@@ -117,9 +117,17 @@ impl Taken {
 pub fn compile_policies(files: &[PathBuf], env: &CompileEnv, previous: Option<&Policy>) -> Result<Policy, ConfigError> {
     let mut policy = Policy { routes: Vec::new(), files: files.to_vec(), warnings: Vec::new() };
     let mut taken = Taken::default();
+    let mut allow_no_routes = false;
     for path in files {
         let source = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, e))?;
-        compile_file(path, &source, env, previous, &mut taken, &mut policy)?;
+        allow_no_routes |= compile_file(path, &source, env, previous, &mut taken, &mut policy)?;
+    }
+    if policy.routes.is_empty() && !allow_no_routes {
+        // An editor's truncating save or a full disk leaves an empty file: serving it would drop every defense.
+        let file = files.last().cloned().unwrap_or_default();
+        let message = "no [[route]]: every request would pass unchecked; add a route, or set \
+                       `allow_no_routes = true` at the top of a policy file to run as a plain proxy on purpose";
+        return Err(ConfigError::new(&file, None, Some("route".into()), message));
     }
     Ok(policy)
 }
@@ -156,7 +164,8 @@ fn unusual_field(text: &str, usual: &[&'static str]) -> Option<String> {
     ))
 }
 
-/// Compile one policy text (used by `compile_policies` and by tests).
+/// Compile one policy text (used by `compile_policies` and by tests). Returns whether the file allows a policy
+/// without routes (`allow_no_routes`).
 pub(crate) fn compile_file(
     path: &Path,
     source: &str,
@@ -164,7 +173,7 @@ pub(crate) fn compile_file(
     previous: Option<&Policy>,
     taken: &mut Taken,
     policy: &mut Policy,
-) -> Result<(), ConfigError> {
+) -> Result<bool, ConfigError> {
     let file: PolicyFile = parse_toml(path, source)?;
     let defaults = &file.defaults;
     let default_mode = defaults.mode.unwrap_or(Mode::Enforce);
@@ -407,6 +416,7 @@ pub(crate) fn compile_file(
             failure_status,
             on_bad_body,
             observes_only,
+            case_insensitive_keys: route.body.case_insensitive_keys,
             max_body_bytes,
             ipv6_prefix,
             slots,
@@ -414,7 +424,7 @@ pub(crate) fn compile_file(
             metrics: RouteMetrics::new(&route.name),
         });
     }
-    Ok(())
+    Ok(file.allow_no_routes)
 }
 
 #[cfg(test)]

@@ -177,6 +177,10 @@ pub struct PolicyFile {
     pub defaults: DefaultsFile,
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RouteFile>>,
+    /// Accept a policy that protects no route at all (the gateway is then a plain proxy). Without it, a policy
+    /// whose files hold no `[[route]]` — an empty or truncated file — is refused at start, by `check` and on reload.
+    #[serde(default)]
+    pub allow_no_routes: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -226,6 +230,10 @@ pub struct BodyFile {
     pub password: Option<String>,
     /// Reset routes: the field where a caller may name the address the link goes to.
     pub target: Option<String>,
+    /// The app matches field names case-insensitively (Go's `encoding/json`, ASP.NET Core): read `Email` as
+    /// `email` instead of refusing it. Two spellings of one field are refused either way.
+    #[serde(default)]
+    pub case_insensitive_keys: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -110,7 +110,8 @@ fn trim_blank(segment: &str) -> &str {
 }
 
 /// Decode %XX escapes of unreserved characters (letters, digits, `-._~`), of the separators routers read (`/`, `\`,
-/// `;`), and of blanks and controls (so that `%20`, `%09` and `%00` can be trimmed or cut); leave others escaped.
+/// `;`), and of blanks and controls (so that `%20`, `%09` and `%00` can be trimmed or cut), and `%25` that starts
+/// another escape; leave others escaped.
 fn percent_decode_unreserved(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
@@ -120,7 +121,12 @@ fn percent_decode_unreserved(path: &str) -> String {
             let hex = |b: u8| (b as char).to_digit(16);
             if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
                 let c = (hi * 16 + lo) as u8;
-                if c.is_ascii_alphanumeric() || b"-._~/\\; ".contains(&c) || c.is_ascii_control() {
+                // `%25` followed by an escape is that escape, encoded twice (`%2500`, `%252f`): an app or a proxy in
+                // front of it that decodes twice reads the character, so the path is read as it would.
+                let double = c == b'%'
+                    && bytes.get(i + 3).is_some_and(u8::is_ascii_hexdigit)
+                    && bytes.get(i + 4).is_some_and(u8::is_ascii_hexdigit);
+                if c.is_ascii_alphanumeric() || b"-._~/\\; ".contains(&c) || c.is_ascii_control() || double {
                     out.push(c as char);
                     i += 3;
                     continue;
@@ -176,6 +182,8 @@ pub struct Route {
     pub on_bad_body: BadBody,
     /// Every defense of the route observes: nothing is refused, not even a body it cannot read.
     pub observes_only: bool,
+    /// The app matches body field names case-insensitively (`body.case_insensitive_keys`).
+    pub case_insensitive_keys: bool,
     pub max_body_bytes: usize,
     pub ipv6_prefix: u8,
     pub slots: Vec<Slot>,
@@ -190,7 +198,23 @@ impl Route {
     }
 
     pub fn wanted_fields(&self) -> crate::body::Wanted<'_> {
-        crate::body::Wanted::new(self.account_field.as_ref(), self.password_field.as_ref(), self.target_field.as_ref())
+        let mut wanted = crate::body::Wanted::new(
+            self.account_field.as_ref(),
+            self.password_field.as_ref(),
+            self.target_field.as_ref(),
+        );
+        wanted.case_insensitive = self.case_insensitive_keys;
+        wanted
+    }
+
+    /// A request that reached this route with a method other than its own and other than those checked as it
+    /// (see [`method_may_reach`]) came here because it carries a body (see [`Policy::match_route_with_body`]):
+    /// an app whose handler ignores the method would read that body as a login.
+    pub fn check_method(&self, method: Option<&Method>) -> Result<(), crate::body::BodyError> {
+        match method {
+            Some(method) if !method_may_reach(&self.method, method) => Err(crate::body::BodyError::UndeclaredMethod),
+            _ => Ok(()),
+        }
     }
 
     pub fn outcome_of(&self, status: u16) -> crate::defense::Outcome {
@@ -222,6 +246,15 @@ impl Policy {
         self.routes.iter().position(|r| r.method == *method && r.path.matches_normalised(&path)).or_else(|| {
             self.routes.iter().position(|r| method_may_reach(&r.method, method) && r.path.matches_normalised(&path))
         })
+    }
+
+    /// For a request [`Policy::match_route`] left unprotected that carries a body: the first route that reads a
+    /// body at this path, whatever its method. A `GET` with a login body reaches handlers that ignore the method
+    /// (Go's `HandleFunc`, Express's `app.all`, Spring's `@RequestMapping` without one); a `GET` without a body
+    /// (a login page, a CORS preflight) is not matched here and still passes unchecked.
+    pub fn match_route_with_body(&self, path: &str) -> Option<usize> {
+        let path = normalise_path(path);
+        self.routes.iter().position(|r| r.reads_body() && r.path.matches_normalised(&path))
     }
 
     /// Every defense of every route, for the pruning timer and the gauges.
@@ -287,6 +320,10 @@ mod tests {
             "/api/login%00.jpg",
             "/api/login%3Bx=1",
             "/api/%%36%63ogin",
+            "/api/login%2500",
+            "/api%252flogin",
+            "/api/%256Cogin",
+            "/api/login%252500",
         ] {
             assert!(login.matches(spelling), "{spelling}");
         }

@@ -78,7 +78,10 @@ impl ProxyHttp for Gateway {
         connections::request_started(session);
         let header = session.req_header();
         let policy = self.state.policy.peek();
-        if let Some(index) = policy.match_route(&header.method, header.uri.path()) {
+        let matched = policy
+            .match_route(&header.method, header.uri.path())
+            .or_else(|| carries_body(header).then(|| policy.match_route_with_body(header.uri.path())).flatten());
+        if let Some(index) = matched {
             ctx.policy = Some(arc_swap::Guard::into_inner(policy));
             ctx.route = index;
             ctx.decision_started = Some(Instant::now());
@@ -124,6 +127,10 @@ impl ProxyHttp for Gateway {
             request.insert_header("x-stuffgate-client-ip", client_ip_value(ip))?;
         }
         if let Some(judged) = &ctx.judged {
+            if judged.body_read {
+                // The client was answered `100 Continue` and its body is read: the app is not asked again.
+                request.remove_header(&http::header::EXPECT);
+            }
             for (name, value) in &judged.effects.upstream {
                 request.append_header(*name, value.as_str())?;
             }
@@ -277,9 +284,15 @@ impl Gateway {
         let challenge = judged.challenge.as_ref().map(|issued| {
             let accept = session.req_header().headers.get(http::header::ACCEPT).map(|v| v.as_bytes());
             if crate::answer::wants_html(accept) {
+                // The path as routes read it (one leading '/'): the raw one may say `//other.host/..%2f…`, which
+                // a browser resolves to another host and would post the solved token and sealed login to.
                 let uri = &session.req_header().uri;
-                let action = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-                ("text/html; charset=utf-8", crate::challenge::page::html(issued, action))
+                let path = crate::config::policy::normalise_path(uri.path());
+                let action = match uri.query() {
+                    Some(query) => format!("{path}?{query}"),
+                    None => path.into_owned(),
+                };
+                ("text/html; charset=utf-8", crate::challenge::page::html(issued, &action))
             } else {
                 ("application/json", crate::challenge::page::json(issued))
             }
@@ -316,9 +329,26 @@ impl engine::Request for Downstream<'_> {
         &self.session.req_header().headers
     }
 
+    fn method(&self) -> Option<&http::Method> {
+        Some(&self.session.req_header().method)
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.session.req_header().uri.query()
+    }
+
     async fn read_body(&mut self, limit: usize) -> Result<BodyRead> {
         read_bounded_body(self.session, limit).await
     }
+}
+
+/// The request announces a body: a non-zero `Content-Length` or any `Transfer-Encoding`.
+fn carries_body(header: &RequestHeader) -> bool {
+    let headers = &header.headers;
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes().iter().any(|b| (b'1'..=b'9').contains(b)))
 }
 
 /// Headers the decision adds to the client's response (e.g. a device cookie).
@@ -339,6 +369,15 @@ async fn read_bounded_body(session: &mut Session, limit: usize) -> Result<BodyRe
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
         return Ok(BodyRead::TooLarge);
+    }
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        // The client waits for this before it sends the body the checks need (curl waits a second, then sends).
+        session.write_continue_response().await?;
     }
     // A login body is small: a client that trickles it is holding a worker task, not typing slowly.
     session.set_read_timeout(Some(BODY_READ_TIMEOUT));

@@ -103,6 +103,14 @@ pub static RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     ))
 });
 
+/// Routes the serving policy protects: 0 means every request passes unchecked.
+pub static ROUTES: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    registered(prometheus::register_int_gauge!(
+        "stuffgate_routes",
+        "Routes the serving policy protects (0: the gateway is a plain proxy)."
+    ))
+});
+
 /// Requests that failed on the way to the upstream, by kind (connect_refused, connect_timeout, connect_error,
 /// timeout, closed, bad_response, other): an upstream that is down shows here, not only as client-side 502s.
 pub static UPSTREAM_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
