@@ -32,6 +32,7 @@ impl PolicyHandle {
     pub fn load(files: Vec<PathBuf>, env: CompileEnv) -> Result<PolicyHandle, ConfigError> {
         let stamps = files.iter().map(stamp).collect();
         let policy = compile_policies(&files, &env, None)?;
+        env.decisions.address_blocks.policy_loaded(&policy);
         Ok(PolicyHandle {
             current: ArcSwap::from_pointee(policy),
             files: Mutex::new(files),
@@ -85,6 +86,7 @@ impl PolicyHandle {
         match result {
             Ok(policy) => {
                 let routes = policy.routes.len();
+                self.env.decisions.address_blocks.policy_loaded(&policy);
                 self.current.store(Arc::new(policy));
                 metrics::RELOADS.with_label_values(&["ok"]).inc();
                 tracing::info!(routes, "policy reloaded");

@@ -75,10 +75,38 @@ pub(crate) fn line_of_key(source: &str, span: std::ops::Range<usize>, key: &str)
 
 /// Parse TOML into `T`, turning toml's error into a located [`ConfigError`].
 pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(file: &Path, source: &str) -> Result<T, ConfigError> {
-    toml::from_str(source).map_err(|error| {
+    let deserializer = toml::Deserializer::parse(source).map_err(|error| {
         let line = error.span().map(|span| line_of(source, span.start));
         ConfigError::new(file, line, None, error.message().trim().to_string())
+    })?;
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        // The dotted key of a value of the wrong type or range (e.g. `connections.refuse_blocked_at_accept`).
+        let key = dotted(error.path());
+        let inner = error.into_inner();
+        let line = inner.span().map(|span| line_of(source, span.start));
+        ConfigError::new(file, line, key, inner.message().trim().to_string())
     })
+}
+
+/// A deserialisation path as the file spells it (`route[0].defense[1].limit`), without the private names of
+/// `toml::Spanned` wrappers; `None` at the top level.
+fn dotted(path: &serde_path_to_error::Path) -> Option<String> {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } if key.starts_with("$__serde_spanned") => {}
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// What kind of file `stuffgate check` was given, told from its top-level keys.

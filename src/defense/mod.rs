@@ -178,6 +178,16 @@ pub trait Defense: Send + Sync {
     fn explain(&self, _attempt: &Attempt<'_>, _replies: &[Reply]) -> Option<String> {
         None
     }
+    /// Whether a finding depends on the client address alone (no header, body or account): an enforced block from
+    /// it then holds for every request the address sends while it lasts, so the listener may refuse the address's
+    /// new connections until then (`[connections] refuse_blocked_at_accept`, see `crate::decisions`).
+    fn address_level(&self) -> bool {
+        false
+    }
+    /// The networks this defense refuses whatever the request carries (an `ip_list`'s deny list).
+    fn denied_networks(&self) -> Option<&ip_list::IpRanges> {
+        None
+    }
     /// The status a `block` answers with when the policy names none.
     fn default_status(&self) -> u16 {
         429
