@@ -268,3 +268,101 @@ fn a_denied_network_is_refused_at_accept_until_a_reloaded_policy_drops_it() {
     let mut back = connect_from("127.0.0.27", to);
     assert!(login_on(&mut back, "b@example.com", None).starts_with("http/1.1 401"));
 }
+
+#[test]
+fn a_client_behind_a_proxy_protocol_header_is_refused_once_the_header_names_it() {
+    let (upstream, heads) = recording_upstream(401);
+    let gateway = start(&login_policy(""), upstream, &["127.0.0.35"], "[connections]\nproxy_protocol = true");
+    let to = address(&gateway);
+    ban(&gateway, "198.51.100.50");
+    let through_proxy = |client: &str| {
+        let mut stream = connect_from("127.0.0.35", to);
+        let mut bytes = format!("PROXY TCP4 {client} 127.0.0.1 40000 80\r\n").into_bytes();
+        bytes.extend_from_slice(&login_request("p@example.com", None));
+        stream.write_all(&bytes).unwrap();
+        stream
+    };
+    let (answer, closed) = read_until_close(&mut through_proxy("198.51.100.50"), Duration::from_secs(5));
+    assert!(closed && answer.is_empty(), "refused before any HTTP parsing: {answer:?}");
+    let answer = read_response(&mut through_proxy("198.51.100.51"));
+    assert!(answer.starts_with("http/1.1 401"), "{answer:?}");
+    assert!(next_head(&heads).contains("x-stuffgate-client-ip: 198.51.100.51"));
+    assert_eq!(refused_blocked(&gateway), 1);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The body deadline and the admin listener.
+
+#[test]
+fn a_body_trickled_a_byte_at_a_time_is_cut_off_at_the_body_deadline_and_never_forwarded() {
+    // The probe's slow body: a login whose body arrives one byte every few seconds, each read well within the
+    // per-read timeout (10 s), so that only a total deadline ends it. Here a byte every 200 ms against a 1 s one.
+    let (upstream, heads) = recording_upstream(401);
+    let gateway = start(&login_policy(""), upstream, &[], "[connections]\nbody_timeout_secs = 1");
+    let mut stream = connect_from("127.0.0.31", address(&gateway));
+    stream
+        .write_all(
+            b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60\r\n\r\n{",
+        )
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = String::new();
+    while started.elapsed() < Duration::from_secs(8) {
+        std::thread::sleep(Duration::from_millis(200));
+        if stream.write_all(b" ").is_err() {
+            break;
+        }
+        let (seen, closed) = read_until_close(&mut stream, Duration::from_millis(1));
+        answer.push_str(&seen);
+        if closed || !answer.is_empty() {
+            break;
+        }
+    }
+    let (rest, _) = read_until_close(&mut stream, Duration::from_secs(2));
+    answer.push_str(&rest);
+    assert!(answer.starts_with("HTTP/1.1 408"), "cut off before the per-read timeout could fire: {answer:?}");
+    assert!(answer.contains("request_timeout"), "{answer:?}");
+    // The same body sent at once is forwarded: the upstream's first head is that one.
+    let mut quick = connect_from("127.0.0.32", address(&gateway));
+    assert!(login_on(&mut quick, "quick@example.com", None).starts_with("http/1.1 401"));
+    assert!(next_head(&heads).contains("x-stuffgate-client-ip: 127.0.0.32"));
+    assert!(metrics(&gateway).contains(r#"stuffgate_connections_closed_total{reason="body_timeout"} 1"#));
+}
+
+#[test]
+fn the_admin_listener_caps_its_connections_and_the_proxy_keeps_serving() {
+    let (upstream, _heads) = recording_upstream(401);
+    let gateway = start(&login_policy(""), upstream, &[], "");
+    let admin: SocketAddr = gateway.admin.trim_start_matches("http://").parse().unwrap();
+    // Hold the cap with idle connections; wait until each is admitted (it answers a request), so the next one is
+    // known to be over the cap.
+    let mut held: Vec<TcpStream> = Vec::new();
+    for _ in 0..64 {
+        let mut stream = TcpStream::connect(admin).unwrap();
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(read_response(&mut stream).starts_with("http/1.1 200"));
+        held.push(stream);
+    }
+    let mut over = TcpStream::connect(admin).unwrap();
+    let _ = over.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (answer, closed) = read_until_close(&mut over, Duration::from_secs(5));
+    assert!(closed && (answer.is_empty() || answer.starts_with("HTTP/1.1 503")), "{answer:?}");
+    // The proxy's clients are unaffected.
+    let mut client = connect_from("127.0.0.33", address(&gateway));
+    assert!(login_on(&mut client, "c@example.com", None).starts_with("http/1.1 401"));
+    // An idle admin connection is closed by the gateway (after its idle timeout), freeing its slot.
+    let (_, closed) = read_until_close(&mut held[0], Duration::from_secs(30));
+    assert!(closed, "an idle admin connection is not held forever");
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(response) = common::client().get(format!("{}/metrics", gateway.admin)).send() {
+            let text = response.text().unwrap();
+            assert!(text.contains(r#"stuffgate_connections_refused_total{reason="admin_max_connections"} 1"#));
+            assert!(text.contains(r#"stuffgate_connections_closed_total{reason="admin_idle_timeout"}"#));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the admin listener serves again once its connections close");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -747,6 +747,19 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_clients_are_counted_per_64_as_the_defenses_key_them() {
+        let tracker = Tracker::new(limits(100, 2), Arc::new(ArcSwap::from_pointee(IpRanges::default())));
+        let one: IpAddr = "2001:db8:5:6::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:5:6:ffff:ffff:ffff:fffe".parse().unwrap();
+        let next_64: IpAddr = "2001:db8:5:7::1".parse().unwrap();
+        let _a = tracker.admit(Some(one)).unwrap();
+        let _b = tracker.admit(Some(same_64)).unwrap();
+        assert_eq!(tracker.admit(Some(one)).err(), Some(Refusal::PerClient));
+        assert_eq!(tracker.admit(Some("2001:db8:5:6::9".parse().unwrap())).err(), Some(Refusal::PerClient));
+        assert!(tracker.admit(Some(next_64)).is_ok(), "another /64 is another client");
+    }
+
+    #[test]
     fn the_default_cap_fits_the_descriptor_limit() {
         assert_eq!(default_max_connections(Some(1024)), 352);
         assert_eq!(default_max_connections(Some(65_536)), 16_384);
