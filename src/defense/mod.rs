@@ -111,7 +111,9 @@ impl Finding {
         if remaining == 0 {
             return Finding::Clear;
         }
-        Finding::Hit { reason, retry_after: Some(Duration::from_nanos(remaining).max(Duration::from_secs(1))) }
+        // Exact: the answer rounds it up to whole seconds, and the listener refuses an address-level penalty's new
+        // connections for exactly this long.
+        Finding::Hit { reason, retry_after: Some(Duration::from_nanos(remaining)) }
     }
 }
 
