@@ -32,6 +32,15 @@ fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        crate::proxy::connections::admin_request_started(session);
+        let response = self.route(session).await;
+        crate::proxy::connections::admin_request_finished(session);
+        response
+    }
+}
+
+impl AdminApp {
+    async fn route(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let header = session.req_header();
         if header.method == http::Method::GET {
             match header.uri.path() {

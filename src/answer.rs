@@ -68,7 +68,7 @@ impl Answer {
 
     /// Whole seconds to wait, rounded up (Retry-After takes no fractions).
     pub fn retry_secs(&self) -> Option<u64> {
-        self.retry_after.map(|d| d.as_secs().max(1) + u64::from(d.subsec_nanos() > 0))
+        self.retry_after.map(|d| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1))
     }
 
     /// The body and its content type: HTML for a client that navigates, JSON otherwise.

@@ -9,9 +9,15 @@
 //! are not protected).
 //!
 //! Both live in memory: a restart forgets manual bans (as it forgets the local store's penalties).
+//!
+//! [`AddressBlocks`] is what the listener consults when a connection is accepted, before any HTTP parsing: the
+//! manual bans, the policy's `ip_list` deny lists, and the addresses an address-level defense (`ip_rate`,
+//! `ip_failures`, `distinct_accounts`) refused, each until the time its refusal named. It holds only what this
+//! process decided or was told, so the check costs no store round trip and no allocation.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -19,6 +25,10 @@ use ipnet::IpNet;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::attempt::IpKey;
+use crate::config::Policy;
+use crate::defense::ip_list::IpRanges;
+use crate::defense::{Action, Mode};
 use crate::store::{CellId, StateKey};
 
 const NANOS: u64 = 1_000_000_000;
@@ -111,6 +121,8 @@ pub struct Decisions {
     bans: ArcSwap<Vec<Ban>>,
     next_ban: Mutex<u64>,
     blocked: [Mutex<HashMap<IpAddr, u64>>; BLOCKED_SHARDS],
+    /// What the listener refuses at accept (besides the bans above).
+    pub address_blocks: AddressBlocks,
 }
 
 /// What [`Decisions::remove`] took away.
@@ -203,16 +215,32 @@ impl Decisions {
         Ok(ban)
     }
 
+    /// Whether a ban covers `ip` at `now`: [`Decisions::banned`] without copying the ban out (the listener asks on
+    /// every accepted connection).
+    pub fn is_banned(&self, ip: IpAddr, now: u64) -> bool {
+        let bans = self.bans.load();
+        if bans.is_empty() {
+            return false;
+        }
+        let ip = unmapped(ip);
+        let at = now / NANOS;
+        bans.iter().any(|b| b.live(at) && b.range.contains(&ip))
+    }
+
+    /// Whether a new connection from `ip` is refused at accept: banned, denied by the policy, or refused by an
+    /// address-level defense less than its retry time ago. Lock-free for bans and deny lists; one uncontended shard
+    /// lock when any address is noted; never allocates.
+    pub fn refused_at_accept(&self, ip: IpAddr, now: u64) -> bool {
+        self.is_banned(ip, now) || self.address_blocks.blocks(ip, now)
+    }
+
     /// The ban covering `ip` at `now`, if any. Lock-free; one pointer load when there are none.
     pub fn banned(&self, ip: IpAddr, now: u64) -> Option<Ban> {
         let bans = self.bans.load();
         if bans.is_empty() {
             return None;
         }
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
+        let ip = unmapped(ip);
         let at = now / NANOS;
         bans.iter().find(|b| b.live(at) && b.range.contains(&ip)).cloned()
     }
@@ -222,7 +250,13 @@ impl Decisions {
         if id.starts_with('p') {
             let mut index = self.index.lock();
             let key = index.penalties.iter().find(|(_, e)| e.id == id).map(|(k, _)| *k)?;
-            return index.penalties.remove(&key).map(Removed::Penalty);
+            let removed = index.penalties.remove(&key)?;
+            if removed.scope == "address" {
+                // Lifted: the address may connect again at once (a penalty still in force refuses it again, by
+                // request, and notes it again).
+                self.address_blocks.forget(removed.address);
+            }
+            return Some(Removed::Penalty(removed));
         }
         if id.starts_with('b') {
             let _one_writer = self.next_ban.lock();
@@ -267,6 +301,144 @@ impl Decisions {
 
 /// Shards of the blocked-address counts (see [`Decisions::note_block`]).
 const BLOCKED_SHARDS: usize = 16;
+
+/// IPv4-mapped IPv6 addresses as the IPv4 address they carry.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// Most addresses noted as refused (see [`AddressBlocks::note`]); past it new ones are refused per request only.
+pub const ADDRESS_BLOCKS_CAPACITY: usize = 65_536;
+const ADDRESS_SHARDS: usize = 16;
+
+/// The address-level blocks the policy makes, as the listener checks them when a connection is accepted.
+///
+/// Addresses are keyed as the defenses key them ([`IpKey`]: IPv6 cut to the route's prefix), with the prefix length,
+/// so a /64 noted under one route's prefix never stands for a /48 under another's. The policy's deny lists are
+/// swapped in whole when a policy is loaded; a new policy also forgets every noted address (its limits may differ:
+/// the next request re-notes any address still refused).
+pub struct AddressBlocks {
+    /// The union of the deny lists of every enforced, blocking `ip_list` of the policy.
+    denied: ArcSwap<IpRanges>,
+    /// `(prefix, key)` → refused until (clock nanoseconds). IPv4 keys use prefix 0.
+    noted: [Mutex<HashMap<(u8, u128), u64>>; ADDRESS_SHARDS],
+    /// Entries in `noted`, so that the common case (none) is one atomic load.
+    count: AtomicUsize,
+    /// The IPv6 prefix lengths noted so far, as a bit set (bit `p - 1` for /p): the keys to compute at accept.
+    prefixes: [AtomicU64; 2],
+}
+
+impl Default for AddressBlocks {
+    fn default() -> Self {
+        AddressBlocks {
+            denied: ArcSwap::from_pointee(IpRanges::default()),
+            noted: Default::default(),
+            count: AtomicUsize::new(0),
+            prefixes: Default::default(),
+        }
+    }
+}
+
+impl AddressBlocks {
+    /// Take a newly loaded policy's deny lists, and forget the addresses noted under the previous one.
+    pub fn policy_loaded(&self, policy: &Policy) {
+        let mut nets: Vec<(u128, u128)> = Vec::new();
+        for (_, slot) in policy.slots() {
+            if slot.mode != Mode::Enforce || !matches!(slot.action, Action::Block { .. }) {
+                continue;
+            }
+            if let Some(denied) = slot.defense.denied_networks() {
+                nets.extend_from_slice(denied.spans());
+            }
+        }
+        self.denied.store(Arc::new(IpRanges::from_spans(nets)));
+        for shard in &self.noted {
+            let mut shard = shard.lock();
+            self.count.fetch_sub(shard.len(), Ordering::Relaxed);
+            shard.clear();
+        }
+    }
+
+    /// An address-level defense refused `ip` (keyed with `ipv6_prefix`) until `until`.
+    pub fn note(&self, ip: IpAddr, ipv6_prefix: u8, until: u64, now: u64) {
+        let key = Self::key(ip, ipv6_prefix);
+        let mut shard = self.noted[shard_of(key)].lock();
+        if let Some(entry) = shard.get_mut(&key) {
+            *entry = (*entry).max(until);
+            return;
+        }
+        if shard.len() >= ADDRESS_BLOCKS_CAPACITY / ADDRESS_SHARDS {
+            let before = shard.len();
+            shard.retain(|_, until| *until > now);
+            self.count.fetch_sub(before - shard.len(), Ordering::Relaxed);
+            if shard.len() >= ADDRESS_BLOCKS_CAPACITY / ADDRESS_SHARDS {
+                return;
+            }
+        }
+        if key.0 != 0 {
+            let bit = u32::from(key.0) - 1;
+            self.prefixes[(bit / 64) as usize].fetch_or(1 << (bit % 64), Ordering::Relaxed);
+        }
+        shard.insert(key, until);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Forget every note about `ip` (a penalty on it was lifted).
+    pub fn forget(&self, ip: IpAddr) {
+        self.each_key(ip, |key| {
+            let mut shard = self.noted[shard_of(key)].lock();
+            if shard.remove(&key).is_some() {
+                self.count.fetch_sub(1, Ordering::Relaxed);
+            }
+            false
+        });
+    }
+
+    /// Whether the policy refuses `ip` at `now` by its address alone.
+    pub fn blocks(&self, ip: IpAddr, now: u64) -> bool {
+        let denied = self.denied.load();
+        if !denied.is_empty() && denied.contains(ip) {
+            return true;
+        }
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        self.each_key(ip, |key| self.noted[shard_of(key)].lock().get(&key).is_some_and(|until| *until > now))
+    }
+
+    /// Call `f` with each key `ip` may be noted under, until it returns true.
+    fn each_key(&self, ip: IpAddr, mut f: impl FnMut((u8, u128)) -> bool) -> bool {
+        let ip = unmapped(ip);
+        if ip.is_ipv4() {
+            return f(Self::key(ip, 0));
+        }
+        for (word, bits) in self.prefixes.iter().enumerate() {
+            let mut bits = bits.load(Ordering::Relaxed);
+            while bits != 0 {
+                let prefix = (word * 64) as u8 + bits.trailing_zeros() as u8 + 1;
+                bits &= bits - 1;
+                if f(Self::key(ip, prefix)) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn key(ip: IpAddr, ipv6_prefix: u8) -> (u8, u128) {
+        let ip = unmapped(ip);
+        let prefix = if ip.is_ipv4() { 0 } else { ipv6_prefix.clamp(1, 128) };
+        (prefix, IpKey::new(ip, prefix.max(1)).0)
+    }
+}
+
+fn shard_of(key: (u8, u128)) -> usize {
+    let folded = (key.1 as u64) ^ ((key.1 >> 64) as u64) ^ u64::from(key.0);
+    (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % ADDRESS_SHARDS
+}
 
 /// This thread's shard: threads are numbered as they first count a block.
 fn thread_shard() -> usize {
@@ -352,6 +524,49 @@ mod tests {
         assert!(decisions.banned(inside, T0 + 61 * S).is_none(), "expired");
         assert!(matches!(decisions.remove(&ban.id), Some(Removed::Ban(_))));
         assert!(decisions.bans(T0).is_empty());
+    }
+
+    #[test]
+    fn a_noted_address_is_refused_at_accept_until_its_time_or_until_forgotten() {
+        let decisions = Decisions::default();
+        let v4: IpAddr = "198.51.100.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:198.51.100.7".parse().unwrap();
+        assert!(!decisions.refused_at_accept(v4, T0));
+        decisions.address_blocks.note(v4, 64, T0 + 2 * S, T0);
+        assert!(decisions.refused_at_accept(v4, T0 + S));
+        assert!(decisions.refused_at_accept(mapped, T0 + S), "the mapped spelling is the same address");
+        assert!(!decisions.refused_at_accept("198.51.100.8".parse().unwrap(), T0 + S));
+        assert!(!decisions.refused_at_accept(v4, T0 + 2 * S), "refused until the time its refusal named");
+        decisions.address_blocks.note(v4, 64, T0 + 60 * S, T0);
+        decisions.address_blocks.forget(v4);
+        assert!(!decisions.refused_at_accept(v4, T0 + S), "forgotten when its penalty is lifted");
+    }
+
+    #[test]
+    fn ipv6_addresses_are_refused_per_the_prefix_their_route_keys_them_by() {
+        let blocks = AddressBlocks::default();
+        let noted: IpAddr = "2001:db8:1:2::5".parse().unwrap();
+        blocks.note(noted, 64, T0 + 60 * S, T0);
+        assert!(blocks.blocks("2001:db8:1:2:ffff::1".parse().unwrap(), T0), "same /64");
+        assert!(!blocks.blocks("2001:db8:1:3::5".parse().unwrap(), T0), "another /64");
+        blocks.note("2001:db8:9::1".parse().unwrap(), 48, T0 + 60 * S, T0);
+        assert!(blocks.blocks("2001:db8:9:77::1".parse().unwrap(), T0), "same /48");
+        // A /64 key never stands for the /48 around it.
+        assert!(!blocks.blocks("2001:db8:1:9::1".parse().unwrap(), T0));
+    }
+
+    #[test]
+    fn a_full_table_drops_expired_notes_first_and_never_grows_past_its_bound() {
+        let blocks = AddressBlocks::default();
+        for i in 0..(ADDRESS_BLOCKS_CAPACITY as u32 * 2) {
+            blocks.note(IpAddr::from((0x0a00_0000u32 + i).to_be_bytes()), 64, T0 + S, T0);
+        }
+        let held = || blocks.noted.iter().map(|s| s.lock().len()).sum::<usize>();
+        assert!(held() <= ADDRESS_BLOCKS_CAPACITY);
+        assert_eq!(held(), blocks.count.load(Ordering::Relaxed));
+        let late: IpAddr = "203.0.113.200".parse().unwrap();
+        blocks.note(late, 64, T0 + 60 * S, T0 + 2 * S);
+        assert!(blocks.blocks(late, T0 + 3 * S), "expired notes make room");
     }
 
     #[test]

@@ -20,8 +20,16 @@ fn to_u128(ip: IpAddr) -> u128 {
 
 impl IpRanges {
     pub fn new(nets: &[IpNet]) -> IpRanges {
-        let mut ranges: Vec<(u128, u128)> =
-            nets.iter().map(|net| (to_u128(net.network()), to_u128(net.broadcast()))).collect();
+        IpRanges::from_spans(nets.iter().map(|net| (to_u128(net.network()), to_u128(net.broadcast()))).collect())
+    }
+
+    /// The ranges as inclusive spans of the 128-bit space, sorted and merged.
+    pub fn spans(&self) -> &[(u128, u128)] {
+        &self.ranges
+    }
+
+    /// Ranges from inclusive spans (as [`IpRanges::spans`] gives them), in any order, overlapping or not.
+    pub fn from_spans(mut ranges: Vec<(u128, u128)>) -> IpRanges {
         ranges.sort_unstable();
         let mut merged: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
         for (start, end) in ranges {

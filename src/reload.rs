@@ -33,6 +33,7 @@ impl PolicyHandle {
         let stamps = files.iter().map(stamp).collect();
         let policy = compile_policies(&files, &env, None)?;
         metrics::ROUTES.set(policy.routes.len() as i64);
+        env.decisions.address_blocks.policy_loaded(&policy);
         Ok(PolicyHandle {
             current: ArcSwap::from_pointee(policy),
             files: Mutex::new(files),
@@ -87,6 +88,7 @@ impl PolicyHandle {
             Ok(policy) => {
                 let routes = policy.routes.len();
                 metrics::ROUTES.set(routes as i64);
+                self.env.decisions.address_blocks.policy_loaded(&policy);
                 self.current.store(Arc::new(policy));
                 metrics::RELOADS.with_label_values(&["ok"]).inc();
                 tracing::info!(routes, "policy reloaded");

@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::config::file::RuntimeLayout;
 use crate::config::{CompileEnv, ConfigError, GatewayConfig};
 use crate::gateway_reload::GatewayFile;
-use crate::proxy::connections::{GuardedApp, Tracker};
+use crate::proxy::connections::{self, GuardedApp, RefuseBlocked, Tracker};
 use crate::proxy::{Gateway, GatewayState};
 use crate::reload::PolicyHandle;
 
@@ -103,6 +103,8 @@ pub fn build_state(config: &GatewayConfig, clock: Clock, purpose: Purpose) -> Re
         trusted_proxies: Arc::new(arc_swap::ArcSwap::from_pointee(config.trusted_proxies.clone())),
         forwarded_header: config.hardening.forwarded_header,
         upstream,
+        refuse_blocked_at_accept: config.hardening.connections.refuse_blocked_at_accept,
+        body_timeout: config.hardening.connections.body_timeout,
     }))
 }
 
@@ -120,7 +122,12 @@ pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
     server.bootstrap();
 
     // Connection caps and header/idle deadlines sit between the listener and pingora's HTTP handling.
-    let tracker = Tracker::new(config.hardening.connections.clone(), state.trusted_proxies.clone());
+    let limits = &config.hardening.connections;
+    // Addresses the policy blocks by address alone are refused when they connect, before any HTTP parsing.
+    let refuse = limits
+        .refuse_blocked_at_accept
+        .then(|| RefuseBlocked::new(state.policy.clone(), state.trusted_proxies.clone()));
+    let tracker = Tracker::with_refusal(limits.clone(), state.trusted_proxies.clone(), refuse.clone());
     // Per thread: N services of one thread, each with its own listening sockets (SO_REUSEPORT: the kernel spreads
     // connections) and its own upstream connection pool. They share the policy, the state store, the connection
     // tracker and the metrics, so limits hold across them. Measured in benches/RESULTS.md ("threads").
@@ -137,6 +144,9 @@ pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
                 proxy.add_tcp(address);
             }
         }
+        if let Some(refuse) = &refuse {
+            proxy.set_connection_filter(refuse.clone());
+        }
         if per_thread {
             proxy.threads = Some(1);
         }
@@ -149,8 +159,10 @@ pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
         upstream: config.upstream.address.to_socket_addrs().ok().and_then(|mut a| a.next()),
         health: health.clone(),
     };
-    let mut admin =
-        Service::new("stuffgate admin".to_string(), AdminApp { policy: state.policy.clone(), ops: Arc::new(ops) });
+    // Capped and timed out like the proxy's, with its own small limits (admin_limits).
+    let admin_app = AdminApp { policy: state.policy.clone(), ops: Arc::new(ops) };
+    let admin_tracker = Tracker::admin(connections::admin_limits());
+    let mut admin = Service::new("stuffgate admin".to_string(), GuardedApp::new(admin_app, admin_tracker));
     admin.add_tcp(&config.admin);
     admin.threads = Some(1);
     server.add_service(admin);

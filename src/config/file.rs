@@ -110,6 +110,12 @@ pub struct ConnectionsFile {
     /// Connections from `trusted_proxies` begin with a PROXY protocol header (HAProxy `send-proxy`/`send-proxy-v2`,
     /// AWS NLB, ...), whose address is the client's (default false). Others are plain HTTP.
     pub proxy_protocol: Option<bool>,
+    /// Seconds a protected request's body may take in total, however slowly it trickles (default 10).
+    pub body_timeout_secs: Option<u64>,
+    /// Refuse a new connection from an address the policy blocks by address alone (a manual ban, an `ip_list`
+    /// deny, an `ip_rate`, `ip_failures` or `distinct_accounts` block) when it is accepted, before any HTTP
+    /// parsing; an open connection of such an address is closed after its refusal (default true).
+    pub refuse_blocked_at_accept: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -96,6 +96,8 @@ fn hardening(file: &GatewayFile, err: impl Fn(&str, String) -> ConfigError) -> R
     let limits = &mut out.connections;
     limits.idle_timeout = secs("connections.idle_timeout_secs", c.idle_timeout_secs, limits.idle_timeout)?;
     limits.header_timeout = secs("connections.header_timeout_secs", c.header_timeout_secs, limits.header_timeout)?;
+    limits.body_timeout = secs("connections.body_timeout_secs", c.body_timeout_secs, limits.body_timeout)?;
+    limits.refuse_blocked_at_accept = c.refuse_blocked_at_accept.unwrap_or(limits.refuse_blocked_at_accept);
     match c.max_header_bytes {
         // Below 1 KiB ordinary browser requests fail; above pingora's own 1 MiB the cap means nothing.
         Some(n) if !(1024..=1024 * 1024).contains(&n) => {
@@ -437,6 +439,22 @@ mod tests {
         ] {
             assert!(gateway_from_str(Path::new("gw.toml"), &format!("{base}{bad}")).is_err(), "{bad}");
         }
+        let defaults = gateway_from_str(Path::new("gw.toml"), base).unwrap().hardening.connections;
+        assert!(defaults.refuse_blocked_at_accept, "on unless the operator says otherwise");
+        assert_eq!(defaults.body_timeout, Duration::from_secs(10));
+        let off = format!("{base}[connections]\nrefuse_blocked_at_accept = false\nbody_timeout_secs = 3\n");
+        let off = gateway_from_str(Path::new("gw.toml"), &off).unwrap().hardening.connections;
+        assert!(!off.refuse_blocked_at_accept);
+        assert_eq!(off.body_timeout, Duration::from_secs(3));
+        // A wrong value names the file, the line and the dotted key, and says what is expected.
+        let wrong = format!("{base}[connections]\nrefuse_blocked_at_accept = \"yes\"\n");
+        let error = gateway_from_str(Path::new("gw.toml"), &wrong).unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("connections.refuse_blocked_at_accept"), "{error}");
+        assert_eq!(error.line, Some(wrong.lines().count()), "{error}");
+        assert!(error.to_string().contains("gw.toml") && error.to_string().contains("boolean"), "{error}");
+        let zero = format!("{base}[connections]\nbody_timeout_secs = 0\n");
+        let error = gateway_from_str(Path::new("gw.toml"), &zero).unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("connections.body_timeout_secs"), "{error}");
         let upstream = "upstream = { address = \"127.0.0.1:8081\", read_timeout_secs = 2 }\npolicies = [\"p.toml\"]\n";
         let config = gateway_from_str(Path::new("gw.toml"), upstream).unwrap();
         assert_eq!(config.hardening.upstream_read_timeout, Duration::from_secs(2));

@@ -136,27 +136,58 @@ fn table_at(source: &str, offset: usize) -> String {
 /// Parse TOML into `T`, turning toml's error into a located [`ConfigError`]: the line, the dotted key where it can
 /// be told (`upstream.adress`), and for an unknown key or value the nearest valid one.
 pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(file: &Path, source: &str) -> Result<T, ConfigError> {
-    toml::from_str(source).map_err(|error| {
-        let message = error.message().trim().to_string();
-        let Some(span) = error.span() else { return ConfigError::new(file, None, None, message) };
-        let line = line_of(source, span.start);
-        let table = table_at(source, span.start);
-        let join = |key: &str| if table.is_empty() { key.to_string() } else { format!("{table}.{key}") };
-        let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
-        let key = if message.starts_with("unknown field") {
-            quoted.first().map(|field| join(field))
-        } else {
-            let written = source.lines().nth(line - 1).unwrap_or("");
-            written.split_once('=').map(|(k, _)| k.trim().trim_matches('"')).filter(|k| !k.is_empty()).map(join)
-        };
-        let hint = match quoted.split_first() {
-            Some((word, known)) if message.starts_with("unknown ") => {
-                spelling::did_you_mean(word, known.iter().copied())
-            }
-            _ => String::new(),
-        };
-        ConfigError::new(file, Some(line), key, format!("{message}{hint}"))
+    let deserializer =
+        toml::Deserializer::parse(source).map_err(|error| located_toml_error(file, source, &error, None))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        // The dotted key of a value of the wrong type or range (e.g. `connections.refuse_blocked_at_accept`).
+        let path = dotted(error.path());
+        located_toml_error(file, source, &error.into_inner(), path)
     })
+}
+
+/// toml's error, located: the line, the dotted key where it can be told (`upstream.adress`), and for an unknown key
+/// or value the nearest valid one. `path` is the deserialiser's path to a value of the wrong type or range.
+fn located_toml_error(file: &Path, source: &str, error: &toml::de::Error, path: Option<String>) -> ConfigError {
+    let message = error.message().trim().to_string();
+    let Some(span) = error.span() else { return ConfigError::new(file, None, path, message) };
+    let line = line_of(source, span.start);
+    let table = table_at(source, span.start);
+    let join = |key: &str| if table.is_empty() { key.to_string() } else { format!("{table}.{key}") };
+    let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+    let key = if message.starts_with("unknown field") {
+        quoted.first().map(|field| join(field))
+    } else {
+        let written = source.lines().nth(line - 1).unwrap_or("");
+        path.or_else(|| {
+            written.split_once('=').map(|(k, _)| k.trim().trim_matches('"')).filter(|k| !k.is_empty()).map(join)
+        })
+    };
+    let hint = match quoted.split_first() {
+        Some((word, known)) if message.starts_with("unknown ") => spelling::did_you_mean(word, known.iter().copied()),
+        _ => String::new(),
+    };
+    ConfigError::new(file, Some(line), key, format!("{message}{hint}"))
+}
+
+/// A deserialisation path as the file spells it (`route[0].defense[1].limit`), without the private names of
+/// `toml::Spanned` wrappers; `None` at the top level.
+fn dotted(path: &serde_path_to_error::Path) -> Option<String> {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } if key.starts_with("$__serde_spanned") => {}
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// What kind of file `stuffgate check` was given, told from its top-level keys.

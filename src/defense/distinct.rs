@@ -151,6 +151,10 @@ impl Defense for DistinctAccounts {
         }
     }
 
+    fn address_level(&self) -> bool {
+        self.key == DistinctKey::Ip
+    }
+
     fn reads(&self, attempt: &Attempt<'_>, out: &mut Reads) {
         if let Some(key) = self.key_of(&attempt.subject) {
             out.push(Read::Penalty { key, cell: self.cell });

@@ -124,6 +124,10 @@ impl Defense for FailedLogins {
         }
     }
 
+    fn address_level(&self) -> bool {
+        self.key == FailureKey::Ip
+    }
+
     fn reads(&self, attempt: &Attempt<'_>, out: &mut Reads) {
         if let Some(key) = self.key_of(&attempt.subject) {
             out.push(Read::Penalty { key, cell: self.cell });

@@ -82,6 +82,14 @@ impl Defense for IpList {
     fn default_status(&self) -> u16 {
         403
     }
+
+    fn address_level(&self) -> bool {
+        true
+    }
+
+    fn denied_networks(&self) -> Option<&IpRanges> {
+        (!self.deny.is_empty()).then_some(&self.deny)
+    }
 }
 
 #[cfg(test)]

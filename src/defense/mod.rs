@@ -111,7 +111,9 @@ impl Finding {
         if remaining == 0 {
             return Finding::Clear;
         }
-        Finding::Hit { reason, retry_after: Some(Duration::from_nanos(remaining).max(Duration::from_secs(1))) }
+        // Exact: the answer rounds it up to whole seconds, and the listener refuses an address-level penalty's new
+        // connections for exactly this long.
+        Finding::Hit { reason, retry_after: Some(Duration::from_nanos(remaining)) }
     }
 
     /// The finding of a penalty-keeping defense from its one reply: the key's standing penalty, unless the
@@ -199,6 +201,16 @@ pub trait Defense: Send + Sync {
     }
     /// A short explanation of a hit for the tag header and the log (called only on hits), e.g. "JP->BR".
     fn explain(&self, _attempt: &Attempt<'_>, _replies: &[Reply]) -> Option<String> {
+        None
+    }
+    /// Whether a finding depends on the client address alone (no header, body or account): an enforced block from
+    /// it then holds for every request the address sends while it lasts, so the listener may refuse the address's
+    /// new connections until then (`[connections] refuse_blocked_at_accept`, see `crate::decisions`).
+    fn address_level(&self) -> bool {
+        false
+    }
+    /// The networks this defense refuses whatever the request carries (an `ip_list`'s deny list).
+    fn denied_networks(&self) -> Option<&ip_list::IpRanges> {
         None
     }
     /// The status a `block` answers with when the policy names none.

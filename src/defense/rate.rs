@@ -165,6 +165,10 @@ impl Defense for RateLimit {
         }
     }
 
+    fn address_level(&self) -> bool {
+        self.key == RateKey::Ip
+    }
+
     fn reads(&self, attempt: &Attempt<'_>, out: &mut Reads) {
         if let Some(key) = self.key_of(&attempt.subject) {
             out.push(Read::Gcra { key, cell: self.cell, interval: self.interval, tolerance: self.tolerance });
@@ -177,10 +181,9 @@ impl Defense for RateLimit {
                 if self.exempt_known_sources && attempt.subject.facts.known_source {
                     return Finding::Clear;
                 }
-                Finding::Hit {
-                    reason: "rate_exceeded",
-                    retry_after: Some(Duration::from_nanos(*wait).max(Duration::from_secs(1))),
-                }
+                // Exact: the answer rounds it up to whole seconds, and the listener refuses the address's new
+                // connections for exactly this long (`crate::decisions::AddressBlocks`).
+                Finding::Hit { reason: "rate_exceeded", retry_after: Some(Duration::from_nanos(*wait)) }
             }
             _ => Finding::Clear,
         }

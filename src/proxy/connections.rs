@@ -26,6 +26,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use pingora::apps::ServerApp;
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
 use pingora::protocols::{GetProxyDigest, GetSocketDigest, GetTimingDigest, SocketDigest, TimingDigest};
@@ -36,8 +37,14 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Sleep;
 
 use super::proxy_protocol::{self, Parsed};
+use crate::attempt::IpKey;
 use crate::ip_ranges::IpRanges;
+use crate::reload::PolicyHandle;
 use crate::telemetry::metrics;
+
+/// IPv6 clients are counted per /64 against `max_connections_per_client`, as the default policy keys them: one
+/// subscriber is handed a whole /64, and counting exact addresses would let it open the cap 2^64 times.
+pub const CLIENT_IPV6_PREFIX: u8 = 64;
 
 /// The `[connections]` table of the gateway file, compiled.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +61,10 @@ pub struct ConnectionLimits {
     pub max_connections_per_client: usize,
     /// Connections from trusted proxies begin with a PROXY protocol header (v1 or v2), which names the client.
     pub proxy_protocol: bool,
+    /// How long a protected request's body may take in total, from the end of its head.
+    pub body_timeout: Duration,
+    /// Refuse a new connection whose address the policy blocks by address alone, when it is accepted.
+    pub refuse_blocked_at_accept: bool,
 }
 
 impl Default for ConnectionLimits {
@@ -65,14 +76,39 @@ impl Default for ConnectionLimits {
             max_connections: default_max_connections(open_files_limit()),
             max_connections_per_client: 64,
             proxy_protocol: false,
+            body_timeout: Duration::from_secs(10),
+            refuse_blocked_at_accept: true,
         }
     }
 }
 
-/// Each proxied connection may hold two descriptors (client and upstream); keep 256 for listeners, files and logs.
+/// The admin listener's limits: a few connections (an operator, a dashboard, Prometheus), closed soon when idle, so
+/// that nobody who can reach the admin port can hold the descriptors the proxy needs.
+pub fn admin_limits() -> ConnectionLimits {
+    ConnectionLimits {
+        idle_timeout: Duration::from_secs(10),
+        header_timeout: Duration::from_secs(5),
+        max_header_bytes: 16 * 1024,
+        max_connections: ADMIN_MAX_CONNECTIONS,
+        max_connections_per_client: ADMIN_MAX_CONNECTIONS,
+        proxy_protocol: false,
+        body_timeout: Duration::from_secs(5),
+        refuse_blocked_at_accept: false,
+    }
+}
+
+/// Open admin connections at most.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Descriptors kept out of the proxy's default cap: listeners, data and log files, Redis, and the admin listener's
+/// own connections (at most [`ADMIN_MAX_CONNECTIONS`]).
+const RESERVED_DESCRIPTORS: u64 = 256 + ADMIN_MAX_CONNECTIONS as u64;
+
+/// Each proxied connection may hold two descriptors (client and upstream); the rest are reserved (see
+/// [`RESERVED_DESCRIPTORS`]), so neither the admin listener nor the proxy's clients can take the other's.
 pub fn default_max_connections(open_files: Option<u64>) -> usize {
     match open_files {
-        Some(limit) => (limit.saturating_sub(256) / 2).clamp(64, 16_384) as usize,
+        Some(limit) => (limit.saturating_sub(RESERVED_DESCRIPTORS) / 2).clamp(64, 16_384) as usize,
         None => 4096,
     }
 }
@@ -92,7 +128,12 @@ pub struct Tracker {
     /// gateway state's list itself, so a reload that changes `trusted_proxies` applies here too.
     trusted: Arc<ArcSwap<IpRanges>>,
     open: AtomicUsize,
-    per_client: Mutex<HashMap<IpAddr, usize>>,
+    /// Open connections per client, keyed as the defenses key addresses (IPv6 per /64).
+    per_client: Mutex<HashMap<IpKey, usize>>,
+    /// Refuses a blocked client a PROXY protocol header names (the listener saw only the proxy's address).
+    refuse_blocked: Option<Arc<RefuseBlocked>>,
+    /// The admin listener's tracker: its own counters, not the proxy's gauge.
+    admin: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,11 +149,48 @@ impl Refusal {
             Refusal::PerClient => "max_connections_per_client",
         }
     }
+
+    /// The label on the admin listener's tracker.
+    pub fn admin_label(self) -> &'static str {
+        match self {
+            Refusal::Global => "admin_max_connections",
+            Refusal::PerClient => "admin_max_connections_per_client",
+        }
+    }
 }
 
 impl Tracker {
     pub fn new(limits: ConnectionLimits, trusted: Arc<ArcSwap<IpRanges>>) -> Arc<Tracker> {
-        Arc::new(Tracker { limits, trusted, open: AtomicUsize::new(0), per_client: Mutex::new(HashMap::new()) })
+        Arc::new(Tracker {
+            limits,
+            trusted,
+            open: AtomicUsize::new(0),
+            per_client: Mutex::new(HashMap::new()),
+            refuse_blocked: None,
+            admin: false,
+        })
+    }
+
+    /// A proxy tracker whose PROXY protocol clients are checked against `refuse` once their header is read.
+    pub fn with_refusal(
+        limits: ConnectionLimits,
+        trusted: Arc<ArcSwap<IpRanges>>,
+        refuse: Option<Arc<RefuseBlocked>>,
+    ) -> Arc<Tracker> {
+        let mut tracker = Tracker::new(limits, trusted);
+        if let Some(tracker) = Arc::get_mut(&mut tracker) {
+            tracker.refuse_blocked = refuse;
+        }
+        tracker
+    }
+
+    /// The admin listener's tracker: `max_connections` at most, no trusted peers, counted apart from the proxy.
+    pub fn admin(limits: ConnectionLimits) -> Arc<Tracker> {
+        let mut tracker = Tracker::new(limits, Arc::new(ArcSwap::from_pointee(IpRanges::default())));
+        if let Some(tracker) = Arc::get_mut(&mut tracker) {
+            tracker.admin = true;
+        }
+        tracker
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
@@ -134,10 +212,10 @@ impl Tracker {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::Global);
         }
-        let counted = client.filter(|ip| !self.is_trusted(*ip));
-        if let Some(ip) = counted {
+        let counted = client.filter(|ip| !self.is_trusted(*ip)).map(|ip| IpKey::new(ip, CLIENT_IPV6_PREFIX));
+        if let Some(key) = counted {
             let mut per_client = self.per_client.lock();
-            let count = per_client.entry(ip).or_insert(0);
+            let count = per_client.entry(key).or_insert(0);
             if *count >= self.limits.max_connections_per_client {
                 drop(per_client);
                 self.open.fetch_sub(1, Ordering::AcqRel);
@@ -145,7 +223,9 @@ impl Tracker {
             }
             *count += 1;
         }
-        metrics::OPEN_CONNECTIONS.set(self.open() as i64);
+        if !self.admin {
+            metrics::OPEN_CONNECTIONS.set(self.open() as i64);
+        }
         Ok(Permit { tracker: self.clone(), client: counted })
     }
 }
@@ -153,7 +233,7 @@ impl Tracker {
 /// One admitted connection; dropping it frees the slot.
 pub struct Permit {
     tracker: Arc<Tracker>,
-    client: Option<IpAddr>,
+    client: Option<IpKey>,
 }
 
 impl Drop for Permit {
@@ -168,7 +248,9 @@ impl Drop for Permit {
             }
         }
         let now = self.tracker.open.fetch_sub(1, Ordering::AcqRel) - 1;
-        metrics::OPEN_CONNECTIONS.set(now as i64);
+        if !self.tracker.admin {
+            metrics::OPEN_CONNECTIONS.set(now as i64);
+        }
     }
 }
 
@@ -200,7 +282,16 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                 let mut preamble = Preamble::default();
                 if limits.proxy_protocol && client.is_some_and(|ip| self.tracker.is_trusted(ip)) {
                     match read_proxy_header(&mut stream, limits.header_timeout).await {
-                        Ok(found) => preamble = found,
+                        Ok(found) => {
+                            let refuse = self.tracker.refuse_blocked.as_ref();
+                            if let (Some(refuse), Some(ip)) = (refuse, found.client) {
+                                if refuse.refuses(ip) {
+                                    // The connection carries this one client: refused before any HTTP parsing.
+                                    return None;
+                                }
+                            }
+                            preamble = found
+                        }
                         Err(reason) => {
                             // Nothing of the connection reaches the proxy: its address could not be known.
                             metrics::CONNECTIONS_CLOSED.with_label_values(&["proxy_header"]).inc();
@@ -213,7 +304,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                 self.inner.process_new(Box::new(guarded), shutdown).await
             }
             Err(refusal) => {
-                metrics::CONNECTIONS_REFUSED.with_label_values(&[refusal.as_str()]).inc();
+                let label = if self.tracker.admin { refusal.admin_label() } else { refusal.as_str() };
+                metrics::CONNECTIONS_REFUSED.with_label_values(&[label]).inc();
                 refuse(stream).await;
                 None
             }
@@ -222,6 +314,48 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
 
     async fn cleanup(&self) {
         self.inner.cleanup().await
+    }
+}
+
+/// The listener's check on each accepted connection, before any HTTP parsing: an address the policy blocks by its
+/// address alone (a manual ban, an `ip_list` deny, or an address-level defense's refusal still in force, see
+/// `crate::decisions::AddressBlocks`) is closed at once. A trusted proxy's own address is never refused: the
+/// clients behind it are judged one by one, by request.
+pub struct RefuseBlocked {
+    policy: Arc<PolicyHandle>,
+    trusted: Arc<ArcSwap<IpRanges>>,
+}
+
+impl std::fmt::Debug for RefuseBlocked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefuseBlocked")
+    }
+}
+
+/// `stuffgate_connections_refused_total{reason="blocked_address"}`, resolved once (the label lookup hashes).
+static REFUSED_BLOCKED: std::sync::LazyLock<prometheus::IntCounter> =
+    std::sync::LazyLock::new(|| metrics::CONNECTIONS_REFUSED.with_label_values(&["blocked_address"]));
+
+impl RefuseBlocked {
+    pub fn new(policy: Arc<PolicyHandle>, trusted: Arc<ArcSwap<IpRanges>>) -> Arc<RefuseBlocked> {
+        Arc::new(RefuseBlocked { policy, trusted })
+    }
+
+    /// Whether a connection from `ip` is refused now (and counted). No allocation, no store round trip.
+    pub fn refuses(&self, ip: IpAddr) -> bool {
+        let env = self.policy.env();
+        if !env.decisions.refused_at_accept(ip, env.clock.now_nanos()) || self.trusted.load().contains(ip) {
+            return false;
+        }
+        REFUSED_BLOCKED.inc();
+        true
+    }
+}
+
+#[async_trait]
+impl pingora::listeners::ConnectionFilter for RefuseBlocked {
+    async fn should_accept(&self, addr: Option<&std::net::SocketAddr>) -> bool {
+        addr.is_none_or(|addr| !self.refuses(addr.ip()))
     }
 }
 
@@ -354,7 +488,13 @@ impl GuardedStream {
     }
 
     fn close_for(&mut self, cx: &mut Context<'_>, reason: &'static str) -> Poll<io::Result<()>> {
-        metrics::CONNECTIONS_CLOSED.with_label_values(&[reason]).inc();
+        let label = match (self._permit.tracker.admin, reason) {
+            (false, _) => reason,
+            (true, "idle_timeout") => "admin_idle_timeout",
+            (true, "header_timeout") => "admin_header_timeout",
+            (true, _) => "admin_header_too_large",
+        };
+        metrics::CONNECTIONS_CLOSED.with_label_values(&[label]).inc();
         match reason {
             "header_too_large" => self.try_answer(cx, "431 Request Header Fields Too Large"),
             "header_timeout" => self.try_answer(cx, "408 Request Timeout"),
@@ -367,8 +507,26 @@ impl GuardedStream {
 
 /// The guarded stream under a session, when there is one (HTTP/1 over a guarded listener).
 fn guarded(session: &Session) -> Option<&GuardedStream> {
-    let stream = session.as_downstream().stream()?;
+    guarded_server(session.as_downstream())
+}
+
+fn guarded_server(session: &ServerSession) -> Option<&GuardedStream> {
+    let stream = session.stream()?;
     (**stream).as_any().downcast_ref::<GuardedStream>()
+}
+
+/// The admin listener's request head is parsed: its body reads are the handler's.
+pub fn admin_request_started(session: &ServerSession) {
+    if let Some(stream) = guarded_server(session) {
+        stream.set_phase(IN_REQUEST);
+    }
+}
+
+/// The admin listener's answer is ready: the connection is idle until its next head.
+pub fn admin_request_finished(session: &ServerSession) {
+    if let Some(stream) = guarded_server(session) {
+        stream.set_phase(IDLE);
+    }
 }
 
 /// The request head is parsed: from here until [`request_finished`] reads belong to the request body.
@@ -589,8 +747,21 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_clients_are_counted_per_64_as_the_defenses_key_them() {
+        let tracker = Tracker::new(limits(100, 2), Arc::new(ArcSwap::from_pointee(IpRanges::default())));
+        let one: IpAddr = "2001:db8:5:6::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:5:6:ffff:ffff:ffff:fffe".parse().unwrap();
+        let next_64: IpAddr = "2001:db8:5:7::1".parse().unwrap();
+        let _a = tracker.admit(Some(one)).unwrap();
+        let _b = tracker.admit(Some(same_64)).unwrap();
+        assert_eq!(tracker.admit(Some(one)).err(), Some(Refusal::PerClient));
+        assert_eq!(tracker.admit(Some("2001:db8:5:6::9".parse().unwrap())).err(), Some(Refusal::PerClient));
+        assert!(tracker.admit(Some(next_64)).is_ok(), "another /64 is another client");
+    }
+
+    #[test]
     fn the_default_cap_fits_the_descriptor_limit() {
-        assert_eq!(default_max_connections(Some(1024)), 384);
+        assert_eq!(default_max_connections(Some(1024)), 352);
         assert_eq!(default_max_connections(Some(65_536)), 16_384);
         assert_eq!(default_max_connections(Some(100)), 64);
         assert_eq!(default_max_connections(None), 4096);

@@ -10,7 +10,7 @@ pub mod proxy_protocol;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -35,6 +35,11 @@ pub struct GatewayState {
     /// The header trusted proxies name the client in.
     pub forwarded_header: client_ip::ForwardedHeader,
     pub upstream: HttpPeer,
+    /// `[connections] refuse_blocked_at_accept`: an address-level refusal also closes the client's connection and is
+    /// noted for the listener, which then refuses the address's new connections while the block lasts.
+    pub refuse_blocked_at_accept: bool,
+    /// `[connections] body_timeout_secs`: the whole of a protected request's body must arrive within this.
+    pub body_timeout: std::time::Duration,
 }
 
 pub struct Gateway {
@@ -45,6 +50,9 @@ pub struct Gateway {
 #[derive(Default)]
 pub struct RequestCtx {
     client_ip: Option<IpAddr>,
+    /// The connection is the client's own (not a trusted proxy's carrying others): closing it and refusing its
+    /// address at accept touch that client only.
+    client_owns_connection: bool,
     /// The policy the request was matched against, kept alive across a concurrent reload.
     policy: Option<Arc<Policy>>,
     route: usize,
@@ -59,7 +67,7 @@ pub struct RequestCtx {
 
 const HEADER_PREFIX: &str = "x-stuffgate-";
 /// Longest pause allowed between two reads of a protected request's body.
-const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[async_trait]
 impl ProxyHttp for Gateway {
@@ -86,7 +94,7 @@ impl ProxyHttp for Gateway {
             ctx.route = index;
             ctx.decision_started = Some(Instant::now());
         }
-        ctx.client_ip = self.client_ip(session);
+        (ctx.client_ip, ctx.client_owns_connection) = self.client_ip(session);
         Ok(())
     }
 
@@ -244,16 +252,35 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
-    /// `None` when a trusted proxy's hop is not an address (see `client_ip`).
-    fn client_ip(&self, session: &Session) -> Option<IpAddr> {
+    /// The client address (`None` when a trusted proxy's hop is not an address, see `client_ip`), and whether the
+    /// connection is the client's own: its peer is not a trusted proxy, or a PROXY protocol header named the client.
+    fn client_ip(&self, session: &Session) -> (Option<IpAddr>, bool) {
         // A trusted proxy's PROXY protocol header stands for the socket's peer (see `proxy_protocol.rs`).
-        let peer = connections::proxied_client(session)
+        let proxied = connections::proxied_client(session);
+        let peer = proxied
             .or_else(|| session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let header = self.state.forwarded_header;
         // Every field line, in order: `get` would return only the first, the one a client behind HAProxy wrote.
         let lines = session.req_header().headers.get_all(header.header_name()).iter().map(|v| v.as_bytes());
-        client_ip::resolve(peer, lines, header, &self.state.trusted_proxies.load())
+        let trusted = self.state.trusted_proxies.load();
+        let owns = proxied.is_some() || !trusted.contains(peer);
+        (client_ip::resolve(peer, lines, header, &trusted), owns)
+    }
+
+    /// An address-level refusal on the client's own connection: close the connection after the answer, and note the
+    /// address for the listener until `retry_after` (none: a ban or deny list, which the listener reads itself).
+    fn refuse_address(&self, session: &mut Session, ctx: &RequestCtx, prefix: u8, retry_after: Option<Duration>) {
+        let (true, true, Some(ip)) = (self.state.refuse_blocked_at_accept, ctx.client_owns_connection, ctx.client_ip)
+        else {
+            return;
+        };
+        if let Some(retry_after) = retry_after {
+            let env = self.state.policy.env();
+            let now = env.clock.now_nanos();
+            env.decisions.address_blocks.note(ip, prefix, now.saturating_add(retry_after.as_nanos() as u64), now);
+        }
+        session.set_keepalive(None);
     }
 
     /// Manual bans (`crate::decisions`) hold on every route; on protected routes the engine applies them.
@@ -269,6 +296,7 @@ impl Gateway {
         let engine::Verdict::Block { retry_after, .. } = engine::banned_verdict(&ban, now) else {
             return Ok(false);
         };
+        self.refuse_address(session, ctx, 128, None);
         answer::send(session, &Answer::banned(retry_after), false).await?;
         Ok(true)
     }
@@ -278,8 +306,17 @@ impl Gateway {
         let ip = ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let env = self.state.policy.env();
         let now = env.clock.now_nanos();
-        let judged = engine::decide(route, env, &mut Downstream { session: &mut *session, ip }, now).await?;
+        let judged = engine::decide(
+            route,
+            env,
+            &mut Downstream { session: &mut *session, ip, body_timeout: self.state.body_timeout },
+            now,
+        )
+        .await?;
         let answer = Answer::for_decision(route, &judged.decision);
+        if let Some(retry_after) = address_refusal(route, &judged) {
+            self.refuse_address(session, ctx, route.ipv6_prefix, retry_after);
+        }
         let body_read = judged.body_read;
         let challenge = judged.challenge.as_ref().map(|issued| {
             let accept = session.req_header().headers.get(http::header::ACCEPT).map(|v| v.as_bytes());
@@ -312,10 +349,24 @@ impl Gateway {
     }
 }
 
+/// When the decision refuses the address itself, whatever it sends (a manual ban, or an enforced block by an
+/// address-level defense): `Some` with how long the refusal lasts, when the decision says.
+fn address_refusal(route: &Route, judged: &Judged) -> Option<Option<Duration>> {
+    let engine::Verdict::Block { retry_after, .. } = judged.decision.verdict() else {
+        return None;
+    };
+    match judged.decision.decided_by {
+        Some(slot) => route.slots.get(slot).filter(|s| s.defense.address_level()).map(|_| retry_after),
+        // Not decided by a slot: a manual ban (see `engine::decide`).
+        None => judged.decision.reasons.iter().any(|r| r.defense == "manual_ban").then_some(None),
+    }
+}
+
 /// The client's request as the engine reads it.
 struct Downstream<'s> {
     session: &'s mut Session,
     ip: IpAddr,
+    body_timeout: Duration,
 }
 
 impl engine::Request for Downstream<'_> {
@@ -338,7 +389,7 @@ impl engine::Request for Downstream<'_> {
     }
 
     async fn read_body(&mut self, limit: usize) -> Result<BodyRead> {
-        read_bounded_body(self.session, limit).await
+        read_bounded_body(self.session, limit, self.body_timeout).await
     }
 }
 
@@ -360,7 +411,19 @@ fn apply_response_effects(response: &mut ResponseHeader, effects: &Effects) -> R
 }
 
 /// Read the whole body into pingora's replay buffer (it is sent upstream from there), refusing more than `limit`.
-async fn read_bounded_body(session: &mut Session, limit: usize) -> Result<BodyRead> {
+/// The whole body must arrive within `deadline` (a read timeout alone lets a body trickled a byte a few seconds
+/// apart hold the connection for hours); a late one gets 408 like a stalled one.
+async fn read_bounded_body(session: &mut Session, limit: usize, deadline: Duration) -> Result<BodyRead> {
+    match tokio::time::timeout(deadline, read_body_within(session, limit)).await {
+        Ok(result) => result,
+        Err(_) => {
+            metrics::CONNECTIONS_CLOSED.with_label_values(&["body_timeout"]).inc();
+            Err(pingora::Error::explain(pingora::ErrorType::ReadTimedout, "request body not complete in time"))
+        }
+    }
+}
+
+async fn read_body_within(session: &mut Session, limit: usize) -> Result<BodyRead> {
     let declared = session
         .req_header()
         .headers

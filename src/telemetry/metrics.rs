@@ -133,7 +133,9 @@ pub static OPEN_CONNECTIONS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
 pub static CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     registered(register_int_counter_vec!(
         "stuffgate_connections_refused_total",
-        "Client connections answered 503 at accept, by cap (max_connections, max_connections_per_client).",
+        "Client connections refused at accept: over a cap and answered 503 (max_connections, \
+         max_connections_per_client, admin_max_connections), or closed at once for an address the policy blocks \
+         (blocked_address).",
         &["reason"]
     ))
 });
@@ -142,7 +144,8 @@ pub static CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static CONNECTIONS_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     registered(register_int_counter_vec!(
         "stuffgate_connections_closed_total",
-        "Client connections closed by the gateway (idle_timeout, header_timeout, header_too_large, proxy_header).",
+        "Client connections closed by the gateway (idle_timeout, header_timeout, header_too_large, body_timeout, \
+         proxy_header; admin_* on the admin listener).",
         &["reason"]
     ))
 });
