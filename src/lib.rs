@@ -32,6 +32,7 @@ pub mod fingerprint;
 pub mod fuzzing;
 pub mod gateway_reload;
 pub mod geoip;
+pub mod ja4;
 pub mod keys;
 pub mod proxy;
 pub mod reload;
