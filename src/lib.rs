@@ -20,6 +20,7 @@ pub(crate) mod answer;
 pub mod attempt;
 pub mod body;
 pub mod breach;
+pub mod certs;
 pub mod challenge;
 pub mod clock;
 pub mod config;

@@ -256,7 +256,15 @@ fn demo(
         path: PathBuf::from("(demo)"),
         listen: vec![listen.to_string()],
         admin: admin.to_string(),
-        upstream: Upstream { address: api_server.addr().to_string(), tls: false, sni: String::new() },
+        tls_listen: Vec::new(),
+        fingerprint_header: None,
+        upstream: Upstream {
+            address: api_server.addr().to_string(),
+            tls: false,
+            sni: String::new(),
+            ca: None,
+            forward_fingerprint: false,
+        },
         policy_files: vec![policy_file.clone()],
         // The bundled attack replays send client addresses in X-Forwarded-For from loopback.
         trusted_proxies: IpRanges::new(&[loopback]),

@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use compile::{compile_policies, compile_policy_source, CompileEnv};
-pub use gateway::{gateway_from_str, load_gateway, GatewayConfig, Hardening, LogFormat, Upstream};
+pub use gateway::{gateway_from_str, load_gateway, GatewayConfig, Hardening, LogFormat, TlsListener, Upstream};
 pub use policy::{BadBody, FieldPath, PathMatch, Policy, Route, RouteKind, RouteNeeds};
 
 /// A configuration problem, located.

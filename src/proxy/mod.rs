@@ -6,6 +6,7 @@ pub mod client_ip;
 pub mod connections;
 pub mod errors;
 pub mod proxy_protocol;
+pub mod tls;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::config::{Policy, Route};
 use crate::defense::ip_list::IpRanges;
 use crate::defense::{Effects, Outcome};
 use crate::engine::{self, BodyRead, Judged};
+use crate::fingerprint::{ClientFingerprint, FingerprintSource};
 use crate::reload::PolicyHandle;
 use crate::telemetry::metrics;
 
@@ -34,6 +36,14 @@ pub struct GatewayState {
     /// The header trusted proxies name the client in.
     pub forwarded_header: client_ip::ForwardedHeader,
     pub upstream: HttpPeer,
+    /// JA4 of the open TLS connections (filled before each handshake, see `tls.rs`).
+    pub fingerprints: Arc<tls::Fingerprints>,
+    /// The header trusted proxies pass the client's TLS fingerprint in.
+    pub fingerprint_header: Option<http::HeaderName>,
+    /// Send `X-Stuffgate-Client-Fingerprint` upstream.
+    pub forward_fingerprint: bool,
+    /// The certificates of each TLS listener.
+    pub certificates: Vec<Arc<crate::certs::Resolver>>,
 }
 
 pub struct Gateway {
@@ -54,6 +64,8 @@ pub struct RequestCtx {
     decision_micros: u64,
     /// The challenge page's re-submit was replaced by the original body.
     body_swapped: bool,
+    /// The client's fingerprint, once looked up (`None` inside: the request has none).
+    fingerprint: Option<Option<ClientFingerprint>>,
 }
 
 const HEADER_PREFIX: &str = "x-stuffgate-";
@@ -113,7 +125,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -121,6 +133,11 @@ impl ProxyHttp for Gateway {
         strip_device_cookie(request, &self.state.policy.env().challenge.cookie_name)?;
         if let Some(ip) = ctx.client_ip {
             request.insert_header("x-stuffgate-client-ip", client_ip_value(ip))?;
+        }
+        if self.state.forward_fingerprint {
+            if let Some(print) = self.fingerprint(session, ctx) {
+                request.insert_header("x-stuffgate-client-fingerprint", print.as_str())?;
+            }
         }
         if let Some(judged) = &ctx.judged {
             for (name, value) in &judged.effects.upstream {
@@ -248,6 +265,28 @@ impl Gateway {
         client_ip::resolve(peer, lines, header, &self.state.trusted_proxies.load())
     }
 
+    /// The client's fingerprint, looked up once per request. From a trusted proxy: the header it passes the
+    /// client's JA4 in (its own TLS fingerprint says nothing about the client); from anyone else: the JA4 of the
+    /// ClientHello on this connection; a header is never read from a client.
+    fn fingerprint(&self, session: &Session, ctx: &mut RequestCtx) -> Option<ClientFingerprint> {
+        if let Some(known) = ctx.fingerprint {
+            return known;
+        }
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let from_trusted_proxy = peer.is_some_and(|ip| self.state.trusted_proxies.load().contains(ip));
+        let found = if from_trusted_proxy {
+            self.state.fingerprint_header.as_ref().and_then(|name| {
+                let value = session.req_header().headers.get(name)?;
+                ClientFingerprint::new(FingerprintSource::Header, value.as_bytes().trim_ascii())
+            })
+        } else {
+            self.state.fingerprints.of_session(session)
+        };
+        // A fingerprint of the HTTP request head, for clients on plain HTTP, belongs here as the last fallback.
+        ctx.fingerprint = Some(found);
+        found
+    }
+
     /// Manual bans (`crate::decisions`) hold on every route; on protected routes the engine applies them.
     async fn refuse_banned(&self, session: &mut Session, ctx: &RequestCtx) -> Result<bool> {
         let (Some(ip), env) = (ctx.client_ip, self.state.policy.env()) else {
@@ -270,7 +309,9 @@ impl Gateway {
         let ip = ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let env = self.state.policy.env();
         let now = env.clock.now_nanos();
-        let judged = engine::decide(route, env, &mut Downstream { session: &mut *session, ip }, now).await?;
+        let fingerprint = self.fingerprint(session, ctx);
+        let judged =
+            engine::decide(route, env, &mut Downstream { session: &mut *session, ip, fingerprint }, now).await?;
         let answer = Answer::for_decision(route, &judged.decision);
         let body_read = judged.body_read;
         let challenge = judged.challenge.as_ref().map(|issued| {
@@ -302,6 +343,8 @@ impl Gateway {
 struct Downstream<'s> {
     session: &'s mut Session,
     ip: IpAddr,
+    /// See [`Gateway::fingerprint`] for where it comes from.
+    fingerprint: Option<ClientFingerprint>,
 }
 
 impl engine::Request for Downstream<'_> {
@@ -313,6 +356,10 @@ impl engine::Request for Downstream<'_> {
 
     fn headers(&self) -> &http::HeaderMap {
         &self.session.req_header().headers
+    }
+
+    fn client_fingerprint(&self) -> Option<ClientFingerprint> {
+        self.fingerprint
     }
 
     async fn read_body(&mut self, limit: usize) -> Result<BodyRead> {
