@@ -327,7 +327,7 @@ fn listeners(
                 if let Err(error) = crate::certs::CertSet::load(&files) {
                     let which = files
                         .all()
-                        .position(|pair| pair.cert == error.file || pair.key == error.file)
+                        .position(|pair| crate::certs::load_pair(pair).is_err())
                         .map(|i| if i == 0 { String::new() } else { format!(".sni[{}]", i - 1) })
                         .unwrap_or_default();
                     return Err(err(format!("{at}.tls{which}.{}", error.which), error.to_string()));
@@ -639,6 +639,49 @@ mod tests {
         let unknown = format!("{secret}[shared_state]\nurl = \"redis://127.0.0.1:6379\"\ndeadline = 3\n");
         let error = gateway_from_str(Path::new("gw.toml"), &unknown).unwrap_err();
         assert_eq!(error.line, Some(6), "{error}");
+    }
+
+    #[test]
+    fn tls_listeners_are_read_and_their_certificates_checked_with_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |stem: &str, name: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap().self_signed(&key).unwrap();
+            std::fs::write(dir.path().join(format!("{stem}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.path().join(format!("{stem}.key")), key.serialize_pem()).unwrap();
+        };
+        write("a", "a.example");
+        write("b", "b.example");
+        let path = dir.path().join("gw.toml");
+        let load = |listen: &str| {
+            let source = format!(
+                "upstream = {{ address = \"127.0.0.1:8081\" }}\npolicies = [\"p.toml\"]\nlisten = [\n{listen}]\n"
+            );
+            gateway_from_str(&path, &source)
+        };
+        let config = load(
+            "  \"127.0.0.1:8080\",\n  { address = \"0.0.0.0:8443\", tls = { cert = \"a.pem\", key = \"a.key\", sni = [\n    \
+             { cert = \"b.pem\", key = \"b.key\" }] } },\n",
+        )
+        .unwrap();
+        assert_eq!(config.listen, ["127.0.0.1:8080"]);
+        assert_eq!(config.tls_listen.len(), 1);
+        assert_eq!(config.tls_listen[0].address, "0.0.0.0:8443");
+        assert_eq!(config.tls_listen[0].files.sni[0].key, dir.path().join("b.key"));
+        for (listen, key, says) in [
+            ("  \"x\",\n", "listen[0]", "not an IP:port"),
+            ("  \"127.0.0.1:1\",\n  { address = \"0.0.0.0:8443\", tls = { cert = \"a.pem\", key = \"b.key\" } },\n", "listen[1].tls.key", "is not the key of the certificate"),
+            ("  \"127.0.0.1:1\",\n  { address = \"0.0.0.0:8443\", tls = { cert = \"a.pem\", key = \"a.key\", sni = [{ cert = \"a.key\", key = \"a.key\" }] } },\n", "listen[1].tls.sni[0].cert", "holds no PEM certificate"),
+            ("  \"127.0.0.1:1\",\n  { address = \"0.0.0.0:8443\", tls = { cert = \"a.pem\" } },\n", "listen[1].tls.key", "is required"),
+            ("  \"127.0.0.1:1\",\n  { address = \"0.0.0.0:8443\", tls = { cert = \"a.pem\", key = \"a.key\", h3 = true } },\n", "listen[1].tls.h3", "unknown key"),
+            ("  \"127.0.0.1:1\",\n  { address = \"0.0.0.0:8443\", tls = { cert = \"nope.pem\", key = \"a.key\" } },\n", "listen[1].tls.cert", "cannot read"),
+        ] {
+            let error = load(listen).unwrap_err();
+            assert_eq!(error.key.as_deref(), Some(key), "{listen}: {error}");
+            assert!(error.to_string().contains(says), "{listen}: {error}");
+            let line = if key == "listen[0]" { 4 } else { 5 };
+            assert_eq!(error.line, Some(line), "{listen}: {error}");
+        }
     }
 
     #[test]
