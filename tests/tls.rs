@@ -3,6 +3,8 @@
 //! under load fails no request, a silent client is dropped at the ClientHello deadline, and a trusted proxy's
 //! fingerprint header is honoured from it alone. Certificates are generated here (rcgen); none is committed.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
