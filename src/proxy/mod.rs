@@ -265,22 +265,25 @@ impl Gateway {
         client_ip::resolve(peer, lines, header, &self.state.trusted_proxies.load())
     }
 
-    /// The client's fingerprint, looked up once per request. From a trusted proxy: the header it passes the
-    /// client's JA4 in (its own TLS fingerprint says nothing about the client); from anyone else: the JA4 of the
-    /// ClientHello on this connection; a header is never read from a client.
+    /// The client's fingerprint, looked up once per request. With `fingerprint_header` set, a trusted proxy's
+    /// request carries the client's in that header (the proxy's own TLS fingerprint says nothing about the client,
+    /// so it is never used for such a peer); otherwise it is the JA4 of the ClientHello on this connection. The
+    /// header is never read from any other peer.
     fn fingerprint(&self, session: &Session, ctx: &mut RequestCtx) -> Option<ClientFingerprint> {
         if let Some(known) = ctx.fingerprint {
             return known;
         }
-        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        let from_trusted_proxy = peer.is_some_and(|ip| self.state.trusted_proxies.load().contains(ip));
-        let found = if from_trusted_proxy {
-            self.state.fingerprint_header.as_ref().and_then(|name| {
-                let value = session.req_header().headers.get(name)?;
-                ClientFingerprint::new(FingerprintSource::Header, value.as_bytes().trim_ascii())
-            })
-        } else {
-            self.state.fingerprints.of_session(session)
+        let from_proxy = self.state.fingerprint_header.as_ref().filter(|_| {
+            let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+            peer.is_some_and(|ip| self.state.trusted_proxies.load().contains(ip))
+        });
+        let found = match from_proxy {
+            Some(name) => session
+                .req_header()
+                .headers
+                .get(name)
+                .and_then(|value| ClientFingerprint::new(FingerprintSource::Header, value.as_bytes().trim_ascii())),
+            None => self.state.fingerprints.of_session(session),
         };
         // A fingerprint of the HTTP request head, for clients on plain HTTP, belongs here as the last fallback.
         ctx.fingerprint = Some(found);
