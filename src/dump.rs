@@ -22,7 +22,19 @@ fn list<T: std::fmt::Display>(items: &[T]) -> String {
 pub fn gateway(config: &GatewayConfig) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# gateway file {}", config.path.display());
-    let listen: Vec<String> = config.listen.iter().map(|l| quoted(l)).collect();
+    let mut listen: Vec<String> = config.listen.iter().map(|l| quoted(l)).collect();
+    for tls in &config.tls_listen {
+        let pair = |p: &crate::certs::CertFiles| {
+            format!("cert = {}, key = {}", quoted(&p.cert.display().to_string()), quoted(&p.key.display().to_string()))
+        };
+        let sni: Vec<String> = tls.files.sni.iter().map(|p| format!("{{ {} }}", pair(p))).collect();
+        listen.push(format!(
+            "{{ address = {}, tls = {{ {}, sni = {} }} }}",
+            quoted(&tls.address),
+            pair(&tls.files.default),
+            list(&sni)
+        ));
+    }
     let _ = writeln!(out, "listen = {}", list(&listen));
     let _ = writeln!(out, "admin = {}", quoted(&config.admin));
     let _ = writeln!(
@@ -58,6 +70,16 @@ pub fn gateway(config: &GatewayConfig) -> String {
         if config.hash_secret.is_some() { "set" } else { "unset (random per start)" }
     );
     let _ = writeln!(out, "forwarded_header = {}", quoted(config.hardening.forwarded_header.header_name()));
+    if let Some(name) = &config.fingerprint_header {
+        let _ = writeln!(out, "fingerprint_header = {}", quoted(name.as_str()));
+    }
+    if let Some(ca) = &config.upstream.ca {
+        let _ = writeln!(out, "# upstream.ca = {}", quoted(&ca.display().to_string()));
+    }
+    if config.upstream.forward_fingerprint {
+        let _ = writeln!(out, "# upstream.forward_fingerprint = true");
+    }
+    let _ = writeln!(out, "# connections.tls_hello_timeout_secs = {}", config.hardening.tls_hello_timeout.as_secs());
     let c = &config.hardening.connections;
     let _ = writeln!(
         out,

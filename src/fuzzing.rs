@@ -417,3 +417,26 @@ fn token_tamper(mut data: &[u8]) {
         assert_eq!(seal::open(&fixture.keys, &text, &edited), None, "an edited seal opened");
     }
 }
+
+/// ClientHello reassembly and JA4: any prefix of the client's first bytes either waits for more, is refused, or gives
+/// a fingerprint of the fixed shape; reading the same bytes in two pieces never changes the answer.
+pub fn client_hello(data: &[u8]) {
+    use crate::ja4::{self, Scan};
+    let whole = ja4::fingerprint(data);
+    if let Some(print) = whole {
+        for text in [print.full(), print.counting()] {
+            assert_eq!(text.len(), ja4::JA4_LEN, "{text}");
+            assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'), "{text}");
+        }
+    }
+    // A prefix of bytes that held a hello never holds a different one.
+    for cut in [data.len() / 3, data.len() / 2, data.len().saturating_sub(1)] {
+        if let Scan::Hello(message) = ja4::scan_records(&data[..cut]) {
+            assert_eq!(ja4::ja4(&message).ok(), whole, "prefix of {cut} bytes");
+        }
+    }
+    // The message alone, without its records, parses the same way.
+    if let Scan::Hello(message) = ja4::scan_records(data) {
+        let _ = ja4::ja4(&message[..message.len() / 2]);
+    }
+}

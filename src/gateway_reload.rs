@@ -18,6 +18,8 @@ pub struct Plan {
     pub policies: Option<Vec<PathBuf>>,
     pub trusted_proxies: Option<IpRanges>,
     pub log_level: Option<String>,
+    /// TLS listeners whose certificate files changed (same addresses): loaded and swapped in live.
+    pub certificates: Option<Vec<crate::config::TlsListener>>,
     /// `(key, running, on disk)` of each changed setting only a restart applies.
     pub restart: Vec<(&'static str, String, String)>,
 }
@@ -34,6 +36,9 @@ impl Plan {
         }
         if self.log_level.is_some() {
             keys.push("log.level");
+        }
+        if self.certificates.is_some() {
+            keys.push("listen.tls");
         }
         keys
     }
@@ -65,6 +70,23 @@ pub fn plan(running: &GatewayConfig, new: &GatewayConfig) -> Plan {
         }
     };
     restart("listen", shown(&running.listen), shown(&new.listen));
+    let addresses = |c: &GatewayConfig| c.tls_listen.iter().map(|l| l.address.clone()).collect::<Vec<_>>();
+    restart("listen (TLS addresses)", shown(&addresses(running)), shown(&addresses(new)));
+    if addresses(running) == addresses(new) && running.tls_listen != new.tls_listen {
+        plan.certificates = Some(new.tls_listen.clone());
+    }
+    let mut restart = |key: &'static str, a: String, b: String| {
+        if a != b {
+            plan.restart.push((key, a, b));
+        }
+    };
+    restart("fingerprint_header", shown(&running.fingerprint_header), shown(&new.fingerprint_header));
+    restart("upstream.ca", shown(&running.upstream.ca), shown(&new.upstream.ca));
+    restart(
+        "upstream.forward_fingerprint",
+        running.upstream.forward_fingerprint.to_string(),
+        new.upstream.forward_fingerprint.to_string(),
+    );
     restart("admin", running.admin.clone(), new.admin.clone());
     restart("upstream.address", running.upstream.address.clone(), new.upstream.address.clone());
     restart("upstream.tls", running.upstream.tls.to_string(), new.upstream.tls.to_string());
@@ -191,6 +213,21 @@ impl GatewayFile {
             tracing::info!(
                 "gateway file: trusted_proxies applied (client addresses, PROXY headers, per-client connection cap)"
             );
+        }
+        if let Some(listeners) = &plan.certificates {
+            for listener in listeners {
+                let Some(resolver) = self.state.certificates.iter().find(|r| r.address() == listener.address) else {
+                    continue;
+                };
+                match resolver.replace(&listener.files) {
+                    crate::certs::Reloaded::Refused(error) => {
+                        problems.push(format!("TLS certificates of {} refused: {error}", listener.address))
+                    }
+                    _ => tracing::info!(listener = %listener.address, "gateway file: TLS certificate files applied"),
+                }
+            }
+            running.tls_listen = listeners.clone();
+            crate::proxy::tls::publish_expiry(&self.state.certificates);
         }
         if let Some(level) = &plan.log_level {
             match crate::telemetry::set_level(level) {

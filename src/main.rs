@@ -63,6 +63,12 @@ enum Command {
         users: usize,
         #[arg(long, default_value = "text")]
         log_format: String,
+        /// Also serve HTTPS (HTTP/2 and HTTP/1.1) with a self-signed certificate drawn at start; each login's
+        /// client_fingerprint (JA4) shows in the decision log.
+        #[arg(long)]
+        tls: bool,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        tls_listen: SocketAddr,
         /// Replay an attack scenario (e.g. 7pay-burst) through the demo on fresh ports, print the report, and exit.
         #[arg(long, value_name = "SCENARIO")]
         replay: Option<String>,
@@ -105,8 +111,8 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "stuffgate", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
-        Command::Demo { listen, admin, api, policy, users, log_format, replay: None } => {
-            demo(listen, admin, api, policy, users, &log_format)
+        Command::Demo { listen, admin, api, policy, users, log_format, tls, tls_listen, replay: None } => {
+            demo(listen, admin, api, policy, users, &log_format, tls.then_some(tls_listen))
         }
         Command::Demo { policy, users, replay: Some(scenario), .. } => {
             report_failure(stuffgate::replay::cli::run_demo(&scenario, policy.as_deref(), users))
@@ -239,6 +245,7 @@ fn demo(
     policy: Option<PathBuf>,
     users: usize,
     log_format: &str,
+    tls: Option<SocketAddr>,
 ) -> ExitCode {
     // Bans and lifts (`stuffgate decisions`) need the admin token: the demo draws one when none is set
     // (before any thread starts: the environment is read at start-up).
@@ -281,7 +288,24 @@ fn demo(
         source: String::new(),
         listen: vec![listen.to_string()],
         admin: admin.to_string(),
-        upstream: Upstream { address: api_server.addr().to_string(), tls: false, sni: String::new() },
+        tls_listen: match tls {
+            None => Vec::new(),
+            Some(address) => match demo_certificate() {
+                Ok(files) => vec![stuffgate::config::TlsListener { address: address.to_string(), files }],
+                Err(error) => {
+                    eprintln!("stuffgate: cannot write the demo's certificate: {error}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        },
+        fingerprint_header: None,
+        upstream: Upstream {
+            address: api_server.addr().to_string(),
+            tls: false,
+            sni: String::new(),
+            ca: None,
+            forward_fingerprint: false,
+        },
         policy_files: vec![policy_file.clone()],
         // The bundled attack replays send client addresses in X-Forwarded-For from loopback.
         trusted_proxies: IpRanges::new(&[loopback]),
@@ -306,9 +330,33 @@ fn demo(
         api_server.addr(),
         api_addr = api_server.addr(),
     );
+    if let Some(address) = tls {
+        println!(
+            "HTTPS (self-signed for localhost; HTTP/2 and HTTP/1.1):\n  curl -sk https://localhost:{port}/api/login --resolve localhost:{port}:{ip} -H 'content-type: application/json' -d '{{\"email\":\"{name}\",\"password\":\"guess\"}}'\n  the decision log line shows this client's JA4 as client_fingerprint=...; try --http1.1, --http2, or a browser\n",
+            port = address.port(),
+            ip = address.ip(),
+        );
+    }
     // The API thread must outlive the gateway, which never returns.
     std::mem::forget(api_server);
     start(config)
+}
+
+/// A self-signed certificate for `localhost`, drawn now and written to a directory of this process.
+fn demo_certificate() -> Result<stuffgate::certs::TlsFiles, Box<dyn std::error::Error>> {
+    let key = rcgen::KeyPair::generate()?;
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let cert = rcgen::CertificateParams::new(names)?.self_signed(&key)?;
+    let dir = std::env::temp_dir().join(format!("stuffgate-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let files = stuffgate::certs::CertFiles { cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    std::fs::write(&files.cert, cert.pem())?;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut key_file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&files.key)?;
+    key_file.write_all(key.serialize_pem().as_bytes())?;
+    Ok(stuffgate::certs::TlsFiles { default: files, sni: Vec::new() })
 }
 
 /// Where the demo looked for a shipped file it did not find, and what to do.

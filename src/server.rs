@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TcpSocketOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
@@ -20,6 +21,7 @@ use crate::config::file::RuntimeLayout;
 use crate::config::{CompileEnv, ConfigError, GatewayConfig};
 use crate::gateway_reload::GatewayFile;
 use crate::proxy::connections::{self, GuardedApp, RefuseBlocked, Tracker};
+use crate::proxy::tls::{HelloReader, TlsConnections};
 use crate::proxy::{Gateway, GatewayState};
 use crate::reload::PolicyHandle;
 
@@ -34,6 +36,10 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("shared state store `{url}`: {why}")]
     SharedState { url: String, why: String },
+    #[error("TLS listener {address}: {error}")]
+    Certificates { address: String, error: crate::certs::CertError },
+    #[error("upstream.ca: {0}")]
+    UpstreamCa(String),
 }
 
 /// Whether [`build_state`] builds for serving or only to validate (`stuffgate check`).
@@ -95,9 +101,19 @@ pub fn build_state(config: &GatewayConfig, clock: Clock, purpose: Purpose) -> Re
                 format!("`{}` does not resolve to an address: {why}", config.upstream.address),
             )
         })?;
-    let mut upstream = HttpPeer::new(upstream_address, config.upstream.tls, config.upstream.sni.clone());
+    let mut upstream = HttpPeer::new(upstream_address, config.upstream.tls, upstream_sni(&config.upstream));
     upstream.options.connection_timeout = Some(config.hardening.upstream_connect_timeout);
     upstream.options.read_timeout = Some(config.hardening.upstream_read_timeout);
+    if let Some(ca) = &config.upstream.ca {
+        upstream.options.ca = Some(crate::proxy::tls::upstream_ca(ca).map_err(StartError::UpstreamCa)?);
+    }
+    let mut certificates = Vec::new();
+    for listener in &config.tls_listen {
+        let set = crate::certs::CertSet::load(&listener.files)
+            .map_err(|error| StartError::Certificates { address: listener.address.clone(), error })?;
+        certificates.push(crate::certs::Resolver::new(&listener.address, listener.files.clone(), set));
+    }
+    crate::proxy::tls::publish_expiry(&certificates);
     Ok(Arc::new(GatewayState {
         policy,
         trusted_proxies: Arc::new(arc_swap::ArcSwap::from_pointee(config.trusted_proxies.clone())),
@@ -105,7 +121,20 @@ pub fn build_state(config: &GatewayConfig, clock: Clock, purpose: Purpose) -> Re
         upstream,
         refuse_blocked_at_accept: config.hardening.connections.refuse_blocked_at_accept,
         body_timeout: config.hardening.connections.body_timeout,
+        fingerprints: Default::default(),
+        fingerprint_header: config.fingerprint_header.clone(),
+        forward_fingerprint: config.upstream.forward_fingerprint,
+        certificates,
     }))
+}
+
+/// The name the upstream's certificate is checked against: `upstream.sni`, else the host of its address.
+fn upstream_sni(upstream: &crate::config::Upstream) -> String {
+    if !upstream.sni.is_empty() || !upstream.tls {
+        return upstream.sni.clone();
+    }
+    let host = upstream.address.rsplit_once(':').map(|(host, _)| host).unwrap_or(&upstream.address);
+    host.trim_start_matches('[').trim_end_matches(']').to_string()
 }
 
 /// Start serving; never returns.
@@ -132,9 +161,18 @@ pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
     // connections) and its own upstream connection pool. They share the policy, the state store, the connection
     // tracker and the metrics, so limits hold across them. Measured in benches/RESULTS.md ("threads").
     let services = if per_thread { config.threads } else { 1 };
+    // TLS listeners: the ClientHello is read first (deadline, caps, JA4; see proxy/tls.rs), then rustls answers
+    // with the certificate the SNI picks from a set that reloads live.
+    let hello = Arc::new(HelloReader {
+        table: state.fingerprints.clone(),
+        tracker: tracker.clone(),
+        timeout: config.hardening.tls_hello_timeout,
+    });
     for index in 0..services {
         let app = pingora::proxy::http_proxy(&server.configuration, Gateway { state: state.clone() });
-        let mut proxy = Service::new(format!("stuffgate-{index}"), GuardedApp::new(app, tracker.clone()));
+        let app = TlsConnections::new(GuardedApp::new(app, tracker.clone()), state.fingerprints.clone());
+        let mut proxy = Service::new(format!("stuffgate-{index}"), app);
+        proxy.endpoints().set_pre_tls_callback(hello.clone());
         for address in &config.listen {
             if per_thread {
                 let mut options = TcpSocketOptions::default();
@@ -147,6 +185,20 @@ pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
         if let Some(refuse) = &refuse {
             proxy.set_connection_filter(refuse.clone());
         }
+        for resolver in &state.certificates {
+            let mut settings = match TlsSettings::intermediate("", "") {
+                Ok(settings) => settings,
+                Err(error) => panic!("TLS settings for {}: {error}", resolver.address()),
+            };
+            settings.set_cert_resolver(resolver.clone());
+            settings.enable_h2();
+            let options = per_thread.then(|| {
+                let mut options = TcpSocketOptions::default();
+                options.so_reuseport = Some(true);
+                options
+            });
+            proxy.add_tls_with_settings(&respelled(resolver.address(), index), options, settings);
+        }
         if per_thread {
             proxy.threads = Some(1);
         }
@@ -158,6 +210,7 @@ pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
         token: admin_token(),
         upstream: config.upstream.address.to_socket_addrs().ok().and_then(|mut a| a.next()),
         health: health.clone(),
+        certificates: state.certificates.clone(),
     };
     // Capped and timed out like the proxy's, with its own small limits (admin_limits).
     let admin_app = AdminApp { policy: state.policy.clone(), ops: Arc::new(ops) };
@@ -175,6 +228,7 @@ pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
             gateway: GatewayFile::new(&config, state.clone()),
             health,
             data_errors: Default::default(),
+            certificates: state.certificates.clone(),
         },
     );
     maintenance.threads = Some(1);
@@ -182,6 +236,7 @@ pub fn run(config: GatewayConfig, state: Arc<GatewayState>) -> ! {
 
     tracing::info!(
         listen = ?config.listen,
+        listen_tls = ?config.tls_listen.iter().map(|l| l.address.as_str()).collect::<Vec<_>>(),
         admin = %config.admin,
         upstream = %config.upstream.address,
         routes = state.policy.current().routes.len(),
@@ -271,6 +326,7 @@ impl Maintenance {
             }
         }
         self.reload_data(sighup);
+        crate::proxy::tls::reload_certificates(&self.certificates, sighup);
     }
 }
 
@@ -289,6 +345,8 @@ struct Maintenance {
     health: Arc<Health>,
     /// The last refusal logged per data file, so a missing file is logged once, not every poll.
     data_errors: parking_lot::Mutex<std::collections::HashMap<String, String>>,
+    /// The TLS listeners' certificates, re-read when their files change.
+    certificates: Vec<Arc<crate::certs::Resolver>>,
 }
 
 #[async_trait]
@@ -308,6 +366,7 @@ impl BackgroundService for Maintenance {
                 _ = shutdown.changed() => return,
                 _ = prune.tick() => self.policy.maintain(),
                 _ = watch.tick(), if self.watch_interval.is_some() => {
+                    crate::proxy::tls::reload_certificates(&self.certificates, false);
                     if self.gateway.as_ref().is_some_and(GatewayFile::changed) {
                         tracing::info!("gateway file changed: reloading it");
                         self.reload_all(false);

@@ -41,3 +41,8 @@ fn config_corpus() {
 fn token_corpus() {
     replay("token", stuffgate::fuzzing::token);
 }
+
+#[test]
+fn client_hello_corpus() {
+    replay("client_hello", stuffgate::fuzzing::client_hello);
+}

@@ -36,6 +36,8 @@ pub struct Operator {
     pub token: Option<String>,
     pub upstream: Option<SocketAddr>,
     pub health: Arc<Health>,
+    /// The TLS listeners' certificates, for their expiry.
+    pub certificates: Vec<Arc<crate::certs::Resolver>>,
 }
 
 impl Operator {
@@ -196,8 +198,23 @@ impl AdminApp {
                 }
             }
         };
+        let mut certificates = Vec::new();
+        let mut expiring = false;
+        for resolver in &self.ops.certificates {
+            for cert in resolver.current().certificates() {
+                let left = crate::certs::seconds_left(cert.not_after);
+                let soon = left < crate::certs::EXPIRY_WARNING_SECS;
+                expiring |= soon;
+                certificates.push(serde_json::json!({
+                    "listener": resolver.address(),
+                    "name": cert.label(),
+                    "expires_in_secs": left,
+                    "expiring_soon": soon,
+                }));
+            }
+        }
         // Settings waiting for a restart mean the gateway is not running what its file says: degraded too.
-        let status = match (reachable, reload.ok && reload.pending_restart.is_empty()) {
+        let status = match (reachable, reload.ok && reload.pending_restart.is_empty() && !expiring) {
             (false, _) => "not_ready",
             (true, false) => "degraded",
             (true, true) => "ready",
@@ -211,6 +228,7 @@ impl AdminApp {
             },
             "reload": reload,
             "routes": self.policy.current().routes.len(),
+            "tls_certificates": certificates,
         });
         json(if reachable { 200 } else { 503 }, body)
     }

@@ -10,8 +10,9 @@ pub use crate::vocabulary::{Mode, RouteKind};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayFile {
-    #[serde(default = "default_listen")]
-    pub listen: Vec<String>,
+    /// Plain HTTP addresses ("127.0.0.1:8080") and TLS listeners (`{ address = "0.0.0.0:443", tls = { cert, key,
+    /// sni = [{ cert, key }] } }`); default ["127.0.0.1:8080"]. Read entry by entry in `gateway.rs`.
+    pub listen: Option<Vec<Spanned<toml::Value>>>,
     #[serde(default = "default_admin")]
     pub admin: String,
     pub upstream: UpstreamFile,
@@ -35,6 +36,9 @@ pub struct GatewayFile {
     pub breach: Option<BreachFile>,
     /// Which header trusted proxies name the client in: "x-forwarded-for" (default) or "forwarded" (RFC 7239).
     pub forwarded_header: Option<String>,
+    /// A header in which trusted proxies pass the client's TLS fingerprint (e.g. "CloudFront-Viewer-JA4-Fingerprint"),
+    /// used when the gateway does not terminate the client's TLS itself. Ignored from any other peer.
+    pub fingerprint_header: Option<Spanned<String>>,
     #[serde(default)]
     pub connections: ConnectionsFile,
     /// `[challenge]`: keys and settings for challenges and device tokens.
@@ -116,6 +120,9 @@ pub struct ConnectionsFile {
     /// deny, an `ip_rate`, `ip_failures` or `distinct_accounts` block) when it is accepted, before any HTTP
     /// parsing; an open connection of such an address is closed after its refusal (default true).
     pub refuse_blocked_at_accept: Option<bool>,
+    /// Seconds a client on a TLS listener has to send its whole ClientHello from accept (default 5); then the
+    /// connection is closed.
+    pub tls_hello_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,10 +143,6 @@ pub struct GeoipFile {
     pub asn_db: Option<String>,
 }
 
-fn default_listen() -> Vec<String> {
-    vec!["127.0.0.1:8080".to_string()]
-}
-
 fn default_admin() -> String {
     "127.0.0.1:9901".to_string()
 }
@@ -152,6 +155,12 @@ pub struct UpstreamFile {
     pub tls: bool,
     #[serde(default)]
     pub sni: String,
+    /// PEM file of the certificate authorities that sign the upstream's certificate (with `tls = true`); default:
+    /// the system's. The upstream's certificate is always verified.
+    pub ca: Option<String>,
+    /// Send the client's fingerprint to the upstream as `X-Stuffgate-Client-Fingerprint` (default false).
+    #[serde(default)]
+    pub forward_fingerprint: bool,
     /// Seconds to wait for the upstream's TCP (and TLS) connection (default 3); then 504.
     pub connect_timeout_secs: Option<u64>,
     /// Seconds to wait for each read from the upstream (default 30); then 504.

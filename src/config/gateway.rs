@@ -7,6 +7,7 @@ use ipnet::IpNet;
 
 use super::file::{GatewayFile, SharedStateFile};
 use super::{line_of, line_of_dotted, line_of_key, parse_toml, ConfigError};
+use crate::certs::{CertFiles, TlsFiles};
 use crate::ip_ranges::IpRanges;
 use crate::proxy::client_ip::ForwardedHeader;
 use crate::proxy::connections::ConnectionLimits;
@@ -18,6 +19,17 @@ pub struct Upstream {
     pub address: String,
     pub tls: bool,
     pub sni: String,
+    /// Certificate authorities for the upstream's certificate; `None`: the system's.
+    pub ca: Option<PathBuf>,
+    /// Send `X-Stuffgate-Client-Fingerprint` upstream.
+    pub forward_fingerprint: bool,
+}
+
+/// A listener that terminates TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListener {
+    pub address: String,
+    pub files: TlsFiles,
 }
 
 pub use crate::telemetry::LogFormat;
@@ -27,7 +39,12 @@ pub struct GatewayConfig {
     pub path: PathBuf,
     /// The file's text, to locate the keys of errors found after parsing (empty for a configuration built in code).
     pub source: String,
+    /// Plain HTTP listeners.
     pub listen: Vec<String>,
+    /// TLS listeners (HTTP/2 and HTTP/1.1 by ALPN).
+    pub tls_listen: Vec<TlsListener>,
+    /// The header trusted proxies pass the client's TLS fingerprint in.
+    pub fingerprint_header: Option<http::HeaderName>,
     pub admin: String,
     pub upstream: Upstream,
     pub policy_files: Vec<PathBuf>,
@@ -66,6 +83,8 @@ pub struct Hardening {
     pub connections: ConnectionLimits,
     pub upstream_connect_timeout: Duration,
     pub upstream_read_timeout: Duration,
+    /// How long a TLS client has, from accept, to send its whole ClientHello.
+    pub tls_hello_timeout: Duration,
 }
 
 impl Default for Hardening {
@@ -75,6 +94,7 @@ impl Default for Hardening {
             connections: ConnectionLimits::default(),
             upstream_connect_timeout: Duration::from_secs(3),
             upstream_read_timeout: Duration::from_secs(30),
+            tls_hello_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -98,6 +118,8 @@ fn hardening(file: &GatewayFile, err: impl Fn(&str, String) -> ConfigError) -> R
     limits.header_timeout = secs("connections.header_timeout_secs", c.header_timeout_secs, limits.header_timeout)?;
     limits.body_timeout = secs("connections.body_timeout_secs", c.body_timeout_secs, limits.body_timeout)?;
     limits.refuse_blocked_at_accept = c.refuse_blocked_at_accept.unwrap_or(limits.refuse_blocked_at_accept);
+    out.tls_hello_timeout =
+        secs("connections.tls_hello_timeout_secs", c.tls_hello_timeout_secs, out.tls_hello_timeout)?;
     match c.max_header_bytes {
         // Below 1 KiB ordinary browser requests fail; above pingora's own 1 MiB the cap means nothing.
         Some(n) if !(1024..=1024 * 1024).contains(&n) => {
@@ -136,12 +158,30 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
     };
     let base = path.parent().unwrap_or(Path::new("."));
 
-    if file.listen.is_empty() {
-        return Err(err("listen", "needs at least one address, e.g. [\"0.0.0.0:8080\"]".into()));
+    let (listen, tls_listen) = listeners(path, source, base, file.listen.as_deref())?;
+    if file.admin.parse::<std::net::SocketAddr>().is_err() {
+        return Err(err("admin", format!("`{}` is not an IP:port address", file.admin)));
     }
-    for (key, address) in file.listen.iter().map(|a| ("listen", a)).chain(std::iter::once(("admin", &file.admin))) {
-        if address.parse::<std::net::SocketAddr>().is_err() {
-            return Err(err(key, format!("`{address}` is not an IP:port address")));
+    let fingerprint_header = match &file.fingerprint_header {
+        None => None,
+        Some(name) => Some(http::HeaderName::from_bytes(name.get_ref().trim().as_bytes()).map_err(|_| {
+            ConfigError::new(
+                path,
+                Some(line_of(source, name.span().start)),
+                Some("fingerprint_header".into()),
+                format!("`{}` is not a header name", name.get_ref()),
+            )
+        })?),
+    };
+    if let Some(ca) = &file.upstream.ca {
+        if !file.upstream.tls {
+            return Err(err("upstream.ca", "applies only with tls = true".into()));
+        }
+        let pem = std::fs::read(base.join(ca))
+            .map_err(|e| err("upstream.ca", format!("cannot read `{}`: {e}", base.join(ca).display())))?;
+        let found = rustls_pemfile::certs(&mut pem.as_slice()).filter(|c| c.is_ok()).count();
+        if found == 0 {
+            return Err(err("upstream.ca", format!("`{}` holds no PEM certificate", base.join(ca).display())));
         }
     }
     if file.upstream.address.trim().is_empty() || !file.upstream.address.contains(':') {
@@ -218,9 +258,17 @@ pub fn gateway_from_str(path: &Path, source: &str) -> Result<GatewayConfig, Conf
     Ok(GatewayConfig {
         path: path.to_path_buf(),
         source: source.to_string(),
-        listen: file.listen,
+        listen,
+        tls_listen,
+        fingerprint_header,
         admin: file.admin,
-        upstream: Upstream { address: file.upstream.address, tls: file.upstream.tls, sni: file.upstream.sni },
+        upstream: Upstream {
+            address: file.upstream.address,
+            tls: file.upstream.tls,
+            sni: file.upstream.sni,
+            ca: file.upstream.ca.map(|ca| base.join(ca)),
+            forward_fingerprint: file.upstream.forward_fingerprint,
+        },
         policy_files: file.policies.iter().map(|p| base.join(p)).collect(),
         trusted_proxies: IpRanges::new(&nets),
         threads,
@@ -253,6 +301,120 @@ fn data_path(base: &Path, written: &str) -> PathBuf {
         return beside;
     }
     crate::shipped::find(written).unwrap_or(beside)
+}
+
+/// `listen`: plain addresses and TLS listeners, each TLS listener's certificates loaded and checked (a certificate
+/// and key that do not parse or do not belong together are refused here, by `stuffgate check` and by a reload).
+fn listeners(
+    path: &Path,
+    source: &str,
+    base: &Path,
+    entries: Option<&[toml::Spanned<toml::Value>]>,
+) -> Result<(Vec<String>, Vec<TlsListener>), ConfigError> {
+    let Some(entries) = entries else {
+        return Ok((vec!["127.0.0.1:8080".to_string()], Vec::new()));
+    };
+    if entries.is_empty() {
+        return Err(ConfigError::new(
+            path,
+            None,
+            Some("listen".into()),
+            "needs at least one address, e.g. [\"0.0.0.0:8080\"]",
+        ));
+    }
+    let mut plain = Vec::new();
+    let mut tls = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let line = Some(line_of(source, entry.span().start));
+        let err = |key: String, message: String| ConfigError::new(path, line, Some(key), message);
+        let at = format!("listen[{index}]");
+        let address_of = |value: &toml::Value, key: &str| match value.as_str() {
+            Some(text) if text.parse::<std::net::SocketAddr>().is_ok() => Ok(text.to_string()),
+            Some(text) => Err(err(key.to_string(), format!("`{text}` is not an IP:port address"))),
+            None => Err(err(key.to_string(), "must be an \"IP:port\" string".into())),
+        };
+        match entry.get_ref() {
+            value @ toml::Value::String(_) => plain.push(address_of(value, &at)?),
+            toml::Value::Table(table) => {
+                for key in table.keys() {
+                    if key != "address" && key != "tls" {
+                        return Err(err(
+                            format!("{at}.{key}"),
+                            "unknown key; a listener has `address` and `tls`".into(),
+                        ));
+                    }
+                }
+                let address = match table.get("address") {
+                    Some(value) => address_of(value, &format!("{at}.address"))?,
+                    None => return Err(err(format!("{at}.address"), "is required, e.g. \"0.0.0.0:443\"".into())),
+                };
+                let Some(files) = table.get("tls") else {
+                    plain.push(address);
+                    continue;
+                };
+                let files = tls_files(files, base, &format!("{at}.tls"), &err)?;
+                if let Err(error) = crate::certs::CertSet::load(&files) {
+                    let which = files
+                        .all()
+                        .position(|pair| crate::certs::load_pair(pair).is_err())
+                        .map(|i| if i == 0 { String::new() } else { format!(".sni[{}]", i - 1) })
+                        .unwrap_or_default();
+                    return Err(err(format!("{at}.tls{which}.{}", error.which), error.to_string()));
+                }
+                tls.push(TlsListener { address, files });
+            }
+            _ => {
+                return Err(err(
+                    at,
+                    "must be an address (\"127.0.0.1:8080\") or a listener ({ address = \"0.0.0.0:443\", tls = { cert \
+                     = \"...\", key = \"...\" } })"
+                        .into(),
+                ))
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for address in plain.iter().chain(tls.iter().map(|l| &l.address)) {
+        if !seen.insert(address) {
+            return Err(ConfigError::new(path, None, Some("listen".into()), format!("`{address}` is named twice")));
+        }
+    }
+    Ok((plain, tls))
+}
+
+/// `tls = { cert, key, sni = [{ cert, key }, ...] }`, paths relative to the gateway file.
+fn tls_files(
+    value: &toml::Value,
+    base: &Path,
+    at: &str,
+    err: &impl Fn(String, String) -> ConfigError,
+) -> Result<TlsFiles, ConfigError> {
+    let pair = |value: &toml::Value, at: &str, allowed: &[&str]| -> Result<CertFiles, ConfigError> {
+        let Some(table) = value.as_table() else {
+            return Err(err(at.to_string(), "must be a table: { cert = \"fullchain.pem\", key = \"key.pem\" }".into()));
+        };
+        for key in table.keys() {
+            if !allowed.contains(&key.as_str()) {
+                return Err(err(format!("{at}.{key}"), format!("unknown key; known: {}", allowed.join(", "))));
+            }
+        }
+        let file = |key: &str| match table.get(key).and_then(|v| v.as_str()) {
+            Some(text) if !text.trim().is_empty() => Ok(base.join(text)),
+            _ => Err(err(format!("{at}.{key}"), "is required: the path of a PEM file".into())),
+        };
+        Ok(CertFiles { cert: file("cert")?, key: file("key")? })
+    };
+    let default = pair(value, at, &["cert", "key", "sni"])?;
+    let mut sni = Vec::new();
+    if let Some(list) = value.get("sni") {
+        let Some(list) = list.as_array() else {
+            return Err(err(format!("{at}.sni"), "must be a list of { cert, key } tables".into()));
+        };
+        for (index, entry) in list.iter().enumerate() {
+            sni.push(pair(entry, &format!("{at}.sni[{index}]"), &["cert", "key"])?);
+        }
+    }
+    Ok(TlsFiles { default, sni })
 }
 
 /// `[shared_state]` checked against what works: a URL the client accepts, deadlines of milliseconds, known kinds.
@@ -523,6 +685,49 @@ mod tests {
         let unknown = format!("{secret}[shared_state]\nurl = \"redis://127.0.0.1:6379\"\ndeadline = 3\n");
         let error = gateway_from_str(Path::new("gw.toml"), &unknown).unwrap_err();
         assert_eq!(error.line, Some(6), "{error}");
+    }
+
+    #[test]
+    fn tls_listeners_are_read_and_their_certificates_checked_with_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |stem: &str, name: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap().self_signed(&key).unwrap();
+            std::fs::write(dir.path().join(format!("{stem}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.path().join(format!("{stem}.key")), key.serialize_pem()).unwrap();
+        };
+        write("a", "a.example");
+        write("b", "b.example");
+        let path = dir.path().join("gw.toml");
+        let load = |listen: &str| {
+            let source = format!(
+                "upstream = {{ address = \"127.0.0.1:8081\" }}\npolicies = [\"p.toml\"]\nlisten = [\n{listen}]\n"
+            );
+            gateway_from_str(&path, &source)
+        };
+        let config = load(
+            "  \"127.0.0.1:8080\",\n  { address = \"0.0.0.0:8443\", tls = { cert = \"a.pem\", key = \"a.key\", sni = [\n    \
+             { cert = \"b.pem\", key = \"b.key\" }] } },\n",
+        )
+        .unwrap();
+        assert_eq!(config.listen, ["127.0.0.1:8080"]);
+        assert_eq!(config.tls_listen.len(), 1);
+        assert_eq!(config.tls_listen[0].address, "0.0.0.0:8443");
+        assert_eq!(config.tls_listen[0].files.sni[0].key, dir.path().join("b.key"));
+        for (listen, key, says) in [
+            ("  \"x\",\n", "listen[0]", "not an IP:port"),
+            ("  \"127.0.0.1:1\",\n  { address = \"0.0.0.0:8443\", tls = { cert = \"a.pem\", key = \"b.key\" } },\n", "listen[1].tls.key", "is not the key of the certificate"),
+            ("  \"127.0.0.1:1\",\n  { address = \"0.0.0.0:8443\", tls = { cert = \"a.pem\", key = \"a.key\", sni = [{ cert = \"a.key\", key = \"a.key\" }] } },\n", "listen[1].tls.sni[0].cert", "holds no PEM certificate"),
+            ("  \"127.0.0.1:1\",\n  { address = \"0.0.0.0:8443\", tls = { cert = \"a.pem\" } },\n", "listen[1].tls.key", "is required"),
+            ("  \"127.0.0.1:1\",\n  { address = \"0.0.0.0:8443\", tls = { cert = \"a.pem\", key = \"a.key\", h3 = true } },\n", "listen[1].tls.h3", "unknown key"),
+            ("  \"127.0.0.1:1\",\n  { address = \"0.0.0.0:8443\", tls = { cert = \"nope.pem\", key = \"a.key\" } },\n", "listen[1].tls.cert", "cannot read"),
+        ] {
+            let error = load(listen).unwrap_err();
+            assert_eq!(error.key.as_deref(), Some(key), "{listen}: {error}");
+            assert!(error.to_string().contains(says), "{listen}: {error}");
+            let line = if key == "listen[0]" { 4 } else { 5 };
+            assert_eq!(error.line, Some(line), "{listen}: {error}");
+        }
     }
 
     #[test]

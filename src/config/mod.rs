@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::spelling;
 
 pub use compile::{compile_policies, compile_policy_source, CompileEnv};
-pub use gateway::{gateway_from_str, load_gateway, GatewayConfig, Hardening, LogFormat, Upstream};
+pub use gateway::{gateway_from_str, load_gateway, GatewayConfig, Hardening, LogFormat, TlsListener, Upstream};
 pub use policy::{BadBody, FieldPath, PathMatch, Policy, Route, RouteKind, RouteNeeds};
 
 /// A configuration problem, located.

@@ -57,5 +57,7 @@ pub(crate) fn write(
         decision_us = decision_micros,
         solution,
         device_signals = signals.as_deref(),
+        client_fingerprint = facts.client_fingerprint.as_ref().map(|f| f.as_str()),
+        fingerprint_source = facts.client_fingerprint.as_ref().map(|f| f.source().as_str()),
     );
 }

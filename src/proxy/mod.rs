@@ -7,6 +7,7 @@ pub mod connections;
 mod decision_log;
 pub mod errors;
 pub mod proxy_protocol;
+pub mod tls;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use crate::config::{Policy, Route};
 use crate::defense::{Effects, Outcome};
 use crate::engine::{self, BodyRead, Judged};
 use crate::ip_ranges::IpRanges;
+use crate::fingerprint::{ClientFingerprint, FingerprintSource};
 use crate::reload::PolicyHandle;
 use crate::telemetry::metrics;
 
@@ -40,6 +42,14 @@ pub struct GatewayState {
     pub refuse_blocked_at_accept: bool,
     /// `[connections] body_timeout_secs`: the whole of a protected request's body must arrive within this.
     pub body_timeout: std::time::Duration,
+    /// JA4 of the open TLS connections (filled before each handshake, see `tls.rs`).
+    pub fingerprints: Arc<tls::Fingerprints>,
+    /// The header trusted proxies pass the client's TLS fingerprint in.
+    pub fingerprint_header: Option<http::HeaderName>,
+    /// Send `X-Stuffgate-Client-Fingerprint` upstream.
+    pub forward_fingerprint: bool,
+    /// The certificates of each TLS listener.
+    pub certificates: Vec<Arc<crate::certs::Resolver>>,
 }
 
 pub struct Gateway {
@@ -63,6 +73,8 @@ pub struct RequestCtx {
     decision_micros: u64,
     /// The challenge page's re-submit was replaced by the original body.
     body_swapped: bool,
+    /// The client's fingerprint, once looked up (`None` inside: the request has none).
+    fingerprint: Option<Option<ClientFingerprint>>,
 }
 
 const HEADER_PREFIX: &str = "x-stuffgate-";
@@ -125,7 +137,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -133,6 +145,11 @@ impl ProxyHttp for Gateway {
         strip_device_cookie(request, &self.state.policy.env().challenge.cookie_name)?;
         if let Some(ip) = ctx.client_ip {
             request.insert_header("x-stuffgate-client-ip", client_ip_value(ip))?;
+        }
+        if self.state.forward_fingerprint {
+            if let Some(print) = self.fingerprint(session, ctx) {
+                request.insert_header("x-stuffgate-client-fingerprint", print.as_str())?;
+            }
         }
         if let Some(judged) = &ctx.judged {
             if judged.body_read {
@@ -283,6 +300,31 @@ impl Gateway {
         session.set_keepalive(None);
     }
 
+    /// The client's fingerprint, looked up once per request. With `fingerprint_header` set, a trusted proxy's
+    /// request carries the client's in that header (the proxy's own TLS fingerprint says nothing about the client,
+    /// so it is never used for such a peer); otherwise it is the JA4 of the ClientHello on this connection. The
+    /// header is never read from any other peer.
+    fn fingerprint(&self, session: &Session, ctx: &mut RequestCtx) -> Option<ClientFingerprint> {
+        if let Some(known) = ctx.fingerprint {
+            return known;
+        }
+        let from_proxy = self.state.fingerprint_header.as_ref().filter(|_| {
+            let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+            peer.is_some_and(|ip| self.state.trusted_proxies.load().contains(ip))
+        });
+        let found = match from_proxy {
+            Some(name) => session
+                .req_header()
+                .headers
+                .get(name)
+                .and_then(|value| ClientFingerprint::new(FingerprintSource::Header, value.as_bytes().trim_ascii())),
+            None => self.state.fingerprints.of_session(session),
+        };
+        // A fingerprint of the HTTP request head, for clients on plain HTTP, belongs here as the last fallback.
+        ctx.fingerprint = Some(found);
+        found
+    }
+
     /// Manual bans (`crate::decisions`) hold on every route; on protected routes the engine applies them.
     async fn refuse_banned(&self, session: &mut Session, ctx: &RequestCtx) -> Result<bool> {
         let (Some(ip), env) = (ctx.client_ip, self.state.policy.env()) else {
@@ -306,10 +348,11 @@ impl Gateway {
         let ip = ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let env = self.state.policy.env();
         let now = env.clock.now_nanos();
+        let fingerprint = self.fingerprint(session, ctx);
         let judged = engine::decide(
             route,
             env,
-            &mut Downstream { session: &mut *session, ip, body_timeout: self.state.body_timeout },
+            &mut Downstream { session: &mut *session, ip, body_timeout: self.state.body_timeout, fingerprint },
             now,
         )
         .await?;
@@ -367,6 +410,8 @@ struct Downstream<'s> {
     session: &'s mut Session,
     ip: IpAddr,
     body_timeout: Duration,
+    /// See [`Gateway::fingerprint`] for where it comes from.
+    fingerprint: Option<ClientFingerprint>,
 }
 
 impl engine::Request for Downstream<'_> {
@@ -378,6 +423,10 @@ impl engine::Request for Downstream<'_> {
 
     fn headers(&self) -> &http::HeaderMap {
         &self.session.req_header().headers
+    }
+
+    fn client_fingerprint(&self) -> Option<ClientFingerprint> {
+        self.fingerprint
     }
 
     fn method(&self) -> Option<&http::Method> {

@@ -14,8 +14,8 @@ pub(super) fn admin_token() -> Option<String> {
 pub fn preflight(config: &GatewayConfig) -> Result<(), String> {
     Operator::token_from_env()?;
     let mut seen = std::collections::HashSet::new();
-    for (what, address) in config.listen.iter().map(|a| ("listen", a)).chain(std::iter::once(("admin", &config.admin)))
-    {
+    let listeners = config.listen.iter().chain(config.tls_listen.iter().map(|l| &l.address)).map(|a| ("listen", a));
+    for (what, address) in listeners.chain(std::iter::once(("admin", &config.admin))) {
         if !seen.insert(address.clone()) {
             return Err(format!(
                 "{address} is named twice (`{what}`): the proxy and the admin listener need their own ports"

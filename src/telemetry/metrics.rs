@@ -129,6 +129,15 @@ pub static OPEN_CONNECTIONS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
     ))
 });
 
+/// Seconds until each TLS listener certificate expires (negative once expired), refreshed on every file check.
+pub static TLS_CERT_EXPIRY: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    registered(register_int_gauge_vec!(
+        "stuffgate_tls_cert_expiry_seconds",
+        "Seconds until a TLS listener's certificate expires (negative: expired), by listener and certificate name.",
+        &["listener", "certificate"]
+    ))
+});
+
 /// Connections refused at accept, by the cap that refused them.
 pub static CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     registered(register_int_counter_vec!(
