@@ -315,6 +315,11 @@ impl engine::Request for Downstream<'_> {
         &self.session.req_header().headers
     }
 
+    /// The plain-HTTP fingerprint, the last fallback.
+    fn client_fingerprint(&self) -> Option<crate::fingerprint::ClientFingerprint> {
+        crate::fingerprint::http(&self.session.req_header().headers)
+    }
+
     async fn read_body(&mut self, limit: usize) -> Result<BodyRead> {
         read_bounded_body(self.session, limit).await
     }

@@ -141,8 +141,8 @@ impl Shared {
 /// `x-demo-upstream`.
 pub fn classify(response: &Response, endpoint: Endpoint) -> Answer {
     let verdict = match response.decision.as_deref() {
-        // A challenge is not forwarded: this runner's bots never run challenges (see `--offline --solvers`).
-        Some("block" | "challenge") => Verdict::Blocked,
+        // A challenge left unsolved is not forwarded.
+        Some("block" | "challenge" | "reset_required") => Verdict::Blocked,
         Some(_) => Verdict::Invalid,
         None if response.upstream => Verdict::Forwarded,
         // Not the demo upstream: anything but a gateway error page counts as the upstream's answer.
@@ -156,17 +156,55 @@ pub fn classify(response: &Response, endpoint: Endpoint) -> Answer {
     Answer { verdict, status: response.status, token }
 }
 
-async fn send(conn: &mut Conn, event: &Event, ip: &str, bearer: Option<&str>) -> Answer {
+/// Send one event with its sender's head (a browser profile, or the attacking tool's; see `clients`). A challenge
+/// is paid where the sender solves (users' browsers always, bots per their actor's `solver_share`) and the request
+/// sent again with the solution, at most twice, as the offline replay does; the time spent solving is returned.
+async fn send(
+    conn: &mut Conn,
+    event: &Event,
+    ip: &str,
+    bearer: Option<&str>,
+    actor: &super::schedule::ActorInfo,
+    seed: u64,
+) -> (Answer, Vec<u64>) {
+    let attacker = actor.kind.is_attacker();
+    let head = super::clients::head(attacker, event.actor, event.account, event.ip);
+    let mut headers: Vec<(&str, &str)> = head.iter().filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))).collect();
+    headers.push(("x-forwarded-for", ip));
     let auth;
-    let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json"), ("x-forwarded-for", ip)];
     if let Some(token) = bearer {
         auth = format!("Bearer {token}");
         headers.push(("authorization", &auth));
     }
-    match conn.request("POST", event.endpoint.path(), &headers, event.body.as_bytes()).await {
-        Ok(response) => classify(&response, event.endpoint),
-        Err(_) => Answer { verdict: Verdict::Error, status: 0, token: None },
+    let solves = !attacker || super::clients::draw(event.actor, event.ip, seed) < actor.solver_share;
+    let mut solved_in = Vec::new();
+    let mut solution = String::new();
+    for _ in 0..3 {
+        let mut sent = headers.clone();
+        if !solution.is_empty() {
+            sent.push((crate::challenge::facts::SOLUTION_HEADER, &solution));
+        }
+        let response = match conn.request("POST", event.endpoint.path(), &sent, event.body.as_bytes()).await {
+            Ok(response) => response,
+            Err(_) => return (Answer { verdict: Verdict::Error, status: 0, token: None }, solved_in),
+        };
+        let challenge = (solves && solved_in.len() < 2 && response.decision.as_deref() == Some("challenge"))
+            .then(|| serde_json::from_slice::<serde_json::Value>(&response.body).ok())
+            .flatten()
+            .and_then(|v| Some((v["challenge"]["token"].as_str()?.to_string(), v["challenge"]["bits"].as_u64()?)));
+        let Some((token, bits)) = challenge else {
+            return (classify(&response, event.endpoint), solved_in);
+        };
+        let started = std::time::Instant::now();
+        let nonce =
+            tokio::task::spawn_blocking(move || (crate::challenge::token::solve(&token, bits as u8), token)).await;
+        let Ok((nonce, token)) = nonce else {
+            return (classify(&response, event.endpoint), solved_in);
+        };
+        solved_in.push(started.elapsed().as_nanos() as u64);
+        solution = format!("{token}:{nonce}");
     }
+    (Answer { verdict: Verdict::Error, status: 0, token: None }, solved_in)
 }
 
 pub async fn fetch_stats(url: &str) -> Option<crate::demo_api::DemoStats> {
@@ -293,10 +331,17 @@ async fn run_async(schedule: Arc<Schedule>, options: &OnlineOptions) -> anyhow::
                 use std::fmt::Write as _;
                 let _ = write!(ip_text, "{}", event.ip);
                 let sent_at = Instant::now();
-                let answer = send(&mut conn, event, &ip_text, event.bearer.as_deref()).await;
+                let actor = &shared.schedule.actors[event.actor as usize];
+                let seed = shared.schedule.seed;
+                let (answer, solved) = send(&mut conn, event, &ip_text, event.bearer.as_deref(), actor, seed).await;
                 let micros = sent_at.elapsed().as_micros() as u64;
-                let kind = shared.schedule.actors[event.actor as usize].kind;
-                tally.record(event, kind, &answer, Some(micros), false);
+                for nanos in &solved {
+                    tally.note_challenge(event, Some(*nanos));
+                }
+                if answer.status == 428 {
+                    tally.note_challenge(event, None);
+                }
+                tally.record(event, actor.kind, &answer, Some(micros), false);
                 shared.sent.fetch_add(1, Ordering::Relaxed);
                 if let Some(bar) = &progress {
                     bar.inc(1);

@@ -168,6 +168,8 @@ pub fn decision_event(
     let facts = &subject.facts;
     let solution = (facts.challenge != crate::challenge::Solution::Absent).then(|| facts.challenge.as_str());
     let signals = facts.device.signals.map(|hash| format!("{hash:016x}"));
+    let attack_mode = facts.attack.on().then(|| facts.attack.as_str());
+    let fingerprint = facts.client_fingerprint.map(|print| print.source().as_str());
     tracing::info!(
         target: "stuffgate::decision",
         route = route.name.as_str(),
@@ -183,5 +185,8 @@ pub fn decision_event(
         decision_us = decision_micros,
         solution,
         device_signals = signals.as_deref(),
+        attack_mode,
+        fingerprint_source = fingerprint,
+        reset_required = decision.reset_required,
     );
 }
