@@ -91,6 +91,50 @@ pub fn run(args: &DecisionsArgs) -> anyhow::Result<()> {
     }
 }
 
+#[derive(clap::Args, Debug, Clone)]
+#[command(
+    after_help = "The admin token is read from $STUFFGATE_ADMIN_TOKEN for on/off/auto.\n\nExamples:\n  stuffgate attack-mode\n  stuffgate attack-mode on      # hold it on (every unknown device is challenged)\n  stuffgate attack-mode auto    # back to the detector"
+)]
+pub struct AttackModeArgs {
+    /// status (default), on, off or auto.
+    #[arg(default_value = "status", value_parser = ["status", "on", "off", "auto"])]
+    pub mode: String,
+    /// The gateway's admin listener [default: $STUFFGATE_ADMIN, else http://127.0.0.1:9901].
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// Print the API's JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `stuffgate attack-mode [status|on|off|auto]`: show or override the site-wide attack mode.
+pub fn attack_mode(args: &AttackModeArgs) -> anyhow::Result<()> {
+    let admin = DecisionsArgs { command: DecisionsCommand::List { json: false }, admin: args.admin.clone() }.admin();
+    let token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.trim().is_empty());
+    let token = token.as_deref().map(str::trim);
+    let body = if args.mode == "status" {
+        call(&admin, "GET", "/attack-mode", token, None)?
+    } else {
+        let request = serde_json::json!({ "mode": args.mode });
+        call(&admin, "POST", "/attack-mode", token, Some(&request.to_string()))?
+    };
+    if args.json {
+        println!("{body}");
+        return Ok(());
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).context("the admin API answered no JSON")?;
+    println!(
+        "attack mode {} (detector: {}, override: {}); last window: {} failed logins from unknown devices of {} (baseline {:.1})",
+        v["level"].as_str().unwrap_or("?"),
+        v["detected"].as_str().unwrap_or("?"),
+        v["override"].as_str().unwrap_or("?"),
+        v["failures"],
+        v["logins"],
+        v["baseline_failures"].as_f64().unwrap_or(0.0),
+    );
+    Ok(())
+}
+
 /// The `list` table.
 pub fn render_list(value: &serde_json::Value) -> String {
     let mut out = String::new();

@@ -8,14 +8,22 @@ use crate::config::Route;
 use crate::defense::{Decision, Message, Verdict};
 
 /// An answer, before it is written in a format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
     pub status: u16,
     /// The `X-Stuffgate-Decision` header: block, challenge or invalid.
     pub decision: &'static str,
     pub message: Message,
     pub retry_after: Option<Duration>,
+    /// A `password_reset_required` answer's link (the route's `reset_url`, validated when the policy compiled).
+    pub reset_url: Option<std::sync::Arc<str>>,
 }
+
+/// The words of a reset-required answer.
+const RESET_REQUIRED: Message = Message {
+    error: "password_reset_required",
+    text: "For your security, this password must be changed before you can sign in. Please reset your password.",
+};
 
 impl Answer {
     /// The answer for a decision that does not forward; `None` when it does.
@@ -23,9 +31,20 @@ impl Answer {
         let own = decision.decided_by.and_then(|i| route.slots.get(i)).and_then(|slot| slot.defense.message());
         let answer = match decision.verdict() {
             Verdict::Allow | Verdict::Tag => return None,
-            Verdict::Block { status, retry_after } => {
-                Answer { status, decision: "block", message: own.unwrap_or_else(|| generic(status)), retry_after }
-            }
+            Verdict::Block { status, .. } if decision.reset_required => Answer {
+                status,
+                decision: "reset_required",
+                message: RESET_REQUIRED,
+                retry_after: None,
+                reset_url: route.reset_url.clone(),
+            },
+            Verdict::Block { status, retry_after } => Answer {
+                status,
+                decision: "block",
+                message: own.unwrap_or_else(|| generic(status)),
+                retry_after,
+                reset_url: None,
+            },
             Verdict::Challenge => Answer {
                 status: 428,
                 decision: "challenge",
@@ -34,6 +53,7 @@ impl Answer {
                     text: "Please confirm this request comes from you, then send it again.",
                 },
                 retry_after: None,
+                reset_url: None,
             },
             Verdict::Invalid(problem) => Answer {
                 status: problem.status(),
@@ -43,6 +63,7 @@ impl Answer {
                     text: problem.message(),
                 },
                 retry_after: None,
+                reset_url: None,
             },
         };
         Some(answer)
@@ -50,7 +71,7 @@ impl Answer {
 
     /// An address under an operator's manual ban (`stuffgate decisions ban`), on a route that is not protected.
     pub fn banned(retry_after: Option<std::time::Duration>) -> Answer {
-        Answer { status: 403, decision: "block", message: generic(403), retry_after }
+        Answer { status: 403, decision: "block", message: generic(403), retry_after, reset_url: None }
     }
 
     /// A trusted proxy named something that is not an address as the client: no key would be the client's own.
@@ -63,6 +84,7 @@ impl Answer {
                 text: "The client address could not be determined from the forwarding header.",
             },
             retry_after: None,
+            reset_url: None,
         }
     }
 
@@ -76,6 +98,14 @@ impl Answer {
         if wants_html {
             return ("text/html; charset=utf-8", self.html());
         }
+        if let Some(url) = &self.reset_url {
+            // The link was checked when the policy compiled: no quotes, backslashes or angle brackets.
+            let body = format!(
+                r#"{{"error":"{}","message":"{}","reset_url":"{url}"}}"#,
+                self.message.error, self.message.text
+            );
+            return ("application/json", body);
+        }
         let body = match self.retry_secs() {
             Some(secs) => format!(
                 r#"{{"error":"{}","message":"{}","retry_after":{secs}}}"#,
@@ -87,9 +117,10 @@ impl Answer {
     }
 
     fn html(&self) -> String {
-        let wait = match self.retry_secs() {
-            Some(secs) => format!("<p>You can try again in {secs} seconds.</p>"),
-            None => String::new(),
+        let wait = match (self.retry_secs(), &self.reset_url) {
+            (_, Some(url)) => format!("<p><a href=\"{url}\">Reset your password</a></p>"),
+            (Some(secs), None) => format!("<p>You can try again in {secs} seconds.</p>"),
+            (None, None) => String::new(),
         };
         // The texts are the gateway's own constants (no request data), so nothing here needs escaping.
         format!(
@@ -140,6 +171,7 @@ mod tests {
             decision: "block",
             message: generic(429),
             retry_after: Some(Duration::from_millis(1500)),
+            reset_url: None,
         };
         let (kind, body) = answer.render(false);
         assert_eq!(kind, "application/json");

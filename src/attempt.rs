@@ -52,6 +52,8 @@ pub struct Facts {
     pub challenge: crate::challenge::Solution,
     /// The client's TLS or HTTP stack, when the request offered one (see `fingerprint`).
     pub client_fingerprint: Option<crate::fingerprint::ClientFingerprint>,
+    /// The site-wide attack mode when the request arrived (see `attack`).
+    pub attack: crate::attack::AttackLevel,
 }
 
 /// Who is asking, as keys: owned and small, kept from the decision until the upstream's answer is counted. Raw

@@ -178,6 +178,9 @@ pub fn policy(policy: &Policy) -> String {
             if let Action::Block { status } = slot.action {
                 let _ = writeln!(out, "status = {status}");
             }
+            if let Some(stricter) = slot.under_attack {
+                let _ = writeln!(out, "under_attack = {}", quoted(stricter.as_str()));
+            }
             if let Some(defense) = written.get(index) {
                 let params = toml::to_string(&defense.params).unwrap_or_default();
                 out.push_str(&params);

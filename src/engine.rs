@@ -125,7 +125,7 @@ fn address_subject<R: Request>(route: &Route, env: &CompileEnv, request: &R) -> 
         account_address: None,
         password: None,
         session,
-        facts: Facts { client_fingerprint: request.client_fingerprint(), ..Default::default() },
+        facts: Facts { client_fingerprint: request.client_fingerprint(), attack: env.attack.level(), ..Default::default() },
     }
 }
 
@@ -202,6 +202,7 @@ pub async fn decide<R: Request>(
         body_problem: None,
     };
     if !judged.decision.open() || !route.reads_body() {
+        note_refusal(route, env, &judged, now);
         finish(&mut judged);
         return Ok(judged);
     }
@@ -350,8 +351,21 @@ pub async fn decide<R: Request>(
     } else if judged.decision.verdict().forwards() {
         judged.replacement = original;
     }
+    note_refusal(route, env, &judged, now);
     finish(&mut judged);
     Ok(judged)
+}
+
+/// A login the gateway refused (blocked, reset required) from a device the account has not used counts as a
+/// failure for the site-wide attack mode: an attack the gateway already stops must keep the mode on.
+/// Challenges are not counted: a real user's browser pays them and the login's outcome is counted then.
+fn note_refusal(route: &Route, env: &CompileEnv, judged: &Judged, now: u64) {
+    if route.kind == RouteKind::Login && matches!(judged.decision.verdict(), Verdict::Block { .. }) {
+        let device = &judged.subject.facts.device;
+        if !(device.known && !device.shared) {
+            env.attack.note(now, true, true);
+        }
+    }
 }
 
 /// The answer to an address under a manual ban (see `crate::decisions`): 403 until the ban ends.
@@ -402,6 +416,11 @@ pub fn locate(env: &CompileEnv, subject: &mut Subject) {
 /// client's response gets.
 pub fn observe(route: &Route, env: &CompileEnv, subject: &Subject, status: u16, now: u64) -> (Outcome, Effects) {
     let outcome = route.outcome_of(status);
+    if route.kind == RouteKind::Login && outcome != Outcome::Other {
+        let device = &subject.facts.device;
+        let unknown = !(device.known && !device.shared);
+        env.attack.note(now, true, outcome == Outcome::Failure && unknown);
+    }
     // Sized once: a login under the default policy writes about one record per defense, and growing from empty
     // cost three allocations per request.
     let mut writes: Vec<Write> = Vec::with_capacity(route.slots.len() + 1);

@@ -78,6 +78,95 @@ impl fmt::Display for ClientFingerprint {
     }
 }
 
+/// Headers that vary per user or per request rather than per client stack, left out of the HTTP fingerprint: a
+/// browser with a device cookie and the same browser without one are the same stack.
+const VOLATILE: &[&str] = &[
+    "cookie",
+    "referer",
+    "content-length",
+    "authorization",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "forwarded",
+    "host",
+];
+
+/// The user agent's family, coarsely: what a tool claims to be, not its version.
+fn agent_family(agent: &[u8]) -> &'static str {
+    let has = |needle: &[u8]| agent.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle));
+    if agent.is_empty() {
+        "none"
+    } else if has(b"edg/") {
+        "edge"
+    } else if has(b"firefox/") {
+        "firefox"
+    } else if has(b"chrome/") || has(b"chromium/") {
+        "chrome"
+    } else if has(b"safari/") {
+        "safari"
+    } else if has(b"curl/") {
+        "curl"
+    } else if has(b"python") {
+        "python"
+    } else if has(b"go-http-client") {
+        "go"
+    } else if has(b"okhttp") || has(b"java") {
+        "java"
+    } else if has(b"mozilla/") {
+        "mozilla"
+    } else {
+        "other"
+    }
+}
+
+/// FNV-1a, 64 bits: stable across processes and releases (a fingerprint is a shared key in Redis).
+fn fnv(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, &b| (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x100_0000_01b3))
+}
+
+/// The plain-HTTP fingerprint, the fallback when neither TLS nor a trusted header gives one: the order of the
+/// header names (without per-user ones such as `Cookie`), the `Accept`, `Accept-Encoding` and the first five
+/// characters of `Accept-Language` values, and the user agent's family. `http_<family>_<16 hex digits>`.
+/// A tool that rotates user agents keeps its header order and `Accept` values; browsers of one kind share one
+/// value, so a defense keyed by it must judge by the share of failures, never by volume alone. No allocation.
+pub fn http(headers: &http::HeaderMap) -> Option<ClientFingerprint> {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut hash = OFFSET;
+    let mut names = 0u32;
+    let mut previous: Option<&http::HeaderName> = None;
+    for name in headers.keys() {
+        if previous == Some(name) || VOLATILE.contains(&name.as_str()) || name.as_str().starts_with("x-stuffgate-") {
+            continue;
+        }
+        previous = Some(name);
+        hash = fnv(hash, name.as_str().as_bytes());
+        hash = fnv(hash, b"\n");
+        names += 1;
+    }
+    if names == 0 {
+        return None;
+    }
+    let value = |name: http::header::HeaderName| headers.get(name).map(|v| v.as_bytes()).unwrap_or_default();
+    hash = fnv(hash, b"\0");
+    hash = fnv(hash, value(http::header::ACCEPT));
+    hash = fnv(hash, b"\0");
+    hash = fnv(hash, value(http::header::ACCEPT_ENCODING));
+    hash = fnv(hash, b"\0");
+    let language = value(http::header::ACCEPT_LANGUAGE);
+    hash = fnv(hash, &language[..language.len().min(5)]);
+    let family = agent_family(value(http::header::USER_AGENT));
+    let mut text = [0u8; 5 + 8 + 1 + 16];
+    text[..5].copy_from_slice(b"http_");
+    text[5..5 + family.len()].copy_from_slice(family.as_bytes());
+    let at = 5 + family.len();
+    text[at] = b'_';
+    for (i, nibble) in (0..16).rev().map(|i| (hash >> (i * 4)) & 0xf).enumerate() {
+        text[at + 1 + i] = b"0123456789abcdef"[nibble as usize];
+    }
+    ClientFingerprint::new(FingerprintSource::Http, &text[..at + 17])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +182,46 @@ mod tests {
         assert!(ClientFingerprint::new(FingerprintSource::Header, "é".as_bytes()).is_none());
         assert!(ClientFingerprint::new(FingerprintSource::Header, &[b'a'; 65]).is_none());
         assert!(ClientFingerprint::new(FingerprintSource::Header, &[b'a'; 64]).is_some());
+    }
+
+    fn head(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36";
+
+    #[test]
+    fn the_http_fingerprint_follows_the_stack_not_the_user() {
+        let browser = |cookie: &str, language: &str| {
+            http(&head(&[
+                ("host", "example.com"),
+                ("user-agent", CHROME),
+                ("accept", "application/json"),
+                ("accept-language", language),
+                ("accept-encoding", "gzip, deflate, br"),
+                ("cookie", cookie),
+                ("content-type", "application/json"),
+            ]))
+            .unwrap()
+        };
+        let one = browser("sg_dev=a", "en-US,en;q=0.9");
+        assert!(one.as_str().starts_with("http_chrome_"), "{one}");
+        assert_eq!(one.source(), FingerprintSource::Http);
+        assert_eq!(one, browser("sg_dev=b; x=1", "en-US,en;q=0.8"), "cookies and language weights do not split it");
+        assert_ne!(one, browser("", "ja-JP"), "another language is another population");
+        // A tool claiming to be Chrome, with its own header order.
+        let tool = http(&head(&[
+            ("content-type", "application/json"),
+            ("user-agent", CHROME),
+            ("accept", "*/*"),
+            ("host", "example.com"),
+        ]))
+        .unwrap();
+        assert!(tool.as_str().starts_with("http_chrome_") && tool != one);
+        assert!(http(&head(&[("host", "example.com"), ("cookie", "a=b")])).is_none());
     }
 }

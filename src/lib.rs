@@ -17,6 +17,7 @@ pub mod account;
 pub(crate) mod admin;
 pub mod admin_client;
 pub(crate) mod answer;
+pub mod attack;
 pub mod attempt;
 pub mod body;
 pub mod breach;

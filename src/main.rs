@@ -45,6 +45,8 @@ enum Command {
     },
     /// List, lift and add decisions (penalties in force, manual bans) through a running gateway's admin API.
     Decisions(stuffgate::admin_client::DecisionsArgs),
+    /// Show the site-wide attack mode, or hold it on or off (auto: the detector decides).
+    AttackMode(stuffgate::admin_client::AttackModeArgs),
     /// Print a shell completion script, e.g. `stuffgate completions bash > /etc/bash_completion.d/stuffgate`.
     Completions { shell: clap_complete::Shell },
     /// Run the bundled demo login API with the gateway in front of it.
@@ -106,6 +108,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Check { files, dump } => check(&files, dump),
         Command::Decisions(args) => report_failure(stuffgate::admin_client::run(&args)),
+        Command::AttackMode(args) => report_failure(stuffgate::admin_client::attack_mode(&args)),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(shell, &mut Cli::command(), "stuffgate", &mut std::io::stdout());

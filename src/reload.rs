@@ -121,6 +121,7 @@ impl PolicyHandle {
     pub fn maintain(&self) {
         let now = self.env.clock.now_nanos();
         self.env.store.prune(now);
+        self.env.attack.tick(now);
         for (kind, records) in self.env.store.tracked_keys() {
             metrics::TRACKED_KEYS.with_label_values(&[kind.as_str()]).set(records as i64);
         }

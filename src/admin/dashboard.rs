@@ -138,6 +138,7 @@ pub fn data(app: &AdminApp) -> serde_json::Value {
         "top_blocked": env.decisions.top_blocked(10),
         "penalties": env.decisions.penalties(now).len(),
         "bans": env.decisions.bans(now).len(),
+        "attack_mode": super::ops::attack_status(&env.attack),
         "upstream_errors": upstream_errors,
         "outcomes": outcomes,
         "challenges": { "answered": challenged, "results": challenge_results },

@@ -103,6 +103,20 @@ impl Health {
     }
 }
 
+/// The attack mode as the admin API and the dashboard show it.
+pub fn attack_status(attack: &crate::attack::AttackMonitor) -> serde_json::Value {
+    let last = attack.last();
+    serde_json::json!({
+        "level": attack.level().as_str(),
+        "detected": attack.detected().as_str(),
+        "override": attack.override_mode().as_str(),
+        "failures": last.failures,
+        "logins": last.logins,
+        "baseline_failures": last.baseline_failures,
+        "baseline_ratio": last.baseline_ratio,
+    })
+}
+
 fn json(status: u16, value: serde_json::Value) -> Response<Vec<u8>> {
     respond(status, "application/json", format!("{value}\n").into_bytes())
 }
@@ -141,6 +155,17 @@ impl AdminApp {
                 },
                 _ => problem(405, "method_not_allowed", "use GET (list) or POST (ban) on /decisions"),
             }),
+            ("GET", "/attack-mode") => Some(json(200, attack_status(&self.policy.env().attack))),
+            ("POST", "/attack-mode") => Some(match self.authorize(session, true) {
+                Err(refused) => refused,
+                Ok(()) => match read_body(session).await {
+                    Ok(body) => self.set_attack_mode(&body),
+                    Err(refused) => refused,
+                },
+            }),
+            (_, "/attack-mode") => {
+                Some(problem(405, "method_not_allowed", "use GET (status) or POST {\"mode\": \"on|off|auto\"}"))
+            }
             (method, path) if path.starts_with("/decisions/") => Some(match method {
                 "DELETE" => match self.authorize(session, true) {
                     Err(refused) => refused,
@@ -231,6 +256,25 @@ impl AdminApp {
             "tls_certificates": certificates,
         });
         json(if reachable { 200 } else { 503 }, body)
+    }
+
+    /// Hold the attack mode on or off, or hand it back to the detector.
+    fn set_attack_mode(&self, body: &[u8]) -> Response<Vec<u8>> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct ModeRequest {
+            mode: String,
+        }
+        let mode = serde_json::from_slice::<ModeRequest>(body)
+            .ok()
+            .and_then(|request| crate::attack::Override::parse(&request.mode));
+        let Some(mode) = mode else {
+            return problem(400, "bad_request", "send {\"mode\": \"on\"}, {\"mode\": \"off\"} or {\"mode\": \"auto\"}");
+        };
+        let attack = &self.policy.env().attack;
+        attack.set_override(mode);
+        tracing::warn!(target: "stuffgate::attack_mode", mode = mode.as_str(), level = attack.level().as_str(), "attack mode override set by an operator");
+        json(200, attack_status(attack))
     }
 
     fn list(&self) -> Response<Vec<u8>> {

@@ -44,6 +44,8 @@ pub struct CompileEnv {
     pub challenge: Arc<crate::challenge::ChallengeConfig>,
     /// Penalties in force and manual bans, for operators (see `crate::decisions`).
     pub decisions: Arc<crate::decisions::Decisions>,
+    /// The site-wide attack mode (see `crate::attack`).
+    pub attack: Arc<crate::attack::AttackMonitor>,
 }
 
 impl CompileEnv {
@@ -60,6 +62,7 @@ impl CompileEnv {
             require_data: true,
             challenge: Arc::new(crate::challenge::ChallengeConfig::default()),
             decisions: crate::decisions::Decisions::new(),
+            attack: Arc::new(crate::attack::AttackMonitor::default()),
         }
     }
 
@@ -181,6 +184,9 @@ pub(crate) fn compile_file(
     if !(16..=128).contains(&ipv6_prefix) {
         return Err(ConfigError::new(path, None, Some("defaults.ipv6_prefix".into()), "must be between 16 and 128"));
     }
+    if let Some(attack) = &file.attack_mode {
+        env.attack.configure(attack_settings(path, source, attack)?);
+    }
     let default_bad_body = defaults.on_bad_body.unwrap_or_default();
     let max_body_bytes = defaults.max_body_bytes.unwrap_or(64 * 1024);
     if max_body_bytes == 0 || max_body_bytes > 64 * 1024 {
@@ -257,6 +263,15 @@ pub(crate) fn compile_file(
             return Err(err("outcome", format!("status {both} is listed as both success and failure")));
         }
         let on_bad_body: BadBody = route.on_bad_body.unwrap_or(default_bad_body);
+        if let Some(url) = &route.reset_url {
+            let shaped = url.starts_with('/') || url.starts_with("https://") || url.starts_with("http://");
+            if !shaped || url.len() > 512 || url.bytes().any(|b| !b.is_ascii_graphic() || b"\"'<>\\".contains(&b)) {
+                return Err(err(
+                    "reset_url",
+                    format!("`{url}` must be a path (\"/account/reset\") or an http(s) URL, without quotes or spaces"),
+                ));
+            }
+        }
 
         let previous_route = previous.and_then(|p| p.routes.iter().find(|r| r.name == route.name));
         let mut reused = HashSet::new();
@@ -354,36 +369,73 @@ pub(crate) fn compile_file(
                 DefaultAction::Tag => ActionName::Tag,
                 DefaultAction::Challenge => ActionName::Challenge,
             };
-            let action = match defense.action.unwrap_or(default_action) {
-                ActionName::Block => {
-                    let status = defense.status.unwrap_or_else(|| built.default_status());
-                    if !(400..=599).contains(&status) {
-                        return Err(derr("status", format!("{status} is not a 4xx or 5xx status")));
+            let resolve = |name: ActionName, setting: &str| -> Result<Action, ConfigError> {
+                Ok(match name {
+                    ActionName::Block => {
+                        let status = defense.status.unwrap_or_else(|| built.default_status());
+                        if !(400..=599).contains(&status) {
+                            return Err(derr("status", format!("{status} is not a 4xx or 5xx status")));
+                        }
+                        Action::Block { status }
                     }
-                    Action::Block { status }
-                }
-                ActionName::Tag => {
-                    if defense.status.is_some() && defense.action.is_some() {
-                        return Err(derr("status", "a `tag` action answers nothing; remove `status`".into()));
+                    ActionName::Tag => {
+                        if defense.status.is_some() && defense.action.is_some() && setting == "action" {
+                            return Err(derr("status", "a `tag` action answers nothing; remove `status`".into()));
+                        }
+                        Action::Tag
                     }
-                    Action::Tag
-                }
-                ActionName::Challenge => {
-                    if defense.status.is_some() {
-                        return Err(derr("status", "a `challenge` answers 428; remove `status`".into()));
+                    ActionName::Challenge | ActionName::ResetRequired => {
+                        let challenge = name == ActionName::Challenge;
+                        if defense.status.is_some() && setting == "action" {
+                            let answer = if challenge { "a `challenge` answers 428" } else { "`reset_required` answers 403" };
+                            return Err(derr("status", format!("{answer}; remove `status`")));
+                        }
+                        // A challenge token is bound to the account, and a reset concerns one: only defenses that
+                        // decide on the body can ask.
+                        if wants.phase() != crate::defense::Phase::Credentials || account_field.is_none() {
+                            return Err(derr(
+                                setting,
+                                format!(
+                                    "`{}` decides before the body is read, and a {} is bound to the account: use \"block\" or \"tag\" here, and `new_device` (or a body-reading defense) to challenge",
+                                    defense.kind,
+                                    if challenge { "challenge" } else { "reset" },
+                                ),
+                            ));
+                        }
+                        if challenge {
+                            Action::Challenge
+                        } else {
+                            if route.reset_url.is_none() {
+                                return Err(derr(
+                                    setting,
+                                    format!(
+                                        "`reset_required` sends the user to reset their password: set `reset_url` on route `{}`",
+                                        route.name
+                                    ),
+                                ));
+                            }
+                            Action::ResetRequired
+                        }
                     }
-                    // A challenge token is bound to the account: only defenses that decide on the body can ask.
-                    if wants.phase() != crate::defense::Phase::Credentials || account_field.is_none() {
-                        return Err(derr(
-                            "action",
-                            format!(
-                                "`{}` decides before the body is read, and a challenge is bound to the account: use \"block\" or \"tag\" here, and `new_device` (or a body-reading defense) to challenge",
-                                defense.kind
-                            ),
-                        ));
+                })
+            };
+            let action = resolve(defense.action.unwrap_or(default_action), "action")?;
+            if action == Action::Challenge {
+                needs.facts.solution = true;
+            }
+            let under_attack = match defense.under_attack {
+                None => None,
+                Some(name) => {
+                    if kind != RouteKind::Login {
+                        return Err(derr("under_attack", "applies to login routes (`kind = \"login\"`)".into()));
                     }
-                    needs.facts.solution = true;
-                    Action::Challenge
+                    let stricter = resolve(name, "under_attack")?;
+                    if stricter == Action::Challenge {
+                        needs.facts.solution = true;
+                    }
+                    // Known devices keep `action`: the device fact tells them apart.
+                    needs.facts.device = true;
+                    Some(stricter)
                 }
             };
             let metrics = SlotMetrics::new(&route.name, built.name(), action.as_str(), mode.as_str());
@@ -392,6 +444,7 @@ pub(crate) fn compile_file(
                 defense: built,
                 mode,
                 action,
+                under_attack,
                 fingerprint,
                 metrics: Some(metrics),
             });
@@ -420,11 +473,82 @@ pub(crate) fn compile_file(
             max_body_bytes,
             ipv6_prefix,
             slots,
+            reset_url: route.reset_url.as_deref().map(Arc::from),
             source: path.to_path_buf(),
             metrics: RouteMetrics::new(&route.name),
         });
     }
     Ok(file.allow_no_routes)
+}
+
+/// `[attack_mode]` → the detector's settings, each value checked.
+fn attack_settings(
+    path: &Path,
+    source: &str,
+    file: &super::file::AttackModeFile,
+) -> Result<crate::attack::AttackSettings, ConfigError> {
+    let fail = |key: &str, message: String| {
+        let line = source.lines().position(|l| l.trim_start().starts_with(key)).map(|i| i + 1);
+        ConfigError::new(path, line, Some(format!("attack_mode.{key}")), message)
+    };
+    let span = |key: &str, text: &Option<String>| -> Result<Option<std::time::Duration>, ConfigError> {
+        match text {
+            None => Ok(None),
+            Some(t) => match crate::clock::parse_duration(t) {
+                Ok(d) if !d.is_zero() => Ok(Some(d)),
+                Ok(_) => Err(fail(key, "must be longer than zero".into())),
+                Err(m) => Err(fail(key, m)),
+            },
+        }
+    };
+    let mut s = crate::attack::AttackSettings::default();
+    if let Some(bucket) = span("bucket", &file.bucket)? {
+        if bucket < std::time::Duration::from_secs(1) {
+            return Err(fail("bucket", "must be at least 1s".into()));
+        }
+        s.bucket = bucket;
+    }
+    let buckets = |key: &str, d: std::time::Duration, max: u32| -> Result<u32, ConfigError> {
+        let n = (d.as_nanos() / s.bucket.as_nanos().max(1)) as u32;
+        if n == 0 || n > max {
+            return Err(fail(key, format!("must be between one bucket and {max} buckets ({:?} each)", s.bucket)));
+        }
+        Ok(n)
+    };
+    if let Some(window) = span("window", &file.window)? {
+        s.window_buckets = buckets("window", window, 32)?;
+    }
+    if let Some(enter) = span("enter_after", &file.enter_after)? {
+        s.enter_after = buckets("enter_after", enter, 10_000)?;
+    }
+    if let Some(leave) = span("leave_after", &file.leave_after)? {
+        s.leave_after = buckets("leave_after", leave, 100_000)?;
+    }
+    if let Some(floor) = file.floor {
+        if floor == 0 {
+            return Err(fail("floor", "must be greater than zero (a quiet site must not flap)".into()));
+        }
+        s.floor = floor;
+    }
+    if let Some(rise) = file.rise {
+        if !(rise.is_finite() && rise >= 1.0) {
+            return Err(fail("rise", "must be at least 1 (times the baseline)".into()));
+        }
+        s.rise = rise;
+    }
+    if let Some(ratio) = file.min_ratio {
+        if !(ratio > 0.0 && ratio < 1.0) {
+            return Err(fail("min_ratio", "must be above 0 and below 1 (e.g. 0.3)".into()));
+        }
+        s.min_ratio = ratio;
+    }
+    if let Some(high) = file.high_factor {
+        if !(high.is_finite() && high >= 1.0) {
+            return Err(fail("high_factor", "must be at least 1".into()));
+        }
+        s.high_factor = high;
+    }
+    Ok(s)
 }
 
 #[cfg(test)]

@@ -190,6 +190,7 @@ pub struct PrivacyFile {
 pub struct PolicyFile {
     #[serde(default)]
     pub defaults: DefaultsFile,
+    pub attack_mode: Option<AttackModeFile>,
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RouteFile>>,
     /// Accept a policy that protects no route at all (the gateway is then a plain proxy). Without it, a policy
@@ -228,6 +229,8 @@ pub struct RouteFile {
     #[serde(default)]
     pub outcome: OutcomeFile,
     pub on_bad_body: Option<BadBody>,
+    /// Where a `password_reset_required` answer sends the user (a URL or a path of the site).
+    pub reset_url: Option<String>,
     #[serde(default, rename = "defense")]
     pub defenses: Vec<Spanned<DefenseFile>>,
 }
@@ -269,6 +272,8 @@ pub struct DefenseFile {
     pub mode: Option<Mode>,
     pub action: Option<ActionName>,
     pub status: Option<u16>,
+    /// The action while the site-wide attack mode is on, for logins from devices the account has not used.
+    pub under_attack: Option<ActionName>,
     #[serde(flatten)]
     pub params: toml::Table,
 }
@@ -292,6 +297,30 @@ pub enum ActionName {
     Block,
     Tag,
     Challenge,
+    /// 403 `password_reset_required` with the route's `reset_url`.
+    ResetRequired,
+}
+
+/// `[attack_mode]`: the site-wide detector (see `crate::attack`). Every key is optional.
+#[derive(Debug, Deserialize, Default, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AttackModeFile {
+    /// Counting granularity and how often the level is re-evaluated, e.g. "10s".
+    pub bucket: Option<String>,
+    /// The span one observation sums, e.g. "1m" (a whole number of buckets).
+    pub window: Option<String>,
+    /// Fewest failed logins from unknown devices per window that can mean an attack.
+    pub floor: Option<u32>,
+    /// Those failures must exceed this many times the trailing baseline.
+    pub rise: Option<f32>,
+    /// ... and their share of all logins must reach this (and twice the baseline share).
+    pub min_ratio: Option<f32>,
+    /// "high" at this many times the entry bar.
+    pub high_factor: Option<f32>,
+    /// How long the condition must hold before the mode goes on, e.g. "30s".
+    pub enter_after: Option<String>,
+    /// How long it must stay calm (under half the bar) before the mode goes off, e.g. "15m".
+    pub leave_after: Option<String>,
 }
 
 /// `on_bad_body`: what to do with a protected request whose body cannot be read.

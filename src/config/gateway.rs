@@ -477,7 +477,7 @@ fn shared_settings(
         if names.is_empty() {
             return Err(err("share", "names no key kind; remove [shared_state] to keep all state local".into()));
         }
-        out.share = [false; 7];
+        out.share = [false; KeyKind::ALL.len()];
         for name in names {
             let kind = KeyKind::ALL.iter().find(|k| k.as_str() == name).ok_or_else(|| {
                 let known: Vec<&str> = KeyKind::ALL.iter().map(|k| k.as_str()).collect();

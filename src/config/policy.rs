@@ -187,6 +187,8 @@ pub struct Route {
     pub max_body_bytes: usize,
     pub ipv6_prefix: u8,
     pub slots: Vec<Slot>,
+    /// Where a `password_reset_required` answer sends the user.
+    pub reset_url: Option<std::sync::Arc<str>>,
     pub source: PathBuf,
     pub metrics: crate::telemetry::metrics::RouteMetrics,
 }

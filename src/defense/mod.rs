@@ -14,6 +14,7 @@ pub mod breach;
 pub mod distinct;
 pub mod email_domain;
 pub mod failures;
+pub mod fingerprint_accounts;
 pub mod geo;
 pub mod geo_velocity;
 pub mod ip_list;

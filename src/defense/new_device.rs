@@ -45,12 +45,16 @@ struct Params {
     bits: Option<u8>,
     /// Each further risky finding adds a bit, up to this (default bits + 2).
     max_bits: Option<u8>,
+    /// While the site-wide attack mode is on, challenge *every* login from an unknown device, at least this hard
+    /// (one more bit at the `high` level). Unset: the attack mode changes nothing here.
+    attack_bits: Option<u8>,
 }
 
 pub struct NewDevice {
     when: Vec<&'static str>,
     bits: u8,
     max_bits: u8,
+    attack_bits: Option<u8>,
     config: Arc<ChallengeConfig>,
     keys: KeyHasher,
     clock: Clock,
@@ -86,10 +90,16 @@ fn build(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>,
     if !(bits..=MAX_BITS).contains(&max_bits) {
         return Err(error("max_bits", format!("must be between `bits` ({bits}) and {MAX_BITS}")));
     }
+    if let Some(attack_bits) = p.attack_bits {
+        if !(1..=MAX_BITS).contains(&attack_bits) {
+            return Err(error("attack_bits", format!("must be between 1 and {MAX_BITS}")));
+        }
+    }
     Ok(Arc::new(NewDevice {
         when,
         bits,
         max_bits,
+        attack_bits: p.attack_bits,
         config: cx.env.challenge.clone(),
         keys: cx.env.keys.clone(),
         clock: cx.env.clock.clone(),
@@ -161,6 +171,9 @@ impl Defense for NewDevice {
             return Finding::Clear;
         }
         if self.risky(earlier).next().is_none() {
+            if self.attack_bits.is_some() && attempt.subject.facts.attack.on() {
+                return Finding::Hit { reason: "attack_mode", retry_after: None };
+            }
             return Finding::Clear;
         }
         let reason = if device.known { "shared_device" } else { "new_device" };
@@ -170,7 +183,12 @@ impl Defense for NewDevice {
     /// The base difficulty, a bit more per further risky finding up to `max_bits`, then the automation tells.
     fn challenge_bits(&self, attempt: &Attempt<'_>, earlier: &[Reason]) -> u8 {
         let extra = self.risky(earlier).count().saturating_sub(1).min(usize::from(MAX_BITS)) as u8;
-        with_tells(self.bits.saturating_add(extra).min(self.max_bits), attempt.subject.facts.device.tells)
+        let mut bits = self.bits.saturating_add(extra).min(self.max_bits);
+        if let (Some(attack_bits), true) = (self.attack_bits, attempt.subject.facts.attack.on()) {
+            let high = u8::from(attempt.subject.facts.attack == crate::attack::AttackLevel::High);
+            bits = bits.max(attack_bits.saturating_add(high).min(MAX_BITS));
+        }
+        with_tells(bits, attempt.subject.facts.device.tells)
     }
 
     fn record(&self, subject: &Subject, outcome: Outcome, out: &mut Vec<Write>) {
@@ -229,6 +247,7 @@ mod tests {
             when: vec!["breached_password", "account_failures"],
             bits: 16,
             max_bits: 18,
+            attack_bits: Some(18),
             config: Arc::new(ChallengeConfig::default()),
             keys: h.keys.clone(),
             clock: h.clock.clone(),
@@ -263,6 +282,29 @@ mod tests {
             check(&h, &d, &s, &[finding("breached_password")]),
             Finding::Hit { reason: "shared_device", .. }
         ));
+    }
+
+    #[test]
+    fn under_attack_every_unknown_device_is_challenged_harder_and_a_known_device_never() {
+        use crate::attack::AttackLevel;
+        let h = Harness::new();
+        let d = defense(&h);
+        let headers = http::HeaderMap::new();
+        let mut s = h.subject("203.0.113.1", Some("victim"));
+        s.facts.attack = AttackLevel::Elevated;
+        assert_eq!(check(&h, &d, &s, &[]), Finding::Hit { reason: "attack_mode", retry_after: None });
+        let bits = |s: &Subject| {
+            d.challenge_bits(&Attempt { subject: *s, credentials: Default::default(), headers: &headers }, &[])
+        };
+        assert_eq!(bits(&s), 18);
+        s.facts.attack = AttackLevel::High;
+        assert_eq!(bits(&s), 19);
+        s.facts.device.known = true;
+        assert_eq!(check(&h, &d, &s, &[]), Finding::Clear, "known devices are never affected");
+        let mut calm = NewDevice { attack_bits: None, ..defense(&h) };
+        calm.when.clear();
+        s.facts.device.known = false;
+        assert_eq!(check(&h, &calm, &s, &[]), Finding::Clear, "without attack_bits the mode changes nothing");
     }
 
     #[test]

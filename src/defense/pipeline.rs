@@ -25,6 +25,9 @@ pub enum Action {
     Challenge,
     /// Forward with `X-Stuffgate-Signals` naming the defense, for the app to step up.
     Tag,
+    /// Answer 403 `password_reset_required` with the route's reset link: the credential is known to attackers, so
+    /// no answer about it (not even a challenge to pay for) is given until the owner resets it.
+    ResetRequired,
 }
 
 impl Action {
@@ -33,6 +36,7 @@ impl Action {
             Action::Block { .. } => "block",
             Action::Challenge => "challenge",
             Action::Tag => "tag",
+            Action::ResetRequired => "reset_required",
         }
     }
 }
@@ -42,6 +46,9 @@ pub struct Slot {
     pub defense: Arc<dyn Defense>,
     pub mode: Mode,
     pub action: Action,
+    /// The action instead while the site-wide attack mode is on, for logins from devices the account has not used
+    /// (`under_attack` in the policy); known devices keep `action`.
+    pub under_attack: Option<Action>,
     pub phase: Phase,
     /// The defense's type and parameters without mode and action: equal fingerprints on reload keep the defense.
     pub fingerprint: String,
@@ -106,6 +113,8 @@ pub struct Decision {
     pub trusted: bool,
     /// The difficulty of the challenge to answer with (set with `Verdict::Challenge`).
     pub challenge_bits: u8,
+    /// The block is a `password_reset_required` answer (a 403 with the route's reset link).
+    pub reset_required: bool,
 }
 
 impl Decision {
@@ -168,6 +177,11 @@ pub fn judge(slots: &[Slot], batch: &Batch, attempt: &Attempt<'_>, now: u64, dec
         let index = batch.starts[at].0 as usize;
         let slot = &slots[index];
         let replies = batch.replies_of(at);
+        let device = &attempt.subject.facts.device;
+        let action = match slot.under_attack {
+            Some(stricter) if attempt.subject.facts.attack.on() && !(device.known && !device.shared) => stricter,
+            _ => slot.action,
+        };
         match slot.defense.decide_after(attempt, replies, now, &decision.reasons) {
             Finding::Clear => {}
             Finding::Trusted => {
@@ -193,15 +207,19 @@ pub fn judge(slots: &[Slot], batch: &Batch, attempt: &Attempt<'_>, now: u64, dec
                     slot: index,
                     defense: slot.defense.name(),
                     reason,
-                    action: slot.action.as_str(),
+                    action: action.as_str(),
                     mode: slot.mode,
                     header,
                 });
                 if slot.mode == Mode::Observe {
                     continue;
                 }
-                let answer = match slot.action {
+                let answer = match action {
                     Action::Block { status } => Verdict::Block { status, retry_after },
+                    Action::ResetRequired => {
+                        decision.reset_required = true;
+                        Verdict::Block { status: 403, retry_after: None }
+                    }
                     Action::Challenge => {
                         let bits = slot.defense.challenge_bits(attempt, &decision.reasons);
                         if let Solution::Passed { bits: solved, .. } = attempt.subject.facts.challenge {
@@ -252,6 +270,7 @@ mod tests {
             defense: Arc::new(Always(finding, phase)),
             mode,
             action,
+            under_attack: None,
             phase,
             fingerprint: String::new(),
             metrics: None,
@@ -333,6 +352,34 @@ mod tests {
         for failed in [Solution::Absent, Solution::Invalid, Solution::Expired, Solution::Reused] {
             assert_eq!(judge_with(failed).verdict(), Verdict::Challenge, "{failed:?}");
         }
+    }
+
+    #[test]
+    fn under_attack_an_unknown_device_gets_the_stricter_action_and_a_known_device_never() {
+        let mut slots = [slot(HIT, Phase::Credentials, Mode::Enforce, Action::Tag)];
+        slots[0].under_attack = Some(Action::ResetRequired);
+        let judge_with = |attack: crate::attack::AttackLevel, known: bool| {
+            let h = Harness::new();
+            let headers = http::HeaderMap::new();
+            let mut subject = h.subject("192.0.2.1", Some("a"));
+            subject.facts.attack = attack;
+            subject.facts.device.known = known;
+            let attempt = Attempt { subject, credentials: Default::default(), headers: &headers };
+            let mut batch = Batch::default();
+            batch.gather(&slots, Phase::Credentials, &attempt);
+            let mut decision = Decision::default();
+            judge(&slots, &batch, &attempt, 0, &mut decision);
+            decision
+        };
+        use crate::attack::AttackLevel;
+        let calm = judge_with(AttackLevel::Off, false);
+        assert_eq!((calm.verdict(), calm.reset_required), (Verdict::Tag, false));
+        let attacked = judge_with(AttackLevel::Elevated, false);
+        assert_eq!(attacked.verdict(), Verdict::Block { status: 403, retry_after: None });
+        assert!(attacked.reset_required);
+        assert_eq!(attacked.reasons[0].action, "reset_required");
+        let known = judge_with(AttackLevel::High, true);
+        assert_eq!((known.verdict(), known.reset_required), (Verdict::Tag, false));
     }
 
     #[test]

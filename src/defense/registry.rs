@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 use super::{
-    breach, distinct, email_domain, failures, geo, geo_velocity, ip_list, new_device, rate, reset_target, user_agent,
-    Defense,
+    breach, distinct, email_domain, failures, fingerprint_accounts, geo, geo_velocity, ip_list, new_device, rate,
+    reset_target, user_agent, Defense,
 };
 use crate::config::CompileEnv;
 use crate::store::CellId;
@@ -52,6 +52,7 @@ pub const REGISTRY: &[DefenseSpec] = &[
     failures::SPEC,
     distinct::DISTINCT_ACCOUNTS,
     distinct::PASSWORD_SPRAY,
+    fingerprint_accounts::SPEC,
     breach::BREACHED_PASSWORD,
     breach::LEAKED_PAIR,
     breach::BREACHED_SOURCE,

@@ -42,6 +42,7 @@ pub(crate) fn write(
     let facts = &subject.facts;
     let solution = (facts.challenge != crate::challenge::Solution::Absent).then(|| facts.challenge.as_str());
     let signals = facts.device.signals.map(|hash| format!("{hash:016x}"));
+    let attack_mode = facts.attack.on().then(|| facts.attack.as_str());
     tracing::info!(
         target: "stuffgate::decision",
         route = route.name.as_str(),
@@ -59,5 +60,7 @@ pub(crate) fn write(
         device_signals = signals.as_deref(),
         client_fingerprint = facts.client_fingerprint.as_ref().map(|f| f.as_str()),
         fingerprint_source = facts.client_fingerprint.as_ref().map(|f| f.source().as_str()),
+        attack_mode,
+        reset_required = decision.reset_required,
     );
 }

@@ -318,9 +318,13 @@ impl Gateway {
                 .headers
                 .get(name)
                 .and_then(|value| ClientFingerprint::new(FingerprintSource::Header, value.as_bytes().trim_ascii())),
-            None => self.state.fingerprints.of_session(session),
+            // Without TLS on this connection: a fingerprint of the HTTP request head.
+            None => self
+                .state
+                .fingerprints
+                .of_session(session)
+                .or_else(|| crate::fingerprint::http(&session.req_header().headers)),
         };
-        // A fingerprint of the HTTP request head, for clients on plain HTTP, belongs here as the last fallback.
         ctx.fingerprint = Some(found);
         found
     }

@@ -21,6 +21,7 @@
 
 pub mod addresses;
 pub mod api;
+pub mod clients;
 pub mod cli;
 pub mod histogram;
 pub mod html;
@@ -143,14 +144,30 @@ pub fn offline_report(schedule: &Schedule, options: &offline::OfflineOptions) ->
     if options.speed != 1.0 {
         notes.push(format!("time compressed ×{} as an online run at that speed would be", options.speed));
     }
+    let a = run.attack_mode;
+    notes.push(match a.first_on {
+        None => "attack mode: never on".to_string(),
+        Some(first) => format!(
+            "attack mode: on {} time(s), first at {}, for {} in all ({} at the high level)",
+            a.switched_on,
+            report::human_duration(first.as_secs_f64()),
+            report::human_duration(a.on_for.as_secs_f64()),
+            report::human_duration(a.high_for.as_secs_f64()),
+        ),
+    });
     let c = run.challenges;
     if c.issued > 0 {
         notes.push(format!(
-            "challenges: {} issued; solved by users' browsers {}, by attacking bots {} ({}); {} SHA-256 computed",
+            "challenges: {} issued; solved by users' browsers {}, by attacking bots {} ({}); {} SHA-256 computed (CPU \
+             time as this build solves: a release build solves ~20x faster)",
             report::thousands(c.issued),
             report::thousands(c.solved_by_users),
             report::thousands(c.solved_by_attackers),
-            if options.solvers { "--solvers: bots pay the proof-of-work" } else { "bots never run challenges" },
+            if options.solvers {
+                "--solvers: every bot pays the proof-of-work"
+            } else {
+                "bots solve where their actor's solver_share says"
+            },
             report::thousands(c.hashes),
         ));
     }

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::challenge::facts::DEVICE_TOKEN_HEADER;
 use crate::clock::Clock;
+use crate::store::{KeyKind, Write};
 use crate::config::CompileEnv;
 use crate::defense::{Decision, Mode};
 use crate::engine::{self, InMemory};
@@ -21,6 +23,10 @@ use bytes::Bytes;
 use super::api::{ApiFlags, ApiShape};
 use super::report::Tally;
 use super::schedule::{follow_ups, Answer, Endpoint, Event, Schedule, Verdict};
+
+/// Share of real users' logins from a device the account has not used before (a new phone, a shared computer):
+/// about a fifth in an hour. The rest carry the device cookie of an earlier login.
+const NEW_DEVICE_SHARE: f64 = 0.2;
 
 /// How often the gateway's maintenance task prunes (see `server.rs`), in gateway time.
 const PRUNE_EVERY: u64 = 5_000_000_000;
@@ -48,6 +54,17 @@ pub struct OfflineRun {
     pub processed: u64,
     pub elapsed: Duration,
     pub challenges: Challenges,
+    /// The site-wide attack mode over the run.
+    pub attack_mode: AttackModeSpan,
+}
+
+/// When the site-wide attack mode was on during a run (virtual time since the scenario's start).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct AttackModeSpan {
+    pub first_on: Option<Duration>,
+    pub on_for: Duration,
+    pub switched_on: u32,
+    pub high_for: Duration,
 }
 
 /// What the challenges of a run came to. Legitimate users' browsers always solve; attacking bots only with
@@ -83,7 +100,10 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
     let mut next_prune = origin + PRUNE_EVERY;
     let mut processed = 0u64;
     let mut challenges = Challenges::default();
+    let mut attack_mode = AttackModeSpan::default();
     let mut blocked_by: std::collections::BTreeMap<String, u64> = Default::default();
+    // The device cookie each real user's browser holds, by account.
+    let mut devices: std::collections::HashMap<u32, String> = Default::default();
     let started = Instant::now();
     // The API the policy protects: its paths and field names replace the demo's the schedule is written in.
     let files: Vec<String> = options.policy_files.iter().map(|p| p.display().to_string()).collect();
@@ -119,7 +139,18 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
         }
         let now = clock.now_nanos();
         if now >= next_prune {
+            let was = env.attack.level();
             handle.maintain();
+            let level = env.attack.level();
+            if level.on() {
+                let since_start = Duration::from_nanos(now - origin);
+                attack_mode.first_on.get_or_insert(since_start);
+                attack_mode.on_for += Duration::from_nanos(PRUNE_EVERY);
+                attack_mode.switched_on += u32::from(!was.on());
+                if level == crate::attack::AttackLevel::High {
+                    attack_mode.high_for += Duration::from_nanos(PRUNE_EVERY);
+                }
+            }
             next_prune = now + PRUNE_EVERY;
         }
 
@@ -129,28 +160,40 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
             Some(index) => {
                 let route = &policy.routes[index];
                 // The runner sends follow-ups' tokens as `Authorization: Bearer …`; session limits key on that.
-                let mut headers = http::HeaderMap::with_capacity(2);
-                headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+                let actor = &schedule.actors[event.actor as usize];
+                let attacker = actor.kind.is_attacker();
+                let mut headers = super::clients::head(attacker, event.actor, event.account, event.ip);
+                if actor.kind.is_legitimate() && event.account < super::schedule::SYNTHETIC_ACCOUNTS {
+                    if let Some(cookie) = device_cookie(env, &mut devices, event.account, now) {
+                        headers.append(http::header::COOKIE, cookie);
+                    }
+                }
                 if let Some(value) =
                     event.bearer.as_deref().and_then(|t| http::HeaderValue::try_from(format!("Bearer {t}")).ok())
                 {
                     headers.insert(http::header::AUTHORIZATION, value);
                 }
+                let client_fingerprint = crate::fingerprint::http(&headers);
                 let mut request = InMemory {
                     ip: event.ip,
                     headers,
                     body: Bytes::copy_from_slice(api.body(event).as_bytes()),
-                    client_fingerprint: None,
+                    client_fingerprint,
                 };
                 let Ok(mut judged) = engine::decide_now(route, env, &mut request, now);
-                let attacker = schedule.actors[event.actor as usize].kind.is_attacker();
+                // Which bots run a native solver: a stable draw per address, below the actor's share.
+                let solves = !attacker
+                    || options.solvers
+                    || super::clients::draw(event.actor, event.ip, schedule.seed) < actor.solver_share;
                 // A challenge: a browser pays it and sends the request again (a solving bot too); at most twice.
                 for _ in 0..2 {
-                    let Some(issued) = judged.challenge.as_ref().filter(|_| options.solvers || !attacker) else {
+                    let Some(issued) = judged.challenge.as_ref().filter(|_| solves) else {
                         break;
                     };
                     challenges.issued += 1;
+                    let started = thread_cpu_nanos();
                     let nonce = crate::challenge::token::solve(&issued.token, issued.bits);
+                    tally.note_challenge(event, Some(thread_cpu_nanos().saturating_sub(started)));
                     challenges.hashes += nonce + 1;
                     *if attacker { &mut challenges.solved_by_attackers } else { &mut challenges.solved_by_users } += 1;
                     if let Ok(value) = http::HeaderValue::try_from(format!("{}:{nonce}", issued.token)) {
@@ -161,6 +204,7 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
                 }
                 if judged.challenge.is_some() {
                     challenges.issued += 1;
+                    tally.note_challenge(event, None);
                 }
                 flagged = would_block(&judged.decision);
                 if matches!(
@@ -183,7 +227,12 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
                     }
                     crate::defense::Verdict::Allow | crate::defense::Verdict::Tag => {
                         let answer = upstream(event);
-                        engine::observe(route, env, &judged.subject, answer.status, now);
+                        let (_, effects) = engine::observe(route, env, &judged.subject, answer.status, now);
+                        // The browser keeps the device token a success issued.
+                        let issued = effects.response.iter().find(|(name, _)| *name == DEVICE_TOKEN_HEADER);
+                        if let (false, Some((_, token))) = (attacker, issued) {
+                            devices.insert(event.account, token.clone());
+                        }
                         answer
                     }
                 }
@@ -201,7 +250,56 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
             break;
         }
     }
-    Ok(OfflineRun { tally, blocked_by, processed, elapsed: started.elapsed(), challenges })
+    Ok(OfflineRun { tally, blocked_by, processed, elapsed: started.elapsed(), challenges, attack_mode })
+}
+
+/// The device cookie a real user's browser sends: the token of an earlier login, except for the share of users on
+/// a new device. A user's earlier logins happened before the replay: the device is made known for the account
+/// the first time the user shows up.
+fn device_cookie(
+    env: &CompileEnv,
+    devices: &mut std::collections::HashMap<u32, String>,
+    account: u32,
+    now: u64,
+) -> Option<http::HeaderValue> {
+    use crate::challenge::token::DeviceClaims;
+    if !devices.contains_key(&account) {
+        if super::clients::draw(0, std::net::IpAddr::from([0, 0, 0, 0]), u64::from(account)) < NEW_DEVICE_SHARE {
+            return None;
+        }
+        let seconds = (now / 1_000_000_000) as u32;
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&account.to_le_bytes());
+        id[4..8].copy_from_slice(b"user");
+        let claims = DeviceClaims { issued: seconds, expires: seconds.saturating_add(30 * 86_400), id };
+        let token = env.challenge.keys.issue_device(&claims);
+        let email = crate::demo_api::demo_account(account as usize);
+        let owner = env.keys.key(KeyKind::Account, crate::attempt::normalise_account(&email).as_bytes());
+        let device = env.keys.key(KeyKind::Device, &id);
+        let remember = Write::Remember {
+            key: owner,
+            cell: crate::challenge::KNOWN_DEVICES_CELL,
+            member: crate::attempt::print32(device.id),
+            cap: env.challenge.max_devices,
+            keep: env.challenge.remember.as_nanos() as u64,
+        };
+        env.store.write(&[remember], now);
+        devices.insert(account, token);
+    }
+    let token = devices.get(&account)?;
+    http::HeaderValue::try_from(format!("{}={token}", env.challenge.cookie_name)).ok()
+}
+
+/// CPU time this thread has used: what a native solver pays, whatever else the machine runs.
+fn thread_cpu_nanos() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `clock_gettime` writes one `timespec` through a valid pointer to a local.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } == 0;
+    if ok {
+        now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+    } else {
+        0
+    }
 }
 
 /// An observe-mode defense wanted to block.

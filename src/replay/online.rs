@@ -148,8 +148,8 @@ impl Shared {
 /// `x-demo-upstream`.
 pub fn classify(response: &Response, endpoint: Endpoint) -> Answer {
     let verdict = match response.decision.as_deref() {
-        // A challenge is not forwarded: this runner's bots never run challenges (see `--offline --solvers`).
-        Some("block" | "challenge") => Verdict::Blocked,
+        // A challenge left unsolved is not forwarded.
+        Some("block" | "challenge" | "reset_required") => Verdict::Blocked,
         Some(_) => Verdict::Invalid,
         None if response.upstream => Verdict::Forwarded,
         // Not the demo upstream: anything but a gateway error page counts as the upstream's answer.
@@ -163,52 +163,58 @@ pub fn classify(response: &Response, endpoint: Endpoint) -> Answer {
     Answer { verdict, status: response.status, token }
 }
 
-/// Send one event in the API's terms. A legitimate user (`solve`) passes a challenge as a browser would: pays the
-/// proof-of-work and sends the identical request again with the solution (at most twice, as offline). Also returns
-/// how many challenges were solved.
+/// Send one event, in the API's terms, with its sender's head (a browser profile, or the attacking tool's; see `clients`). A challenge
+/// is paid where the sender solves (users' browsers always, bots per their actor's `solver_share`) and the request
+/// sent again with the solution, at most twice, as the offline replay does; the time spent solving is returned.
 async fn send(
     conn: &mut Conn,
     api: &ApiShape,
     event: &Event,
     ip: &str,
     bearer: Option<&str>,
-    solve: bool,
-) -> (Answer, u64) {
+    actor: &super::schedule::ActorInfo,
+    seed: u64,
+) -> (Answer, Vec<u64>) {
+    let attacker = actor.kind.is_attacker();
+    let head = super::clients::head(attacker, event.actor, event.account, event.ip);
+    let mut headers: Vec<(&str, &str)> = head.iter().filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))).collect();
+    headers.push(("x-forwarded-for", ip));
     let auth;
-    let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json"), ("x-forwarded-for", ip)];
     if let Some(token) = bearer {
         auth = format!("Bearer {token}");
         headers.push(("authorization", &auth));
     }
     let body = api.body(event);
     let path = api.path(event.endpoint);
+    let solves = !attacker || super::clients::draw(event.actor, event.ip, seed) < actor.solver_share;
+    let mut solved_in = Vec::new();
     let mut solution = String::new();
-    let mut solved = 0;
-    for round in 0..3 {
+    for _ in 0..3 {
         let mut sent = headers.clone();
         if !solution.is_empty() {
             sent.push((crate::challenge::facts::SOLUTION_HEADER, &solution));
         }
         let response = match conn.request("POST", path, &sent, body.as_bytes()).await {
             Ok(response) => response,
-            Err(_) => return (Answer { verdict: Verdict::Error, status: 0, token: None }, solved),
+            Err(_) => return (Answer { verdict: Verdict::Error, status: 0, token: None }, solved_in),
         };
-        let challenge = (solve && round < 2 && response.decision.as_deref() == Some("challenge"))
+        let challenge = (solves && solved_in.len() < 2 && response.decision.as_deref() == Some("challenge"))
             .then(|| serde_json::from_slice::<serde_json::Value>(&response.body).ok())
             .flatten()
             .and_then(|v| Some((v["challenge"]["token"].as_str()?.to_string(), v["challenge"]["bits"].as_u64()?)));
-        let Some((token, bits)) = challenge else { return (classify(&response, event.endpoint), solved) };
-        // Solving takes milliseconds at the default difficulty: off the runtime's threads all the same.
-        let nonce = tokio::task::spawn_blocking({
-            let token = token.clone();
-            move || crate::challenge::token::solve(&token, bits.min(32) as u8)
-        })
-        .await
-        .unwrap_or(0);
+        let Some((token, bits)) = challenge else {
+            return (classify(&response, event.endpoint), solved_in);
+        };
+        let started = std::time::Instant::now();
+        let nonce =
+            tokio::task::spawn_blocking(move || (crate::challenge::token::solve(&token, bits.min(32) as u8), token)).await;
+        let Ok((nonce, token)) = nonce else {
+            return (classify(&response, event.endpoint), solved_in);
+        };
+        solved_in.push(started.elapsed().as_nanos() as u64);
         solution = format!("{token}:{nonce}");
-        solved += 1;
     }
-    (Answer { verdict: Verdict::Error, status: 0, token: None }, solved)
+    (Answer { verdict: Verdict::Error, status: 0, token: None }, solved_in)
 }
 
 pub async fn fetch_stats(url: &str) -> Option<crate::demo_api::DemoStats> {
@@ -337,12 +343,20 @@ async fn run_async(schedule: Arc<Schedule>, options: &OnlineOptions) -> anyhow::
                 use std::fmt::Write as _;
                 let _ = write!(ip_text, "{}", event.ip);
                 let sent_at = Instant::now();
-                let kind = shared.schedule.actors[event.actor as usize].kind;
-                let (answer, solved) =
-                    send(&mut conn, &api, event, &ip_text, event.bearer.as_deref(), !kind.is_attacker()).await;
-                shared.solved_by_users.fetch_add(solved, Ordering::Relaxed);
+                let actor = &shared.schedule.actors[event.actor as usize];
+                let seed = shared.schedule.seed;
+                let (answer, solved) = send(&mut conn, &api, event, &ip_text, event.bearer.as_deref(), actor, seed).await;
+                if !actor.kind.is_attacker() {
+                    shared.solved_by_users.fetch_add(solved.len() as u64, Ordering::Relaxed);
+                }
                 let micros = sent_at.elapsed().as_micros() as u64;
-                tally.record(event, kind, &answer, Some(micros), false);
+                for nanos in &solved {
+                    tally.note_challenge(event, Some(*nanos));
+                }
+                if answer.status == 428 {
+                    tally.note_challenge(event, None);
+                }
+                tally.record(event, actor.kind, &answer, Some(micros), false);
                 shared.sent.fetch_add(1, Ordering::Relaxed);
                 if let Some(bar) = &progress {
                     bar.inc(1);

@@ -16,6 +16,10 @@ pub const TIMELINE_BUCKETS: usize = 60;
 
 const GOT_IN: u8 = 1;
 const TURNED_AWAY: u8 = 2;
+/// The visit met a challenge (solved by the user's browser or not).
+const CHALLENGED: u8 = 4;
+/// No time recorded for a visit yet.
+const NEVER: u64 = u64::MAX;
 
 #[derive(Clone, Debug, Default)]
 pub struct ActorTally {
@@ -32,6 +36,11 @@ pub struct ActorTally {
     pub topups: u64,
     pub fraud_yen: u64,
     pub signups: u64,
+    /// Challenges answered to this actor's requests.
+    pub challenged: u64,
+    /// Challenges it paid (solved natively), and the CPU time that took.
+    pub pow_solved: u64,
+    pub pow_cpu_nanos: u64,
 }
 
 /// Counters filled in while a replay runs; one per sender, merged at the end.
@@ -39,6 +48,9 @@ pub struct ActorTally {
 pub struct Tally {
     pub actors: Vec<ActorTally>,
     pub visits: Vec<u8>,
+    /// Per visit: when its first request was sent, and when it got in (virtual nanoseconds; `NEVER` if not).
+    pub visit_started: Vec<u64>,
+    pub visit_in: Vec<u64>,
     pub timeline: Vec<[u64; 4]>,
     pub bucket: u64,
     pub latency: Histogram,
@@ -50,6 +62,8 @@ impl Tally {
         Tally {
             actors: vec![ActorTally::default(); schedule.actors.len()],
             visits: vec![0; schedule.visit_actor.len()],
+            visit_started: vec![NEVER; schedule.visit_actor.len()],
+            visit_in: vec![NEVER; schedule.visit_actor.len()],
             timeline: vec![[0; 4]; TIMELINE_BUCKETS],
             bucket: (schedule.duration / TIMELINE_BUCKETS as u64).max(1),
             latency: Histogram::default(),
@@ -104,13 +118,33 @@ impl Tally {
             Verdict::Invalid | Verdict::Error => {}
         }
         if event.visit != NO_VISIT {
-            if let Some(v) = self.visits.get_mut(event.visit as usize) {
+            let at = event.visit as usize;
+            if let Some(v) = self.visits.get_mut(at) {
                 match (answer.verdict, answer.status) {
-                    (Verdict::Forwarded, 200) => *v |= GOT_IN,
+                    (Verdict::Forwarded, 200) => {
+                        *v |= GOT_IN;
+                        self.visit_in[at] = self.visit_in[at].min(event.at);
+                    }
+                    (Verdict::Blocked, 428) => *v |= TURNED_AWAY | CHALLENGED,
                     (Verdict::Blocked, _) => *v |= TURNED_AWAY,
                     _ => {}
                 }
+                self.visit_started[at] = self.visit_started[at].min(event.at);
             }
+        }
+    }
+
+    /// A challenge answered to `event` (offline: the engine issued it). `solved_in` is the CPU time the sender
+    /// spent solving it, when it did.
+    pub fn note_challenge(&mut self, event: &Event, solved_in: Option<u64>) {
+        let Some(actor) = self.actors.get_mut(event.actor as usize) else { return };
+        actor.challenged += 1;
+        if let Some(nanos) = solved_in {
+            actor.pow_solved += 1;
+            actor.pow_cpu_nanos += nanos;
+        }
+        if let Some(v) = self.visits.get_mut(event.visit as usize) {
+            *v |= CHALLENGED;
         }
     }
 
@@ -130,9 +164,18 @@ impl Tally {
             a.topups += b.topups;
             a.fraud_yen += b.fraud_yen;
             a.signups += b.signups;
+            a.challenged += b.challenged;
+            a.pow_solved += b.pow_solved;
+            a.pow_cpu_nanos += b.pow_cpu_nanos;
         }
         for (a, b) in self.visits.iter_mut().zip(other.visits) {
             *a |= b;
+        }
+        for (a, b) in self.visit_started.iter_mut().zip(other.visit_started) {
+            *a = (*a).min(b);
+        }
+        for (a, b) in self.visit_in.iter_mut().zip(other.visit_in) {
+            *a = (*a).min(b);
         }
         for (a, b) in self.timeline.iter_mut().zip(other.timeline) {
             for i in 0..4 {
@@ -182,6 +225,25 @@ pub struct Legit {
     /// Never got in for another reason (errors, or the upstream said no).
     pub other_never_in: u64,
     pub got_in_percent: f64,
+    /// Visits that met a challenge (their browser solved it), and their share.
+    pub challenged: u64,
+    pub challenged_percent: f64,
+    pub blocked_percent: f64,
+    /// Seconds from a visit's first request to getting in (retries after a typo or a block included), over the
+    /// visits that got in.
+    pub time_to_get_in_p50_s: f64,
+    pub time_to_get_in_p95_s: f64,
+    pub time_to_get_in_max_s: f64,
+}
+
+/// What an attacker paid in proof-of-work.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct ProofOfWork {
+    pub challenges: u64,
+    pub solved: u64,
+    pub cpu_seconds: f64,
+    /// CPU-seconds spent per account taken over (all of it when nothing was taken over).
+    pub cpu_seconds_per_takeover: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -196,6 +258,8 @@ pub struct ActorReport {
     pub harm: Harm,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub legit: Option<Legit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proof_of_work: Option<ProofOfWork>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -299,10 +363,17 @@ fn harm(t: &ActorTally, kind: ActorKind) -> Harm {
     }
 }
 
-fn legit_of(visits: impl Iterator<Item = u8>) -> Legit {
+fn legit_of(visits: impl Iterator<Item = (u8, u64, u64)>) -> Legit {
     let mut l = Legit::default();
-    for v in visits {
+    let mut waits: Vec<u64> = Vec::new();
+    for (v, started, got_in) in visits {
         l.visits += 1;
+        if v & CHALLENGED != 0 {
+            l.challenged += 1;
+        }
+        if got_in != NEVER && started != NEVER {
+            waits.push(got_in.saturating_sub(started));
+        }
         if v & GOT_IN != 0 {
             l.got_in += 1;
         } else if v & TURNED_AWAY != 0 {
@@ -311,8 +382,31 @@ fn legit_of(visits: impl Iterator<Item = u8>) -> Legit {
             l.other_never_in += 1;
         }
     }
-    l.got_in_percent = if l.visits == 0 { 100.0 } else { l.got_in as f64 * 100.0 / l.visits as f64 };
+    let share = |n: u64| if l.visits == 0 { 0.0 } else { n as f64 * 100.0 / l.visits as f64 };
+    l.got_in_percent = if l.visits == 0 { 100.0 } else { share(l.got_in) };
+    l.challenged_percent = share(l.challenged);
+    l.blocked_percent = share(l.blocked_never_in);
+    waits.sort_unstable();
+    let quantile = |q: f64| {
+        waits.get(((waits.len() as f64 - 1.0) * q).round() as usize).map(|&n| secs(n)).unwrap_or(0.0)
+    };
+    (l.time_to_get_in_p50_s, l.time_to_get_in_p95_s, l.time_to_get_in_max_s) =
+        (quantile(0.5), quantile(0.95), quantile(1.0));
     l
+}
+
+fn proof_of_work(t: &ActorTally, kind: ActorKind) -> Option<ProofOfWork> {
+    if !kind.is_attacker() || t.challenged == 0 {
+        return None;
+    }
+    let cpu_seconds = t.pow_cpu_nanos as f64 / 1e9;
+    Some(ProofOfWork {
+        challenges: t.challenged,
+        solved: t.pow_solved,
+        cpu_seconds,
+        cpu_seconds_per_takeover: (t.pow_solved > 0)
+            .then(|| cpu_seconds / t.taken_over.len().max(1) as f64),
+    })
 }
 
 impl Report {
@@ -320,15 +414,15 @@ impl Report {
         let mut actors = Vec::with_capacity(schedule.actors.len());
         let mut all_taken: HashSet<u32> = HashSet::new();
         let mut totals = ActorTally::default();
-        for (index, (ActorInfo { name, kind }, t)) in schedule.actors.iter().zip(&tally.actors).enumerate() {
+        for (index, (ActorInfo { name, kind, .. }, t)) in schedule.actors.iter().zip(&tally.actors).enumerate() {
             let legit = kind.is_legitimate().then(|| {
                 legit_of(
                     schedule
                         .visit_actor
                         .iter()
-                        .zip(&tally.visits)
-                        .filter(|(a, _)| **a as usize == index)
-                        .map(|(_, v)| *v),
+                        .enumerate()
+                        .filter(|(_, a)| **a as usize == index)
+                        .map(|(i, _)| (tally.visits[i], tally.visit_started[i], tally.visit_in[i])),
                 )
             });
             if kind.is_attacker() {
@@ -354,6 +448,7 @@ impl Report {
                 logins_failed: t.logins_failed,
                 harm: harm(t, *kind),
                 legit,
+                proof_of_work: proof_of_work(t, *kind),
             });
         }
         let harm = Harm {
@@ -363,7 +458,7 @@ impl Report {
             fraudulent_topup_yen: totals.fraud_yen,
             fake_signups: totals.signups,
         };
-        let legit = legit_of(tally.visits.iter().copied());
+        let legit = legit_of((0..tally.visits.len()).map(|i| (tally.visits[i], tally.visit_started[i], tally.visit_in[i])));
         Report {
             scenario: schedule.scenario.clone(),
             mode: info.mode.to_string(),
@@ -495,6 +590,32 @@ impl Report {
             thousands(l.blocked_never_in),
             thousands(l.other_never_in)
         );
+        let _ = writeln!(
+            out,
+            "    challenged {} ({:.1}%), blocked {:.2}%; time to get in p50 {:.1} s, p95 {:.1} s, max {:.1} s",
+            thousands(l.challenged),
+            l.challenged_percent,
+            l.blocked_percent,
+            l.time_to_get_in_p50_s,
+            l.time_to_get_in_p95_s,
+            l.time_to_get_in_max_s
+        );
+        for a in self.actors.iter() {
+            let Some(pow) = &a.proof_of_work else { continue };
+            let per = match pow.cpu_seconds_per_takeover {
+                Some(per) if a.harm.accounts_taken_over > 0 => format!("{per:.2} CPU-s per takeover"),
+                Some(_) => "no takeover".to_string(),
+                None => "never solved".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "  proof of work, {}: {} challenges, {} solved in {:.2} CPU-s ({per})",
+                a.name,
+                thousands(pow.challenges),
+                thousands(pow.solved),
+                pow.cpu_seconds
+            );
+        }
         if let Some(flagged) = self.totals.flagged_in_observe {
             if flagged > 0 {
                 let _ = writeln!(

@@ -21,6 +21,8 @@ pub const BUNDLED: &[(&str, &str)] = &[
     ("spray", include_str!("../../examples/attacks/spray.toml")),
     ("reset-hijack", include_str!("../../examples/attacks/reset-hijack.toml")),
     ("signup-farm", include_str!("../../examples/attacks/signup-farm.toml")),
+    ("distributed-solvers", include_str!("../../examples/attacks/distributed-solvers.toml")),
+    ("quiet-day", include_str!("../../examples/attacks/quiet-day.toml")),
 ];
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +96,7 @@ struct ActorFile {
     home: Option<String>,
     abroad: Option<Vec<String>>,
     gap: Option<String>,
+    solver_share: Option<f64>,
 }
 
 impl ActorFile {
@@ -123,6 +126,7 @@ impl ActorFile {
         note(self.gap.is_some(), "gap");
         note(self.addresses.is_some(), "addresses");
         note(self.countries.is_some(), "countries");
+        note(self.solver_share.is_some(), "solver_share");
         keys
     }
 }
@@ -250,6 +254,9 @@ pub struct Actor {
     /// Time between two requests from one address; none: spread at random over the span.
     pub pace: Option<u64>,
     pub params: Params,
+    /// Attackers: the share of their bots (by address) that solve challenges with a native solver, paying the
+    /// proof-of-work; the rest never run them. Users' browsers always solve.
+    pub solver_share: f64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -372,10 +379,19 @@ type ActorError = (&'static str, String);
 
 fn allowed_keys(kind: ActorKind) -> &'static [&'static str] {
     match kind {
-        ActorKind::Stuffer => {
-            &["addresses", "countries", "pace", "attempts_per_address", "valid_ratio", "known_account_ratio", "cashout"]
+        ActorKind::Stuffer => &[
+            "addresses",
+            "countries",
+            "pace",
+            "attempts_per_address",
+            "valid_ratio",
+            "known_account_ratio",
+            "cashout",
+            "solver_share",
+        ],
+        ActorKind::Sprayer => {
+            &["addresses", "countries", "passwords", "accounts", "valid_ratio", "cashout", "solver_share"]
         }
-        ActorKind::Sprayer => &["addresses", "countries", "passwords", "accounts", "valid_ratio", "cashout"],
         ActorKind::ResetHijacker => &[
             "addresses",
             "countries",
@@ -619,6 +635,7 @@ fn compile_actor(file: &ActorFile, index: usize, scenario_duration: u64) -> Resu
                 span,
                 pool: AddressPool { count: users, countries: abroad },
                 pace: None,
+                solver_share: 0.0,
                 params: Params::Traveller {
                     users,
                     home: AddressPool { count: users, countries: vec![(home, 1)] },
@@ -640,5 +657,6 @@ fn compile_actor(file: &ActorFile, index: usize, scenario_duration: u64) -> Resu
         pool: AddressPool { count: addresses, countries: pool_countries },
         pace,
         params,
+        solver_share: ratio("solver_share", file.solver_share, 0.0)?,
     })
 }

@@ -127,6 +127,8 @@ pub struct Answer {
 pub struct ActorInfo {
     pub name: String,
     pub kind: ActorKind,
+    /// Share of its bots that solve challenges (see `Actor::solver_share`).
+    pub solver_share: f64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -383,6 +385,7 @@ pub fn generate(scenario: &Scenario, seed: u64, geo: Option<&GeoDb>) -> Result<S
                     extra_actors.push(ActorInfo {
                         name: format!("{} (victims' sign-ups)", actor.name),
                         kind: ActorKind::Setup,
+                        solver_share: 0.0,
                     });
                 }
                 let victim_pool = addresses::draw(
@@ -520,7 +523,7 @@ pub fn generate(scenario: &Scenario, seed: u64, geo: Option<&GeoDb>) -> Result<S
         actors: scenario
             .actors
             .iter()
-            .map(|a| ActorInfo { name: a.name.clone(), kind: a.kind })
+            .map(|a| ActorInfo { name: a.name.clone(), kind: a.kind, solver_share: a.solver_share })
             .chain(extra_actors)
             .collect(),
         events,

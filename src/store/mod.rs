@@ -41,10 +41,12 @@ pub enum KeyKind {
     Device = 5,
     /// A challenge token (spent-token records: single use across gateways).
     Challenge = 6,
+    /// A client fingerprint (`fingerprint`): one TLS or HTTP stack, shared by every user of that client.
+    Fingerprint = 7,
 }
 
 impl KeyKind {
-    pub const ALL: [KeyKind; 7] = [
+    pub const ALL: [KeyKind; 8] = [
         KeyKind::Address,
         KeyKind::Account,
         KeyKind::AccountAddress,
@@ -52,6 +54,7 @@ impl KeyKind {
         KeyKind::Session,
         KeyKind::Device,
         KeyKind::Challenge,
+        KeyKind::Fingerprint,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +66,7 @@ impl KeyKind {
             KeyKind::Session => "session",
             KeyKind::Device => "device",
             KeyKind::Challenge => "challenge",
+            KeyKind::Fingerprint => "fingerprint",
         }
     }
 }
@@ -208,7 +212,7 @@ pub type Replies = smallvec::SmallVec<[Reply; 8]>;
 pub type Struck = smallvec::SmallVec<[(usize, u64); 4]>;
 
 /// Records by key kind, for gauges.
-pub type KeyCounts = [(KeyKind, usize); 7];
+pub type KeyCounts = [(KeyKind, usize); 8];
 
 pub trait Store: Send + Sync {
     /// Serve one phase's reads, appending one reply per read to `replies`, in order.

@@ -80,6 +80,7 @@ fn kind_code(kind: KeyKind) -> &'static str {
         KeyKind::Session => "se",
         KeyKind::Device => "dv",
         KeyKind::Challenge => "ch",
+        KeyKind::Fingerprint => "fp",
     }
 }
 

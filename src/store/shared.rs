@@ -56,19 +56,25 @@ pub struct SharedSettings {
     pub write_queue: usize,
     pub breaker: BreakerSettings,
     /// Which key kinds are shared, by `KeyKind as usize`.
-    pub share: [bool; 7],
+    pub share: [bool; 8],
 }
 
 impl SharedSettings {
     /// Shared unless configured otherwise: account-keyed state (failures, rates, known sources, last country),
-    /// sprayed passwords, devices and spent challenge tokens. Address- and session-keyed state (the flood guards:
+    /// sprayed passwords, client fingerprints, devices and spent challenge tokens. Address- and session-keyed state (the flood guards:
     /// `ip_rate`, `ip_failures`, `distinct_accounts` per address, `session_rate`) stays local: it is where floods
     /// land, and a Redis round trip per flooded request buys little.
-    pub const DEFAULT_SHARE: [KeyKind; 5] =
-        [KeyKind::Account, KeyKind::AccountAddress, KeyKind::Password, KeyKind::Device, KeyKind::Challenge];
+    pub const DEFAULT_SHARE: [KeyKind; 6] = [
+        KeyKind::Account,
+        KeyKind::AccountAddress,
+        KeyKind::Password,
+        KeyKind::Device,
+        KeyKind::Challenge,
+        KeyKind::Fingerprint,
+    ];
 
     pub fn new(url: &str) -> SharedSettings {
-        let mut share = [false; 7];
+        let mut share = [false; KeyKind::ALL.len()];
         for kind in Self::DEFAULT_SHARE {
             share[kind as usize] = true;
         }

@@ -121,6 +121,14 @@ pub static UPSTREAM_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     ))
 });
 
+/// The site-wide attack mode level (see `crate::attack`).
+pub static ATTACK_MODE: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    registered(prometheus::register_int_gauge!(
+        "stuffgate_attack_mode",
+        "Site-wide attack mode level: 0 off, 1 elevated, 2 high (the operator's override included)."
+    ))
+});
+
 /// Client connections open now (admitted by the connection caps).
 pub static OPEN_CONNECTIONS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
     registered(prometheus::register_int_gauge!(
