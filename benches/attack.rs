@@ -65,7 +65,7 @@ fn bench(c: &mut Criterion) {
                 monitor.note(black_box(1_000_000_000_000 + i * 1_000), true, i % 10 == 0);
             }
             let elapsed = started.elapsed();
-            helper.join().unwrap();
+            helper.join().expect("the helper thread panicked");
             elapsed
         })
     });

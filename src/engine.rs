@@ -125,7 +125,11 @@ fn address_subject<R: Request>(route: &Route, env: &CompileEnv, request: &R) -> 
         account_address: None,
         password: None,
         session,
-        facts: Facts { client_fingerprint: request.client_fingerprint(), attack: env.attack.level(), ..Default::default() },
+        facts: Facts {
+            client_fingerprint: request.client_fingerprint(),
+            attack: env.attack.level(),
+            ..Default::default()
+        },
     }
 }
 
@@ -362,7 +366,7 @@ pub async fn decide<R: Request>(
 fn note_refusal(route: &Route, env: &CompileEnv, judged: &Judged, now: u64) {
     if route.kind == RouteKind::Login && matches!(judged.decision.verdict(), Verdict::Block { .. }) {
         let device = &judged.subject.facts.device;
-        if !(device.known && !device.shared) {
+        if !device.trusted() {
             env.attack.note(now, true, true);
         }
     }
@@ -418,7 +422,7 @@ pub fn observe(route: &Route, env: &CompileEnv, subject: &Subject, status: u16, 
     let outcome = route.outcome_of(status);
     if route.kind == RouteKind::Login && outcome != Outcome::Other {
         let device = &subject.facts.device;
-        let unknown = !(device.known && !device.shared);
+        let unknown = !device.trusted();
         env.attack.note(now, true, outcome == Outcome::Failure && unknown);
     }
     // Sized once: a login under the default policy writes about one record per defense, and growing from empty

@@ -192,7 +192,8 @@ mod tests {
         map
     }
 
-    const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36";
+    const CHROME: &str =
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36";
 
     #[test]
     fn the_http_fingerprint_follows_the_stack_not_the_user() {

@@ -149,8 +149,9 @@ fn two_content_types_and_a_polyglot_body_never_reach_flask() {
     let mut statuses = Vec::new();
     for i in 1..=25 {
         let guess = if i == 25 { RIGHT.to_string() } else { format!("guess-{i}") };
-        let body =
-            format!(r#"{{"a":"&email=decoy{i}%40example.org&password=Zq8-decoy-{i}&y=","email":"{VICTIM}","password":"{guess}"}}"#);
+        let body = format!(
+            r#"{{"a":"&email=decoy{i}%40example.org&password=Zq8-decoy-{i}&y=","email":"{VICTIM}","password":"{guess}"}}"#
+        );
         let headers = format!(
             "Content-Type: application/x-www-form-urlencoded\r\nContent-Type: application/json\r\n\
              X-Forwarded-For: 198.18.8.{i}\r\n"

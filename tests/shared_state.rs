@@ -329,7 +329,7 @@ fn store(redis: &Redis, share_all: bool) -> SharedStore {
     let mut settings = SharedSettings::new(&redis.url());
     settings.read_deadline = Duration::from_millis(200);
     if share_all {
-        settings.share = [true; 7];
+        settings.share = [true; 8];
     }
     SharedStore::start(LocalStore::new(10_000), settings).unwrap()
 }

@@ -46,6 +46,12 @@ pub struct DeviceFacts {
 }
 
 impl DeviceFacts {
+    /// A device the account logged in from before and that is not passed around: the one kind of client that
+    /// attack mode and fingerprint penalties never touch.
+    pub fn trusted(&self) -> bool {
+        self.known && !self.shared
+    }
+
     /// The device's store key.
     pub fn key(&self, keys: &KeyHasher) -> StateKey {
         keys.key(KeyKind::Device, &self.id)

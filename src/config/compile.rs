@@ -387,7 +387,8 @@ pub(crate) fn compile_file(
                     ActionName::Challenge | ActionName::ResetRequired => {
                         let challenge = name == ActionName::Challenge;
                         if defense.status.is_some() && setting == "action" {
-                            let answer = if challenge { "a `challenge` answers 428" } else { "`reset_required` answers 403" };
+                            let answer =
+                                if challenge { "a `challenge` answers 428" } else { "`reset_required` answers 403" };
                             return Err(derr("status", format!("{answer}; remove `status`")));
                         }
                         // A challenge token is bound to the account, and a reset concerns one: only defenses that

@@ -24,7 +24,8 @@ use crate::attempt::{print32, Attempt, Subject};
 use crate::keys::KeyHasher;
 use crate::store::{CellId, DistinctRule, KeyKind, Read, Reads, Reply, StateKey, Write};
 
-pub const SPEC: DefenseSpec = DefenseSpec { name: "fingerprint_accounts", build, default_action: block };
+pub const SPEC: DefenseSpec =
+    DefenseSpec { name: "fingerprint_accounts", findings: &["fingerprint_accounts"], build, default_action: block };
 
 /// Members kept per fingerprint: enough to judge a busy browser population's ratio, bounded per key.
 const CAP: u16 = 1024;
@@ -122,7 +123,7 @@ impl Defense for FingerprintAccounts {
             return Finding::Clear;
         };
         let device = &attempt.subject.facts.device;
-        if device.known && !device.shared {
+        if device.trusted() {
             return Finding::Clear;
         }
         Finding::penalty("many_accounts_from_fingerprint", remaining)

@@ -167,7 +167,7 @@ impl Defense for NewDevice {
 
     fn decide_after(&self, attempt: &Attempt<'_>, _replies: &[Reply], _now: u64, earlier: &[Reason]) -> Finding {
         let device = &attempt.subject.facts.device;
-        if attempt.subject.account.is_none() || (device.known && !device.shared) {
+        if attempt.subject.account.is_none() || device.trusted() {
             return Finding::Clear;
         }
         if self.risky(earlier).next().is_none() {

@@ -179,7 +179,7 @@ pub fn judge(slots: &[Slot], batch: &Batch, attempt: &Attempt<'_>, now: u64, dec
         let replies = batch.replies_of(at);
         let device = &attempt.subject.facts.device;
         let action = match slot.under_attack {
-            Some(stricter) if attempt.subject.facts.attack.on() && !(device.known && !device.shared) => stricter,
+            Some(stricter) if attempt.subject.facts.attack.on() && !device.trusted() => stricter,
             _ => slot.action,
         };
         match slot.defense.decide_after(attempt, replies, now, &decision.reasons) {

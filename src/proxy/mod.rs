@@ -24,8 +24,8 @@ use crate::answer::Answer;
 use crate::config::{Policy, Route};
 use crate::defense::{Effects, Outcome};
 use crate::engine::{self, BodyRead, Judged};
-use crate::ip_ranges::IpRanges;
 use crate::fingerprint::{ClientFingerprint, FingerprintSource};
+use crate::ip_ranges::IpRanges;
 use crate::reload::PolicyHandle;
 use crate::telemetry::metrics;
 

@@ -21,8 +21,8 @@
 
 pub mod addresses;
 pub mod api;
-pub mod clients;
 pub mod cli;
+pub mod clients;
 pub mod histogram;
 pub mod html;
 pub mod http;

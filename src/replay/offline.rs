@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use crate::challenge::facts::DEVICE_TOKEN_HEADER;
 use crate::clock::Clock;
-use crate::store::{KeyKind, Write};
 use crate::config::CompileEnv;
 use crate::defense::{Decision, Mode};
 use crate::engine::{self, InMemory};
+use crate::store::{KeyKind, Write};
 
 use crate::geoip::SharedGeoDb;
 use crate::reload::PolicyHandle;
@@ -263,7 +263,7 @@ fn device_cookie(
     now: u64,
 ) -> Option<http::HeaderValue> {
     use crate::challenge::token::DeviceClaims;
-    if !devices.contains_key(&account) {
+    if let std::collections::hash_map::Entry::Vacant(slot) = devices.entry(account) {
         if super::clients::draw(0, std::net::IpAddr::from([0, 0, 0, 0]), u64::from(account)) < NEW_DEVICE_SHARE {
             return None;
         }
@@ -284,7 +284,7 @@ fn device_cookie(
             keep: env.challenge.remember.as_nanos() as u64,
         };
         env.store.write(&[remember], now);
-        devices.insert(account, token);
+        slot.insert(token);
     }
     let token = devices.get(&account)?;
     http::HeaderValue::try_from(format!("{}={token}", env.challenge.cookie_name)).ok()

@@ -177,7 +177,8 @@ async fn send(
 ) -> (Answer, Vec<u64>) {
     let attacker = actor.kind.is_attacker();
     let head = super::clients::head(attacker, event.actor, event.account, event.ip);
-    let mut headers: Vec<(&str, &str)> = head.iter().filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))).collect();
+    let mut headers: Vec<(&str, &str)> =
+        head.iter().filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))).collect();
     headers.push(("x-forwarded-for", ip));
     let auth;
     if let Some(token) = bearer {
@@ -207,7 +208,8 @@ async fn send(
         };
         let started = std::time::Instant::now();
         let nonce =
-            tokio::task::spawn_blocking(move || (crate::challenge::token::solve(&token, bits.min(32) as u8), token)).await;
+            tokio::task::spawn_blocking(move || (crate::challenge::token::solve(&token, bits.min(32) as u8), token))
+                .await;
         let Ok((nonce, token)) = nonce else {
             return (classify(&response, event.endpoint), solved_in);
         };
@@ -345,7 +347,8 @@ async fn run_async(schedule: Arc<Schedule>, options: &OnlineOptions) -> anyhow::
                 let sent_at = Instant::now();
                 let actor = &shared.schedule.actors[event.actor as usize];
                 let seed = shared.schedule.seed;
-                let (answer, solved) = send(&mut conn, &api, event, &ip_text, event.bearer.as_deref(), actor, seed).await;
+                let (answer, solved) =
+                    send(&mut conn, &api, event, &ip_text, event.bearer.as_deref(), actor, seed).await;
                 if !actor.kind.is_attacker() {
                     shared.solved_by_users.fetch_add(solved.len() as u64, Ordering::Relaxed);
                 }

@@ -36,8 +36,8 @@ pub struct ActorTally {
     pub topups: u64,
     pub fraud_yen: u64,
     pub signups: u64,
-    /// Challenges answered to this actor's requests.
-    pub challenged: u64,
+    /// Challenges answered to this actor's requests, solved or not.
+    pub challenges_issued: u64,
     /// Challenges it paid (solved natively), and the CPU time that took.
     pub pow_solved: u64,
     pub pow_cpu_nanos: u64,
@@ -138,7 +138,7 @@ impl Tally {
     /// spent solving it, when it did.
     pub fn note_challenge(&mut self, event: &Event, solved_in: Option<u64>) {
         let Some(actor) = self.actors.get_mut(event.actor as usize) else { return };
-        actor.challenged += 1;
+        actor.challenges_issued += 1;
         if let Some(nanos) = solved_in {
             actor.pow_solved += 1;
             actor.pow_cpu_nanos += nanos;
@@ -164,7 +164,7 @@ impl Tally {
             a.topups += b.topups;
             a.fraud_yen += b.fraud_yen;
             a.signups += b.signups;
-            a.challenged += b.challenged;
+            a.challenges_issued += b.challenges_issued;
             a.pow_solved += b.pow_solved;
             a.pow_cpu_nanos += b.pow_cpu_nanos;
         }
@@ -387,25 +387,23 @@ fn legit_of(visits: impl Iterator<Item = (u8, u64, u64)>) -> Legit {
     l.challenged_percent = share(l.challenged);
     l.blocked_percent = share(l.blocked_never_in);
     waits.sort_unstable();
-    let quantile = |q: f64| {
-        waits.get(((waits.len() as f64 - 1.0) * q).round() as usize).map(|&n| secs(n)).unwrap_or(0.0)
-    };
+    let quantile =
+        |q: f64| waits.get(((waits.len() as f64 - 1.0) * q).round() as usize).map(|&n| secs(n)).unwrap_or(0.0);
     (l.time_to_get_in_p50_s, l.time_to_get_in_p95_s, l.time_to_get_in_max_s) =
         (quantile(0.5), quantile(0.95), quantile(1.0));
     l
 }
 
 fn proof_of_work(t: &ActorTally, kind: ActorKind) -> Option<ProofOfWork> {
-    if !kind.is_attacker() || t.challenged == 0 {
+    if !kind.is_attacker() || t.challenges_issued == 0 {
         return None;
     }
     let cpu_seconds = t.pow_cpu_nanos as f64 / 1e9;
     Some(ProofOfWork {
-        challenges: t.challenged,
+        challenges: t.challenges_issued,
         solved: t.pow_solved,
         cpu_seconds,
-        cpu_seconds_per_takeover: (t.pow_solved > 0)
-            .then(|| cpu_seconds / t.taken_over.len().max(1) as f64),
+        cpu_seconds_per_takeover: (t.pow_solved > 0).then(|| cpu_seconds / t.taken_over.len().max(1) as f64),
     })
 }
 
@@ -458,7 +456,8 @@ impl Report {
             fraudulent_topup_yen: totals.fraud_yen,
             fake_signups: totals.signups,
         };
-        let legit = legit_of((0..tally.visits.len()).map(|i| (tally.visits[i], tally.visit_started[i], tally.visit_in[i])));
+        let legit =
+            legit_of((0..tally.visits.len()).map(|i| (tally.visits[i], tally.visit_started[i], tally.visit_in[i])));
         Report {
             scenario: schedule.scenario.clone(),
             mode: info.mode.to_string(),
