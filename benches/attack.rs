@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, Criterion};
 use stuffgate::attack::{AttackMonitor, AttackSettings};
 use stuffgate::clock::Clock;
-use stuffgate::config::{compile_policies, CompileEnv};
+use stuffgate::config::{compile_policies, Services};
 use stuffgate::engine::{self, InMemory};
 use stuffgate::geoip::SharedGeoDb;
 
@@ -79,7 +79,7 @@ fn bench(c: &mut Criterion) {
 
     let clock = Clock::manual();
     let geo = SharedGeoDb::open(Path::new(COUNTRY_DB), None).expect("geoip/country.mmdb opens");
-    let mut env = CompileEnv::new(clock.clone(), 1_000_000).with_geo(Some(Arc::new(geo)));
+    let mut env = Services::new(clock.clone(), 1_000_000).with_geo(Some(Arc::new(geo)));
     env.open_breach_filters(Some(Path::new(PASSWORD_FILTER)), None).expect("the shipped filter opens");
     let policy = compile_policies(&[PathBuf::from(POLICY)], &env, None).expect("the default policy compiles");
     let login = policy.match_route(&http::Method::POST, "/api/login").expect("a login route");

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, Criterion, Throughput};
 use stuffgate::body::{body_type, extract};
 use stuffgate::clock::Clock;
-use stuffgate::config::{compile_policies, CompileEnv, Policy};
+use stuffgate::config::{compile_policies, Policy, Services};
 use stuffgate::defense::{Outcome, Verdict};
 use stuffgate::engine::{self, InMemory};
 use stuffgate::geoip::SharedGeoDb;
@@ -60,7 +60,7 @@ const ADDRESS_BITS: u32 = 20;
 const PRUNE_EVERY: u64 = 1 << 20;
 
 struct Bench {
-    env: CompileEnv,
+    env: Services,
     local: Arc<LocalStore>,
     policy: Policy,
     login: usize,
@@ -72,8 +72,8 @@ impl Bench {
     fn new(clock: Clock) -> Bench {
         // As `server::build_state` does for a gateway file with `[geoip]` and `[breach]`.
         let geo = SharedGeoDb::open(Path::new(COUNTRY_DB), None).expect("geoip/country.mmdb opens");
-        let mut env = CompileEnv::new(clock, MAX_TRACKED_KEYS).with_geo(Some(Arc::new(geo)));
-        // The same store `CompileEnv::new` makes, kept typed here for the memory check's census.
+        let mut env = Services::new(clock, MAX_TRACKED_KEYS).with_geo(Some(Arc::new(geo)));
+        // The same store `Services::new` makes, kept typed here for the memory check's census.
         let local = Arc::new(LocalStore::new(MAX_TRACKED_KEYS));
         env.store = local.clone();
         env.open_breach_filters(Some(Path::new(PASSWORD_FILTER)), None)

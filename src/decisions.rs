@@ -27,8 +27,8 @@ use serde::Serialize;
 
 use crate::attempt::IpKey;
 use crate::config::Policy;
-use crate::defense::ip_list::IpRanges;
 use crate::defense::{Action, Mode};
+use crate::ip_ranges::IpRanges;
 use crate::store::{CellId, StateKey};
 
 const NANOS: u64 = 1_000_000_000;

@@ -22,7 +22,7 @@ use crate::body::{self, BodyProblem};
 use crate::challenge;
 use crate::challenge::facts::Presented;
 use crate::challenge::seal::{self, Original};
-use crate::config::{BadBody, CompileEnv, Route, RouteKind};
+use crate::config::{BadBody, Route, RouteKind, Services};
 use crate::defense::pipeline::{self, Batch};
 pub use crate::defense::Verdict;
 use crate::defense::{known_sources, Decision, Effects, Outcome, Phase};
@@ -108,7 +108,7 @@ impl Judged {
 }
 
 /// Who is asking, from the address alone.
-fn address_subject<R: Request>(route: &Route, env: &CompileEnv, request: &R) -> Subject {
+fn address_subject<R: Request>(route: &Route, env: &Services, request: &R) -> Subject {
     let ip = request.ip();
     let ip_key = IpKey::new(ip, route.ipv6_prefix);
     let session = route
@@ -165,12 +165,7 @@ fn fallback(reads: &[Read], replies: &mut Replies, error: &StoreError) {
 
 /// Decide on one request to `route`. Reads the body from `body` only when the route needs it and no address-phase
 /// defense answered first.
-pub async fn decide<R: Request>(
-    route: &Route,
-    env: &CompileEnv,
-    request: &mut R,
-    now: u64,
-) -> Result<Judged, R::Error> {
+pub async fn decide<R: Request>(route: &Route, env: &Services, request: &mut R, now: u64) -> Result<Judged, R::Error> {
     let mut subject = address_subject(route, env, request);
     if route.needs.geo_before_body {
         locate(env, &mut subject);
@@ -363,7 +358,7 @@ pub async fn decide<R: Request>(
 /// A login the gateway refused (blocked, reset required) from a device the account has not used counts as a
 /// failure for the site-wide attack mode: an attack the gateway already stops must keep the mode on.
 /// Challenges are not counted: a real user's browser pays them and the login's outcome is counted then.
-fn note_refusal(route: &Route, env: &CompileEnv, judged: &Judged, now: u64) {
+fn note_refusal(route: &Route, env: &Services, judged: &Judged, now: u64) {
     if route.kind == RouteKind::Login && matches!(judged.decision.verdict(), Verdict::Block { .. }) {
         let device = &judged.subject.facts.device;
         if !device.trusted() {
@@ -409,7 +404,7 @@ fn finish(judged: &mut Judged) {
 }
 
 /// Locate the subject's address, once.
-pub fn locate(env: &CompileEnv, subject: &mut Subject) {
+pub fn locate(env: &Services, subject: &mut Subject) {
     if let Some(geo) = &env.geo {
         subject.facts.geo = geo.load().lookup(subject.ip);
         subject.facts.located = true;
@@ -418,7 +413,7 @@ pub fn locate(env: &CompileEnv, subject: &mut Subject) {
 
 /// Feed the upstream's answer back: the defenses' writes go to the store; returns the outcome and the headers the
 /// client's response gets.
-pub fn observe(route: &Route, env: &CompileEnv, subject: &Subject, status: u16, now: u64) -> (Outcome, Effects) {
+pub fn observe(route: &Route, env: &Services, subject: &Subject, status: u16, now: u64) -> (Outcome, Effects) {
     let outcome = route.outcome_of(status);
     if route.kind == RouteKind::Login && outcome != Outcome::Other {
         let device = &subject.facts.device;
@@ -459,7 +454,7 @@ pub fn observe(route: &Route, env: &CompileEnv, subject: &Subject, status: u16, 
 
 /// Poll a decision that cannot wait: the offline replay and benchmarks run on the local store, which answers at
 /// once, and on in-memory bodies.
-pub fn decide_now<R: Request>(route: &Route, env: &CompileEnv, request: &mut R, now: u64) -> Result<Judged, R::Error> {
+pub fn decide_now<R: Request>(route: &Route, env: &Services, request: &mut R, now: u64) -> Result<Judged, R::Error> {
     let future = std::pin::pin!(decide(route, env, request, now));
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match future.poll(&mut cx) {

@@ -17,7 +17,7 @@ use crate::challenge::facts;
 use crate::challenge::seal::{self, Original};
 use crate::challenge::token::{self as token_mod, ChallengeClaims, DeviceClaims, SigningKey, TokenError, TokenKeys};
 use crate::clock::Clock;
-use crate::config::{compile_policy_source, CompileEnv, FieldPath, PathMatch, Policy};
+use crate::config::{compile_policy_source, FieldPath, PathMatch, Policy, Services};
 use crate::ip_ranges::IpRanges;
 use crate::proxy::client_ip::{self, ForwardedHeader};
 
@@ -76,7 +76,7 @@ static POLICY: LazyLock<Policy> = LazyLock::new(|| {
     compile_policy_source(Path::new("/fuzz/routes.toml"), source, &ENV, None).expect("the fixed policy compiles")
 });
 
-static ENV: LazyLock<CompileEnv> = LazyLock::new(|| CompileEnv::new(Clock::manual(), 1024));
+static ENV: LazyLock<Services> = LazyLock::new(|| Services::new(Clock::manual(), 1024));
 
 /// Path normalisation and route matching.
 pub fn path(data: &[u8]) {

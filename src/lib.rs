@@ -41,6 +41,7 @@ pub mod proxy;
 pub mod reload;
 pub mod replay;
 pub mod server;
+pub mod services;
 pub mod shipped;
 pub(crate) mod spelling;
 pub mod store;

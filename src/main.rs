@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use stuffgate::clock::Clock;
-use stuffgate::config::{self, CompileEnv, FileKind, GatewayConfig, LogFormat, Upstream};
+use stuffgate::config::{self, FileKind, GatewayConfig, LogFormat, Services, Upstream};
 use stuffgate::ip_ranges::IpRanges;
 use stuffgate::server::{Purpose, StartError};
 
@@ -221,7 +221,7 @@ fn check_one(file: &Path, dump: bool) -> Result<String, config::ConfigError> {
         }
         FileKind::Policy => {
             // A lone policy file is checked without the gateway's data files (GeoIP, breach filters).
-            let mut env = CompileEnv::new(Clock::system(), 1024);
+            let mut env = Services::new(Clock::system(), 1024);
             env.require_data = false;
             let policy = config::compile_policies(&[file.to_path_buf()], &env, None)?;
             print_warnings(&policy);

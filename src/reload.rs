@@ -8,14 +8,14 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-use crate::config::{compile_policies, CompileEnv, ConfigError, Policy};
+use crate::config::{compile_policies, ConfigError, Policy, Services};
 use crate::telemetry::metrics;
 
 pub struct PolicyHandle {
     current: ArcSwap<Policy>,
     /// The policy files, in merge order; a gateway-file reload may replace the list (see [`Self::replace_files`]).
     files: Mutex<Vec<PathBuf>>,
-    env: CompileEnv,
+    env: Services,
     /// (modified time, length) of each file when last loaded, to notice edits by polling.
     stamps: Mutex<Vec<Option<(SystemTime, u64)>>>,
     /// Serialises reloads (SIGHUP and the poller may fire together).
@@ -29,7 +29,7 @@ fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
 
 impl PolicyHandle {
     /// Load the first policy; any error here stops start-up.
-    pub fn load(files: Vec<PathBuf>, env: CompileEnv) -> Result<PolicyHandle, ConfigError> {
+    pub fn load(files: Vec<PathBuf>, env: Services) -> Result<PolicyHandle, ConfigError> {
         let stamps = files.iter().map(stamp).collect();
         let policy = compile_policies(&files, &env, None)?;
         metrics::ROUTES.set(policy.routes.len() as i64);
@@ -52,7 +52,7 @@ impl PolicyHandle {
         self.current.load()
     }
 
-    pub fn env(&self) -> &CompileEnv {
+    pub fn env(&self) -> &Services {
         &self.env
     }
 

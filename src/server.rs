@@ -18,7 +18,7 @@ use crate::admin::ops::{Health, Operator};
 use crate::admin::AdminApp;
 use crate::clock::Clock;
 use crate::config::file::RuntimeLayout;
-use crate::config::{CompileEnv, ConfigError, GatewayConfig};
+use crate::config::{ConfigError, GatewayConfig, Services};
 use crate::gateway_reload::GatewayFile;
 use crate::proxy::connections::{self, GuardedApp, RefuseBlocked, Tracker};
 use crate::proxy::tls::{HelloReader, TlsConnections};
@@ -61,7 +61,7 @@ pub fn build_state(config: &GatewayConfig, clock: Clock, purpose: Purpose) -> Re
         )),
         None => None,
     };
-    let mut env = CompileEnv::new(clock, config.max_tracked_keys).with_geo(geo);
+    let mut env = Services::new(clock, config.max_tracked_keys).with_geo(geo);
     if let Some(secret) = &config.hash_secret {
         env = env.with_secret(secret);
     }

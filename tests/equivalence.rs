@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::{client, demo_api, from_upstream, shipped, Gateway, Options};
 use stuffgate::clock::Clock;
-use stuffgate::config::{compile_policies, CompileEnv};
+use stuffgate::config::{compile_policies, Services};
 use stuffgate::engine::{self, InMemory};
+use stuffgate::fingerprint::{ClientFingerprint, FingerprintSource};
 use stuffgate::geoip::SharedGeoDb;
 
 struct Sent {
@@ -98,7 +99,7 @@ fn offline_replay_and_live_proxy_decide_the_same() {
     // The same policy and data, offline, on a manual clock moved to each request's time.
     let clock = Clock::manual();
     let geo = SharedGeoDb::open(Path::new(&shipped("geoip/country.mmdb")), None).unwrap();
-    let mut env = CompileEnv::new(clock.clone(), 100_000).with_geo(Some(Arc::new(geo)));
+    let mut env = Services::new(clock.clone(), 100_000).with_geo(Some(Arc::new(geo)));
     env.open_breach_filters(Some(Path::new(&shipped("policies/data/common-passwords.bloom"))), None).unwrap();
     let compiled = compile_policies(&[PathBuf::from(shipped("policies/default.toml"))], &env, None).unwrap();
     let index = compiled.match_route(&http::Method::POST, "/api/login").unwrap();
@@ -114,7 +115,10 @@ fn offline_replay_and_live_proxy_decide_the_same() {
                 .into_iter()
                 .collect(),
             body: bytes::Bytes::from(request.body.clone()),
-            client_fingerprint: None,
+            // The fingerprint the live gateway took from the request head (the HTTP one: no TLS here).
+            client_fingerprint: event["client_fingerprint"]
+                .as_str()
+                .and_then(|print| ClientFingerprint::new(FingerprintSource::Http, print.as_bytes())),
         };
         let Ok(judged) = engine::decide_now(route, &env, &mut offline, now);
         let decided_by = judged.decision.decided_by.map(|s| route.slots[s].defense.name()).unwrap_or("");

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use stuffgate::clock::Clock;
-use stuffgate::config::{compile_policies, CompileEnv};
+use stuffgate::config::{compile_policies, Services};
 use stuffgate::engine::{self, InMemory};
 use stuffgate::geoip::SharedGeoDb;
 
@@ -15,7 +15,7 @@ use stuffgate::geoip::SharedGeoDb;
 fn distinct_users_failing_once_impose_no_penalty() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let geo = SharedGeoDb::open(&root.join("geoip/country.mmdb"), None).expect("geoip/country.mmdb opens");
-    let mut env = CompileEnv::new(Clock::system(), 100_000).with_geo(Some(Arc::new(geo)));
+    let mut env = Services::new(Clock::system(), 100_000).with_geo(Some(Arc::new(geo)));
     env.open_breach_filters(Some(&root.join("policies/data/common-passwords.bloom")), None).expect("filter opens");
     let policy = compile_policies(&[root.join("policies/default.toml")], &env, None).expect("compiles");
     let route = &policy.routes[policy.match_route(&http::Method::POST, "/api/login").expect("login route")];

@@ -246,5 +246,5 @@ fn the_two_commands_build_what_the_readme_says() {
     let _ = demo.wait();
     assert!(ready, "the demo did not come up through examples/demo.sh");
     let args = std::fs::read_to_string(&log).unwrap();
-    assert!(args.lines().any(|l| l.starts_with("run --quiet --profile release -- demo --users 20")), "{args}");
+    assert!(args.lines().any(|l| l.starts_with("run --profile release -- demo --users 20")), "{args}");
 }

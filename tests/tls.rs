@@ -216,7 +216,7 @@ fn curl_over_http1_and_http2_and_openssl_s_client_log_their_ja4() {
     assert!(out.contains("HTTP/1.1 401"), "{out}");
     assert_eq!(gateway.fingerprint_of_decision(2).as_deref(), Some(S_CLIENT));
     assert!(gateway.decisions().iter().all(|d| d["fingerprint_source"] == "tls"));
-    // The same login over plain HTTP has no TLS fingerprint.
+    // The same login over plain HTTP has no TLS fingerprint: the fallback is the HTTP request head's.
     let plain = common::client()
         .post(format!("http://127.0.0.1:{}/api/login", gateway.port))
         .header("content-type", "application/json")
@@ -224,7 +224,9 @@ fn curl_over_http1_and_http2_and_openssl_s_client_log_their_ja4() {
         .send()
         .unwrap();
     assert_eq!(plain.status(), 401);
-    assert_eq!(gateway.fingerprint_of_decision(3), None);
+    let plain_print = gateway.fingerprint_of_decision(3).unwrap_or_default();
+    assert!(plain_print.starts_with("http_"), "{plain_print}");
+    assert_eq!(gateway.decisions()[3]["fingerprint_source"], "http");
 }
 
 /// The certificate the gateway serves for `server_name`, as PEM.
@@ -401,7 +403,9 @@ fn a_fingerprint_header_is_honoured_from_a_trusted_proxy_only() {
     assert_eq!(gateway.decisions()[0]["fingerprint_source"], "header");
     // From a client (127.0.0.2, not trusted): the header is not the client's word to give.
     send("127.0.0.2");
-    assert_eq!(wait(1), None);
+    let own = wait(1).unwrap_or_default();
+    assert!(own.starts_with("http_") && !own.contains("8daaf6152771"), "the client's own HTTP fingerprint: {own}");
+    assert_eq!(gateway.decisions()[1]["fingerprint_source"], "http");
 }
 
 #[test]

@@ -13,85 +13,11 @@ use sha2::Digest;
 use super::file::{ActionName, DefenseFile, PolicyFile, RouteFile};
 use super::policy::{BadBody, FieldPath, PathMatch, Policy, Route, RouteKind, RouteNeeds};
 use super::{line_of_key, parse_toml, ConfigError};
-use crate::breach::FilterKind;
-use crate::clock::Clock;
-use crate::defense::breach::SharedFilter;
 use crate::defense::registry::{self, BuildContext, DefaultAction};
 use crate::defense::{Action, Defense, Mode, Slot};
-use crate::geoip::SharedGeoDb;
-use crate::keys::KeyHasher;
-use crate::store::{CellId, LocalStore, Store, KNOWN_SOURCES_CELL};
+use crate::services::Services;
+use crate::store::{CellId, KNOWN_SOURCES_CELL};
 use crate::telemetry::metrics::{RouteMetrics, SlotMetrics};
-
-/// What compiled defenses share with the running gateway.
-#[derive(Clone)]
-pub struct CompileEnv {
-    pub clock: Clock,
-    /// Where every defense keeps its state.
-    pub store: Arc<dyn Store>,
-    /// Turns addresses, accounts, passwords and sessions into store keys.
-    pub keys: KeyHasher,
-    /// Records the local store keeps per key kind.
-    pub max_tracked_keys: usize,
-    /// The GeoIP database the engine locates addresses with; geo defenses need one to serve.
-    pub geo: Option<Arc<SharedGeoDb>>,
-    /// Breached-password and leaked-pair filters, for the breach defenses.
-    pub breached_passwords: Option<Arc<SharedFilter>>,
-    pub leaked_pairs: Option<Arc<SharedFilter>>,
-    /// False for `stuffgate check`: validate defenses that need data files without those files.
-    pub require_data: bool,
-    /// Challenge and device-token keys and settings (the gateway file's `[challenge]`; random keys without one).
-    pub challenge: Arc<crate::challenge::ChallengeConfig>,
-    /// Penalties in force and manual bans, for operators (see `crate::decisions`).
-    pub decisions: Arc<crate::decisions::Decisions>,
-    /// The site-wide attack mode (see `crate::attack`).
-    pub attack: Arc<crate::attack::AttackMonitor>,
-}
-
-impl CompileEnv {
-    /// A local store of `max_tracked_keys` records per key kind, and a random key secret (see [`Self::with_secret`]).
-    pub fn new(clock: Clock, max_tracked_keys: usize) -> CompileEnv {
-        CompileEnv {
-            clock,
-            store: Arc::new(LocalStore::new(max_tracked_keys)),
-            keys: KeyHasher::random(),
-            max_tracked_keys,
-            geo: None,
-            breached_passwords: None,
-            leaked_pairs: None,
-            require_data: true,
-            challenge: Arc::new(crate::challenge::ChallengeConfig::default()),
-            decisions: crate::decisions::Decisions::new(),
-            attack: Arc::new(crate::attack::AttackMonitor::default()),
-        }
-    }
-
-    pub fn with_geo(mut self, geo: Option<Arc<SharedGeoDb>>) -> CompileEnv {
-        self.geo = geo;
-        self
-    }
-
-    /// Key the store under a configured secret: stable across restarts (and across gateways sharing it).
-    pub fn with_secret(mut self, secret: &[u8]) -> CompileEnv {
-        self.keys = KeyHasher::from_secret(secret);
-        self
-    }
-
-    /// Load the breach filters a gateway file names.
-    pub fn open_breach_filters(
-        &mut self,
-        passwords: Option<&std::path::Path>,
-        pairs: Option<&std::path::Path>,
-    ) -> Result<(), crate::defense::breach::FilterLoadError> {
-        if let Some(path) = passwords {
-            self.breached_passwords = Some(Arc::new(SharedFilter::open(path, FilterKind::Password)?));
-        }
-        if let Some(path) = pairs {
-            self.leaked_pairs = Some(Arc::new(SharedFilter::open(path, FilterKind::Pair)?));
-        }
-        Ok(())
-    }
-}
 
 /// Names and cells taken so far in the policy being compiled (across its files).
 #[derive(Default)]
@@ -117,7 +43,7 @@ impl Taken {
 
 /// Compile policy files. With `previous`, a defense whose route name and parameters are unchanged keeps its state
 /// (counters, penalties, rate buckets); mode and action may change without losing it.
-pub fn compile_policies(files: &[PathBuf], env: &CompileEnv, previous: Option<&Policy>) -> Result<Policy, ConfigError> {
+pub fn compile_policies(files: &[PathBuf], env: &Services, previous: Option<&Policy>) -> Result<Policy, ConfigError> {
     let mut policy = Policy { routes: Vec::new(), files: files.to_vec(), warnings: Vec::new() };
     let mut taken = Taken::default();
     let mut allow_no_routes = false;
@@ -140,7 +66,7 @@ pub fn compile_policies(files: &[PathBuf], env: &CompileEnv, previous: Option<&P
 pub fn compile_policy_source(
     path: &Path,
     source: &str,
-    env: &CompileEnv,
+    env: &Services,
     previous: Option<&Policy>,
 ) -> Result<Policy, ConfigError> {
     let mut policy = Policy { routes: Vec::new(), files: vec![path.to_path_buf()], warnings: Vec::new() };
@@ -172,7 +98,7 @@ fn unusual_field(text: &str, usual: &[&'static str]) -> Option<String> {
 pub(crate) fn compile_file(
     path: &Path,
     source: &str,
-    env: &CompileEnv,
+    env: &Services,
     previous: Option<&Policy>,
     taken: &mut Taken,
     policy: &mut Policy,
@@ -555,13 +481,14 @@ fn attack_settings(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
 
     fn compile(source: &str) -> Result<Policy, ConfigError> {
         compile_with(source, None)
     }
 
     fn compile_with(source: &str, previous: Option<&Policy>) -> Result<Policy, ConfigError> {
-        let env = CompileEnv::new(Clock::manual(), 10_000);
+        let env = Services::new(Clock::manual(), 10_000);
         let mut policy = Policy::default();
         compile_file(Path::new("p.toml"), source, &env, previous, &mut Taken::default(), &mut policy)?;
         Ok(policy)
@@ -569,7 +496,7 @@ mod tests {
 
     #[test]
     fn every_finding_the_shipped_policies_report_is_listed_by_its_registry_entry() {
-        let mut env = CompileEnv::new(Clock::manual(), 10_000);
+        let mut env = Services::new(Clock::manual(), 10_000);
         env.require_data = false;
         for file in ["policies/default.toml", "policies/jp-incident.toml"] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
@@ -627,7 +554,7 @@ body = { account = "email", password = "password" }
 
     #[test]
     fn a_policy_text_compiles_as_its_file_does() {
-        let env = CompileEnv::new(Clock::manual(), 10_000);
+        let env = Services::new(Clock::manual(), 10_000);
         let path = std::env::temp_dir().join(format!("stuffgate-compile-source-{}.toml", std::process::id()));
         for source in [GOOD.to_string(), GOOD.replace("limit = 10", "limit = 0")] {
             std::fs::write(&path, &source).unwrap();

@@ -5,12 +5,11 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::connections::{ConnectionLimits, ForwardedHeader};
 use super::file::{GatewayFile, SharedStateFile};
 use super::{line_of, line_of_dotted, line_of_key, parse_toml, ConfigError};
 use crate::certs::{CertFiles, TlsFiles};
 use crate::ip_ranges::IpRanges;
-use crate::proxy::client_ip::ForwardedHeader;
-use crate::proxy::connections::ConnectionLimits;
 use crate::store::breaker::BreakerSettings;
 use crate::store::{KeyKind, SharedSettings};
 

@@ -2,6 +2,7 @@
 //! file, line and key an operator must fix.
 
 mod compile;
+pub mod connections;
 pub mod file;
 mod gateway;
 pub mod policy;
@@ -11,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use crate::spelling;
 
-pub use compile::{compile_policies, compile_policy_source, CompileEnv};
+pub use crate::services::Services;
+pub use compile::{compile_policies, compile_policy_source};
 pub use gateway::{gateway_from_str, load_gateway, GatewayConfig, Hardening, LogFormat, TlsListener, Upstream};
 pub use policy::{BadBody, FieldPath, PathMatch, Policy, Route, RouteKind, RouteNeeds};
 

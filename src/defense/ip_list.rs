@@ -45,7 +45,7 @@ fn build(table: &toml::Table, _cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>
     Ok(Arc::new(IpList::new(&allow, &deny)))
 }
 
-pub use crate::ip_ranges::IpRanges;
+use crate::ip_ranges::IpRanges;
 
 pub struct IpList {
     allow: IpRanges,

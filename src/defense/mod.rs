@@ -211,7 +211,7 @@ pub trait Defense: Send + Sync {
         false
     }
     /// The networks this defense refuses whatever the request carries (an `ip_list`'s deny list).
-    fn denied_networks(&self) -> Option<&ip_list::IpRanges> {
+    fn denied_networks(&self) -> Option<&crate::ip_ranges::IpRanges> {
         None
     }
     /// The status a `block` answers with when the policy names none.

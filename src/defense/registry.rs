@@ -12,7 +12,7 @@ use super::{
     breach, distinct, email_domain, failures, fingerprint_accounts, geo, geo_velocity, ip_list, new_device, rate,
     reset_target, user_agent, Defense,
 };
-use crate::config::CompileEnv;
+use crate::services::Services;
 use crate::store::CellId;
 use crate::vocabulary::RouteKind;
 
@@ -79,7 +79,7 @@ pub fn finding_names() -> impl Iterator<Item = &'static str> + Clone {
 
 /// What a builder may use besides its parameters.
 pub struct BuildContext<'a> {
-    pub env: &'a CompileEnv,
+    pub env: &'a Services,
     pub route_kind: RouteKind,
     /// The record cell this defense keeps its state in (stable for the route and parameters).
     pub cell: CellId,

@@ -14,34 +14,8 @@
 
 use std::net::IpAddr;
 
+pub use crate::config::connections::ForwardedHeader;
 use crate::ip_ranges::IpRanges;
-
-/// Which header trusted proxies record the client in (`forwarded_header` in the gateway file).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ForwardedHeader {
-    /// `X-Forwarded-For: client, proxy1` (the default; HAProxy `option forwardfor`, nginx, AWS ELB).
-    #[default]
-    XForwardedFor,
-    /// RFC 7239 `Forwarded: for=client;proto=https, for="[2001:db8::1]:4711"`.
-    Forwarded,
-}
-
-impl ForwardedHeader {
-    pub fn parse(name: &str) -> Option<ForwardedHeader> {
-        match name.to_ascii_lowercase().as_str() {
-            "x-forwarded-for" => Some(ForwardedHeader::XForwardedFor),
-            "forwarded" => Some(ForwardedHeader::Forwarded),
-            _ => None,
-        }
-    }
-
-    pub fn header_name(self) -> &'static str {
-        match self {
-            ForwardedHeader::XForwardedFor => "x-forwarded-for",
-            ForwardedHeader::Forwarded => "forwarded",
-        }
-    }
-}
 
 /// The client's address given the TCP peer and every field line of the forwarding header, in order.
 /// `None`: the peer is trusted but the chain holds a hop that is not an address (see the module comment).

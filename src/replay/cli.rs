@@ -191,7 +191,7 @@ fn online_api(args: &ReplayArgs, demo_upstream: bool) -> anyhow::Result<ApiShape
     let flags = args.api_flags();
     if args.config.is_some() || !args.policy.is_empty() {
         let options = offline_options(args)?;
-        let mut env = crate::config::CompileEnv::new(crate::clock::Clock::system(), 1024);
+        let mut env = crate::config::Services::new(crate::clock::Clock::system(), 1024);
         env.require_data = false;
         let policy = crate::config::compile_policies(&options.policy_files, &env, None)?;
         let files: Vec<String> = options.policy_files.iter().map(|p| p.display().to_string()).collect();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::challenge::facts::DEVICE_TOKEN_HEADER;
 use crate::clock::Clock;
-use crate::config::CompileEnv;
+use crate::config::Services;
 use crate::defense::{Decision, Mode};
 use crate::engine::{self, InMemory};
 use crate::store::{KeyKind, Write};
@@ -86,7 +86,7 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
     };
     // A fixed key: offline results depend on the seed alone.
     let mut env =
-        CompileEnv::new(clock.clone(), options.max_tracked_keys).with_geo(geo).with_secret(b"stuffgate offline replay");
+        Services::new(clock.clone(), options.max_tracked_keys).with_geo(geo).with_secret(b"stuffgate offline replay");
     env.open_breach_filters(options.password_filter.as_deref(), options.pair_filter.as_deref())?;
     let handle = PolicyHandle::load(options.policy_files.clone(), env)?;
     let policy = handle.current();
@@ -257,7 +257,7 @@ pub fn run(schedule: &Schedule, options: &OfflineOptions) -> anyhow::Result<Offl
 /// a new device. A user's earlier logins happened before the replay: the device is made known for the account
 /// the first time the user shows up.
 fn device_cookie(
-    env: &CompileEnv,
+    env: &Services,
     devices: &mut std::collections::HashMap<u32, String>,
     account: u32,
     now: u64,
