@@ -665,9 +665,10 @@ fn after_a_flood_of_fake_accounts_every_key_has_a_ttl_and_every_set_its_cap() {
     let before: u64 = info_field(&redis, "used_memory").unwrap();
     let results = load(&gateway.url, 2, 600, Duration::ZERO);
     let statuses: std::collections::BTreeSet<u16> = results.iter().map(|(status, _)| *status).collect();
+    // One client stack failing on hundreds of accounts is also challenged (fingerprint_accounts, attack mode).
     assert!(
-        statuses.iter().all(|status| matches!(status, 401 | 429)),
-        "only the app's 401 or the gateway's 429: {statuses:?}"
+        statuses.iter().all(|status| matches!(status, 401 | 428 | 429)),
+        "only the app's 401 or the gateway's 428 and 429: {statuses:?}"
     );
     // A few successes fill the known-source sets past their cap of 4.
     for i in 0..6 {
