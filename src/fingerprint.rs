@@ -36,11 +36,15 @@ pub struct ClientFingerprint {
     source: FingerprintSource,
     len: u8,
     bytes: [u8; ClientFingerprint::MAX_LEN],
+    /// JA4's resumption-insensitive variant, when it differs from the JA4 (empty: count by the value itself).
+    counting_len: u8,
+    counting: [u8; ClientFingerprint::COUNTING_LEN],
 }
 
 impl ClientFingerprint {
     /// Longer values (from a header) are refused rather than cut, so two different values never read the same.
     pub const MAX_LEN: usize = 64;
+    const COUNTING_LEN: usize = 40;
 
     /// `None` when `text` is empty, longer than [`Self::MAX_LEN`] or holds anything but printable ASCII.
     pub fn new(source: FingerprintSource, text: &[u8]) -> Option<ClientFingerprint> {
@@ -49,7 +53,26 @@ impl ClientFingerprint {
         }
         let mut bytes = [0u8; Self::MAX_LEN];
         bytes[..text.len()].copy_from_slice(text);
-        Some(ClientFingerprint { source, len: text.len() as u8, bytes })
+        Some(ClientFingerprint { source, len: text.len() as u8, bytes, counting_len: 0, counting: [0; 40] })
+    }
+
+    /// A JA4 from this gateway's TLS listener, with the variant defenses count by: a resumed session adds
+    /// `pre_shared_key` and changes a browser's JA4, and one browser must stay one key.
+    pub fn ja4(full: &str, counting: &str) -> Option<ClientFingerprint> {
+        let mut print = ClientFingerprint::new(FingerprintSource::Tls, full.as_bytes())?;
+        if counting != full && !counting.is_empty() && counting.len() <= Self::COUNTING_LEN {
+            print.counting[..counting.len()].copy_from_slice(counting.as_bytes());
+            print.counting_len = counting.len() as u8;
+        }
+        Some(print)
+    }
+
+    /// What defenses key and count by: the resumption-insensitive JA4 for a TLS fingerprint, else the value.
+    pub fn counting_bytes(&self) -> &[u8] {
+        match self.counting_len {
+            0 => self.as_bytes(),
+            n => &self.counting[..n as usize],
+        }
     }
 
     pub fn source(&self) -> FingerprintSource {
@@ -182,6 +205,21 @@ mod tests {
         assert!(ClientFingerprint::new(FingerprintSource::Header, "é".as_bytes()).is_none());
         assert!(ClientFingerprint::new(FingerprintSource::Header, &[b'a'; 65]).is_none());
         assert!(ClientFingerprint::new(FingerprintSource::Header, &[b'a'; 64]).is_some());
+    }
+
+    #[test]
+    fn a_resumed_sessions_ja4_counts_as_the_fresh_one_and_logs_as_itself() {
+        let fresh =
+            ClientFingerprint::ja4("t13d1516h2_8daaf6152771_e5627efa2ab1", "t13d1516h2_8daaf6152771_e5627efa2ab1")
+                .unwrap();
+        let resumed =
+            ClientFingerprint::ja4("t13d1517h2_8daaf6152771_b1ff8ab2d16f", "t13d1516h2_8daaf6152771_e5627efa2ab1")
+                .unwrap();
+        assert_eq!(resumed.as_str(), "t13d1517h2_8daaf6152771_b1ff8ab2d16f", "the log shows the real JA4");
+        assert_eq!(resumed.counting_bytes(), fresh.counting_bytes(), "one browser, one key");
+        assert_eq!(fresh.counting_bytes(), fresh.as_bytes());
+        let header = ClientFingerprint::new(FingerprintSource::Header, b"abc").unwrap();
+        assert_eq!(header.counting_bytes(), b"abc");
     }
 
     fn head(pairs: &[(&'static str, &str)]) -> http::HeaderMap {

@@ -93,7 +93,7 @@ fn build(table: &toml::Table, cx: &BuildContext<'_>) -> Result<Arc<dyn Defense>,
 
 impl FingerprintAccounts {
     fn key_of(&self, subject: &Subject) -> Option<StateKey> {
-        subject.facts.client_fingerprint.map(|print| self.keys.key(KeyKind::Fingerprint, print.as_bytes()))
+        subject.facts.client_fingerprint.map(|print| self.keys.key(KeyKind::Fingerprint, print.counting_bytes()))
     }
 }
 

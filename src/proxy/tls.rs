@@ -30,7 +30,7 @@ use pingora::server::ShutdownWatch;
 use tokio::io::AsyncReadExt;
 
 use super::connections::{Permit, Tracker};
-use crate::fingerprint::{ClientFingerprint, FingerprintSource};
+use crate::fingerprint::ClientFingerprint;
 use crate::ja4::{self, Scan};
 use crate::telemetry::metrics;
 
@@ -203,8 +203,8 @@ impl PreTlsProcess for HelloReader {
                 if failure == HelloFailure::Timeout { "no ClientHello in time" } else { "closed before a ClientHello" };
             return Err(pingora::Error::explain(pingora::ErrorType::ReadTimedout, why));
         }
-        let fingerprint = ja4::fingerprint(&buf)
-            .and_then(|print| ClientFingerprint::new(FingerprintSource::Tls, print.full().as_bytes()));
+        let fingerprint =
+            ja4::fingerprint(&buf).and_then(|print| ClientFingerprint::ja4(print.full(), print.counting()));
         stream.rewind(&buf);
         if let Some(key) = key {
             self.table.insert(key, fingerprint, Some(permit));
