@@ -490,7 +490,7 @@ fn key_benches(c: &mut Criterion) {
     let bench = Bench::new(Clock::system());
     let mut group = c.benchmark_group("keys");
     group.throughput(Throughput::Elements(1));
-    // SipHash-2-4 under the secret's key (src/keys.rs); HMAC-SHA256 until session 6.
+    // SipHash-2-4 under the secret's key (src/keys.rs) (it replaced HMAC-SHA256, see benches/RESULTS.md).
     let address = 0x5C00_1234u128.to_le_bytes();
     group.bench_function("address_key", |b| {
         b.iter(|| bench.env.keys.key(stuffgate::store::KeyKind::Address, black_box(&address)))

@@ -1,4 +1,4 @@
-//! Regression tests for the hardening issue (reliability probe 2): spoofed client addresses behind a real HAProxy,
+//! Regression tests for attacks on the gateway itself: spoofed client addresses behind a real HAProxy,
 //! connection exhaustion, route spellings and methods, and the low-severity findings. Real gateway process, real
 //! upstream on loopback, raw sockets where the client's behaviour is the point.
 

@@ -1,4 +1,4 @@
-//! Operator experience (issue 12), end to end with the real binary: the decisions API and its token, readiness, the
+//! Operator experience, end to end with the real binary: the decisions API and its token, readiness, the
 //! gateway file re-read on SIGHUP, a busy port, the demo from elsewhere, the replay's population check, quiet logs,
 //! `check --dump`, completions and process metrics.
 

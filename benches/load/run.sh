@@ -63,7 +63,7 @@
 # the run, and puts the old value back after. With the default 0 an idle vCPU halts, and whoever wakes a task on it
 # pays for an interrupt to a halted vCPU (a VM exit). The proxy pays it in every send that wakes wrk or the upstream,
 # and pays it more often the slower it is, since the load CPU then idles more: on this 2-core VM ~7 us of
-# sg-default-t1's ~38 us, ~1 us of sg-off-t1's, none of nginx's (benches/RESULTS.md, session 7).
+# sg-default-t1's ~38 us, ~1 us of sg-off-t1's, none of nginx's (benches/RESULTS.md).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -2,7 +2,7 @@
 //! request's head (slowloris), a head size cap far below pingora's 1 MiB, and caps on open connections per process
 //! and per client address.
 //!
-//! Without them one client could hold every descriptor and gigabytes of header buffers (reliability probe F2): an
+//! Without them one client could hold every descriptor and gigabytes of header buffers: an
 //! HTTP/1.1 connection that has been used once waits forever for its next request, a head trickled one byte every
 //! minute never times out, and 300 connections each holding 1 MB of unterminated head cost 400 MB.
 //!
