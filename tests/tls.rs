@@ -429,8 +429,13 @@ fn connections_waiting_for_their_hello_count_against_the_per_client_cap() {
     let api = demo_api();
     let gateway = TlsGateway::start(api.addr(), "[connections]\nmax_connections_per_client = 2\n");
     let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(("127.0.0.1", gateway.tls_port)).unwrap()).collect();
-    // Both are counted from accept, before any hello: a third is closed at once.
+    // Both are counted from accept, before any hello (once each listener's service has taken its connection from
+    // the backlog: the per-thread services start independently): then a third is closed at once.
     let deadline = Instant::now() + Duration::from_secs(10);
+    while !gateway.metrics().contains("stuffgate_open_connections 2\n") {
+        assert!(Instant::now() < deadline, "the held connections were never counted:\n{}", gateway.metrics());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     loop {
         let mut third = TcpStream::connect(("127.0.0.1", gateway.tls_port)).unwrap();
         third.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
