@@ -102,6 +102,19 @@ pub struct Judged {
 }
 
 impl Judged {
+    /// A decision before the body is read: no effects, challenge or replacement yet.
+    fn before_body(subject: Subject, decision: Decision) -> Judged {
+        Judged {
+            subject,
+            decision,
+            body_read: false,
+            effects: Effects::default(),
+            challenge: None,
+            replacement: None,
+            body_problem: None,
+        }
+    }
+
     pub fn verdict(&self) -> Verdict {
         self.decision.verdict()
     }
@@ -174,15 +187,7 @@ pub async fn decide<R: Request>(route: &Route, env: &Services, request: &mut R, 
     if let Some(ban) = env.decisions.banned(subject.ip, now) {
         decision.answered = Some(banned_verdict(&ban, now));
         decision.reasons.push(banned_reason());
-        return Ok(Judged {
-            subject,
-            decision,
-            body_read: false,
-            effects: Effects::default(),
-            challenge: None,
-            replacement: None,
-            body_problem: None,
-        });
+        return Ok(Judged::before_body(subject, decision));
     }
     let mut batch = Batch::default();
     {
@@ -191,15 +196,7 @@ pub async fn decide<R: Request>(route: &Route, env: &Services, request: &mut R, 
         read_phase(env.store.as_ref(), &mut batch, now).await;
         pipeline::judge(&route.slots, &batch, &attempt, now, &mut decision);
     }
-    let mut judged = Judged {
-        subject,
-        decision,
-        body_read: false,
-        effects: Effects::default(),
-        challenge: None,
-        replacement: None,
-        body_problem: None,
-    };
+    let mut judged = Judged::before_body(subject, decision);
     if !judged.decision.open() || !route.reads_body() {
         note_refusal(route, env, &judged, now);
         finish(&mut judged);

@@ -7,11 +7,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use common::net::{address, connect_from, read_until_close};
 use common::{client, recording_upstream, Gateway, Options};
 
 const TOKEN: &str = "connections-test-admin-token-0123456789";
@@ -40,64 +41,9 @@ fn start(policy: &str, upstream: SocketAddr, trusted: &[&str], extra: &str) -> G
     )
 }
 
-fn address(gateway: &Gateway) -> SocketAddr {
-    gateway.url.trim_start_matches("http://").parse().unwrap()
-}
-
-/// A TCP connection from a chosen loopback source address.
-fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let stream = runtime.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-        socket.connect(to).await.unwrap()
-    });
-    let stream = stream.into_std().unwrap();
-    stream.set_nonblocking(false).unwrap();
-    stream
-}
-
-/// Read until the peer closes or `limit` passes. Returns what arrived and whether the peer closed.
-fn read_until_close(stream: &mut TcpStream, limit: Duration) -> (String, bool) {
-    let deadline = Instant::now() + limit;
-    let mut seen = Vec::new();
-    let mut buffer = [0u8; 16 * 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return (String::from_utf8_lossy(&seen).into_owned(), false);
-        }
-        stream.set_read_timeout(Some(left)).unwrap();
-        match stream.read(&mut buffer) {
-            Ok(0) => return (String::from_utf8_lossy(&seen).into_owned(), true),
-            Ok(n) => seen.extend_from_slice(&buffer[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                return (String::from_utf8_lossy(&seen).into_owned(), false)
-            }
-            // A reset is a close too.
-            Err(_) => return (String::from_utf8_lossy(&seen).into_owned(), true),
-        }
-    }
-}
-
-/// Read one response head and its content-length body; lower-cased.
+/// One response, lower-cased (the assertions here compare header names and values).
 fn read_response(stream: &mut TcpStream) -> String {
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut seen = Vec::new();
-    let mut byte = [0u8; 1];
-    while !seen.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => seen.push(byte[0]),
-            _ => return String::from_utf8_lossy(&seen).to_ascii_lowercase(),
-        }
-    }
-    let head = String::from_utf8_lossy(&seen).to_ascii_lowercase();
-    let length: usize =
-        head.lines().find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())).unwrap_or(0);
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).unwrap();
-    seen.extend_from_slice(&body);
-    String::from_utf8_lossy(&seen).to_ascii_lowercase()
+    common::net::read_response(stream).to_ascii_lowercase()
 }
 
 /// A JSON login on a kept-alive connection, with an optional X-Forwarded-For line.
