@@ -204,3 +204,35 @@ fn the_your_api_guides_gateway_file_and_policy_pass_check() {
     assert!(output.status.success(), "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
 }
+
+#[test]
+fn the_tls_pages_listener_example_passes_check_with_real_certificates() {
+    let page = read("docs/tls.md");
+    let example = page.split("```toml\n").nth(1).and_then(|rest| rest.split("```").next()).unwrap();
+    let (listen, connections) = example.split_once("[connections]").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    for (cert, key, name) in
+        [("fullchain.pem", "key.pem", "example.com"), ("login.pem", "login.key", "login.example.com")]
+    {
+        let pair = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        std::fs::write(dir.path().join("certs").join(cert), pair.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("certs").join(key), pair.key_pair.serialize_pem()).unwrap();
+    }
+    let data = |file: &str| Path::new(ROOT).join(file).display().to_string();
+    let gateway = format!(
+        "{listen}upstream = {{ address = \"127.0.0.1:8081\" }}\npolicies = [\"{}\"]\n[connections]{connections}\
+         [geoip]\ncountry_db = \"{}\"\n[breach]\npassword_filter = \"{}\"\n",
+        data("policies/default.toml"),
+        data("geoip/country.mmdb"),
+        data("policies/data/common-passwords.bloom"),
+    );
+    std::fs::write(dir.path().join("gateway.toml"), gateway).unwrap();
+    let output = Command::new(BIN).arg("check").arg("gateway.toml").current_dir(dir.path()).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // A key that does not belong to its certificate is refused, naming the listener entry.
+    std::fs::copy(dir.path().join("certs/login.key"), dir.path().join("certs/key.pem")).unwrap();
+    let output = Command::new(BIN).arg("check").arg("gateway.toml").current_dir(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("listen[1].tls"), "{stderr}");
+}
